@@ -1,0 +1,103 @@
+"""Unit files: one utterance per line, discrete units plus its label tokens.
+
+Two formats are read, auto-detected per file (TSV if the first non-blank line has a tab):
+
+- SpeechPrompt's released ``data_prompt/*.txt``: ``u1 u2 ... un <s> l1 [l2 ...]``
+  (e.g. ``71 12 57 <s> 9``; IC lines carry 3 label ids). Ids are made up as ``{stem}-{lineno}``.
+- our manifest: ``id<TAB>u1 u2 ...<TAB>l1 l2 ...`` (labels space separated; ASR labels are
+  characters with ``|`` as the word boundary).
+
+Units and labels stay strings exactly as written: the unit -> LM index mapping belongs to the
+GSLM ``dict.txt`` and label -> unit mapping to the verbalizer, not to this reader.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Tuple
+
+from s3prl_speechprompt.atomic import atomic_write_text
+
+SEPARATOR = "<s>"
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """One utterance: ``units`` (n,) unit symbols, ``labels`` (k,) label tokens (may be empty)."""
+
+    id: str
+    units: Tuple[str, ...]
+    labels: Tuple[str, ...]
+
+
+def _malformed(path: Path, lineno: int, line: str, why: str) -> ValueError:
+    shown = line if len(line) <= 200 else line[:200] + "..."
+    return ValueError(f"{path}:{lineno}: {why}; line was {shown!r}")
+
+
+def _parse_speechprompt(path: Path, lineno: int, line: str) -> UnitRecord:
+    tokens = line.split()
+    n_sep = tokens.count(SEPARATOR)
+    if n_sep == 0:
+        raise _malformed(path, lineno, line,
+                         f"no '{SEPARATOR}' separator (expected 'u1 u2 ... <s> label')")
+    if n_sep > 1:
+        raise _malformed(path, lineno, line,
+                         f"{n_sep} '{SEPARATOR}' separators, expected exactly one ('u1 u2 ... <s> label')")
+    cut = tokens.index(SEPARATOR)
+    units, labels = tokens[:cut], tokens[cut + 1:]
+    if not units:
+        raise _malformed(path, lineno, line, f"no units before '{SEPARATOR}'")
+    return UnitRecord(f"{path.stem}-{lineno}", tuple(units), tuple(labels))
+
+
+def _parse_tsv(path: Path, lineno: int, line: str) -> UnitRecord:
+    fields = line.split("\t")
+    if len(fields) != 3:
+        raise _malformed(path, lineno, line,
+                         f"{len(fields)} tab-separated fields, expected 3 (id, units, labels)")
+    uid, units, labels = fields[0].strip(), fields[1].split(), fields[2].split()
+    if not uid:
+        raise _malformed(path, lineno, line, "empty id (first field)")
+    if not units:
+        raise _malformed(path, lineno, line, "empty units (second field)")
+    if SEPARATOR in units or SEPARATOR in labels:
+        raise _malformed(path, lineno, line,
+                         f"'{SEPARATOR}' inside a TSV field; TSV keeps units and labels in separate columns")
+    return UnitRecord(uid, tuple(units), tuple(labels))
+
+
+def read_unit_file(path: str | os.PathLike) -> List[UnitRecord]:
+    """Read a SpeechPrompt ``units <s> labels`` file or our TSV manifest (blank lines are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: unit file not found")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = next((ln for ln in lines if ln.strip()), None)
+    if first is None:
+        return []
+    parse = _parse_tsv if "\t" in first else _parse_speechprompt
+    return [parse(path, lineno, line) for lineno, line in enumerate(lines, 1) if line.strip()]
+
+
+def _check_writable(i: int, rec: UnitRecord) -> None:
+    where = f"record {i} (id {rec.id!r})"
+    if not rec.id or any(c in rec.id for c in "\t\n\r"):
+        raise ValueError(f"{where}: the id must be non-empty and contain no tab or newline")
+    if not rec.units:
+        raise ValueError(f"{where}: no units; every utterance needs at least one unit")
+    for kind, toks in (("unit", rec.units), ("label", rec.labels)):
+        for tok in toks:
+            if not tok or tok == SEPARATOR or any(c.isspace() for c in tok):
+                raise ValueError(f"{where}: {kind} {tok!r} is empty, '{SEPARATOR}' or contains whitespace")
+
+
+def write_unit_manifest(path: str | os.PathLike, records: Iterable[UnitRecord]) -> None:
+    """Write our TSV manifest atomically (temp file in the same dir, then ``os.replace``)."""
+    path = Path(path)
+    records = list(records)
+    for i, rec in enumerate(records):
+        _check_writable(i, rec)
+    text = "".join(f"{r.id}\t{' '.join(r.units)}\t{' '.join(r.labels)}\n" for r in records)
+    atomic_write_text(path, text)
