@@ -1,0 +1,48 @@
+"""The ``speechprompt`` command: one subcommand per module in ``s3prl_speechprompt.commands``.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported lazily by name so ``speechprompt --help`` stays fast and one broken
+optional dependency cannot take down unrelated subcommands.
+"""
+import argparse
+import importlib
+import sys
+
+# subcommand name -> module under s3prl_speechprompt.commands
+COMMANDS = {
+    "ulm-info": "ulm_info",
+    "verbalize": "verbalize",
+    "synth": "synth",
+}
+
+
+def _load(name):
+    return importlib.import_module(f"s3prl_speechprompt.commands.{COMMANDS[name]}")
+
+
+def build_parser(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="speechprompt",
+        description="SpeechPrompt for s3prl: prompt tuning a frozen GSLM unit LM (see README.md).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = None
+    if argv:
+        wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name in COMMANDS:
+        if wanted in COMMANDS and name != wanted:
+            # only the requested command's module is imported; others get a stub entry for --help
+            sub.add_parser(name)
+            continue
+        module = _load(name)
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    sys.exit(args._run(args) or 0)

@@ -1,0 +1,89 @@
+"""Shared fixtures: fairseq as a test oracle, peer data location, tiny unit LMs."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PEER_DATA = REPO.parent / "shared" / "peer-data"
+
+# fairseq 0.12 on numpy 2 needs np.compat.long; patched inside the oracle's own process only
+_FAIRSEQ_TRAIN = """
+import sys, types, numpy as np
+np.compat = types.SimpleNamespace(long=np.int64)
+from fairseq_cli.train import cli_main
+sys.argv[0] = 'fairseq-train'
+cli_main()
+"""
+
+
+def peer_dir(name: str) -> Path:
+    d = PEER_DATA / name
+    if not d.is_dir():
+        pytest.skip(f"peer data {d} is absent (it lives in ../shared next to the repository)")
+    return d
+
+
+def fairseq_env() -> dict:
+    env = dict(os.environ)
+    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"   # fairseq 0.12 calls torch.load without weights_only
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def require_fairseq():
+    try:
+        import fairseq  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on the environment
+        pytest.skip(f"fairseq oracle not importable ({e}); install fairseq-fixed==0.12.3.1 (see .ci/run)")
+
+
+def write_unit_corpus(path: Path, n: int, n_units: int = 20, seed: int = 0, max_len: int = 30) -> None:
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            f.write(" ".join(str(rng.randrange(n_units)) for _ in range(rng.randint(5, max_len))) + "\n")
+
+
+def train_fairseq_lm(workdir: Path, *extra: str, n_units: int = 20) -> Path:
+    """Preprocess a random unit corpus and train a tiny transformer_lm for 3 updates with fairseq's CLI."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_unit_corpus(workdir / "train.txt", 200, n_units)
+    (workdir / "dict.txt").write_text("".join(f"{u} 1\n" for u in range(n_units)))
+    py, env = sys.executable, fairseq_env()
+    subprocess.run([py, "-m", "fairseq_cli.preprocess", "--only-source", "--srcdict", str(workdir / "dict.txt"),
+                    "--trainpref", str(workdir / "train.txt"), "--destdir", str(workdir / "bin"), "--workers", "1"],
+                   check=True, env=env, capture_output=True)
+    ck = workdir / "ck"
+    subprocess.run([py, "-c", _FAIRSEQ_TRAIN, str(workdir / "bin"), "--task", "language_modeling",
+                    "--arch", "transformer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "32",
+                    "--decoder-input-dim", "32", "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64",
+                    "--decoder-attention-heads", "4", "--share-decoder-input-output-embed",
+                    "--tokens-per-sample", "128", "--sample-break-mode", "eos", "--max-tokens", "512",
+                    "--optimizer", "adam", "--lr", "1e-3", "--max-update", "3", "--save-dir", str(ck),
+                    "--no-epoch-checkpoints", "--cpu", "--log-format", "simple", "--disable-validation", *extra],
+                   check=True, env=env, capture_output=True)
+    (ck / "dict.txt").write_text((workdir / "bin" / "dict.txt").read_text())
+    return ck
+
+
+@pytest.fixture(scope="session")
+def tiny_ulm_dir(tmp_path_factory):
+    """A tiny GSLM-shaped (pre-LN) unit LM saved by our writer in fairseq's format, 20 units."""
+    import torch
+
+    from s3prl_speechprompt.ulm.checkpoint import save_ulm
+    from s3prl_speechprompt.ulm.dictionary import Dictionary
+    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
+
+    torch.manual_seed(0)
+    d = Dictionary([str(u) for u in range(20)])
+    model = UnitLM(ULMConfig.from_arch("ulm_tiny", len(d)))
+    out = tmp_path_factory.mktemp("tiny_ulm")
+    save_ulm(model, d, out)
+    return out
