@@ -1,0 +1,245 @@
+"""SpeechPrompt's prompted unit LM: a frozen GSLM plus deep prompts (PT), or the whole LM trained (FT-LM).
+
+Sequence layout (SpeechPrompt / fairseq ``language_modeling``):
+    input  = </s> u1 .. un <s> v1 .. vk          target = u1 .. un <s> v1 .. vk </s>
+``<s>`` (index 0) separates the speech units from the verbalized label ``v``. The loss covers the
+target from ``<s>`` on (predicting the separator, the label units and the final ``</s>``); source
+units are never scored.
+
+Deep prompts (PT): every layer gets L trainable key-input and L value-input vectors that go through
+that layer's *frozen* k/v projections and sit in front of the token keys/values. This equals
+SpeechPrompt's "overwrite the K/V inputs at L prefix positions after the pre-attention LayerNorm";
+the prefix positions' own hidden states never reach a token, which is why an input-level prompt
+gets no gradient when deep prompts are on (kept optional, for the paper's parameter count).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s3prl_speechprompt.ulm.dictionary import Dictionary
+from s3prl_speechprompt.ulm.model import KVCache, UnitLM
+
+SEP, PAD, EOS = Dictionary.bos_index, Dictionary.pad_index, Dictionary.eos_index
+
+
+@dataclass
+class PromptConfig:
+    """How the LM is adapted. Defaults are SpeechPrompt v1's prompt tuning."""
+
+    method: str = "pt"                 # pt: frozen LM + prompts | ftlm: whole LM trained, no prompts
+    prompt_length: int = 3             # L (paper: 3 KS, 6 IC, ~176 ASR/SF at GSLM width)
+    deep: bool = True                  # per-layer key/value prompts
+    input_prompt: bool = False         # input-level prefix too (dead weight when deep: zero gradient)
+    prompt_dropout: float = 0.1
+    prompt_init_std: float = 1.0       # reference: nn.Embedding's N(0, 1)
+    train_separator: bool = True       # PT: a trainable vector replaces the <s> embedding
+    lm_dropout: Optional[float] = None  # None = paper: 0 for pt, 0.1 for ftlm
+    loss_normalization: str = "label"  # label: mean over scored tokens | ntokens: sum / non-pad targets (fairseq)
+    learnable_classes: int = 0         # >0: SpeechPrompt v2 learnable verbalizer, Linear(V -> classes + 4) on logits
+
+    def __post_init__(self):
+        if self.method not in ("pt", "ftlm"):
+            raise ValueError(f"method must be 'pt' or 'ftlm', got {self.method!r}")
+        if self.loss_normalization not in ("label", "ntokens"):
+            raise ValueError(f"loss_normalization must be 'label' or 'ntokens', got {self.loss_normalization!r}")
+        if self.method == "pt" and not (self.deep or self.input_prompt) and not self.train_separator \
+                and not self.learnable_classes:
+            raise ValueError("prompt tuning with no deep prompt, no input prompt, no separator and no "
+                             "learnable verbalizer has nothing to train")
+        if self.method == "pt" and (self.deep or self.input_prompt) and self.prompt_length < 1:
+            raise ValueError(f"prompt_length must be >= 1, got {self.prompt_length}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DeepPrompt(nn.Module):
+    """Per-layer prefix key/value *inputs*: ``key``, ``value`` of shape (layers, L, C)."""
+
+    def __init__(self, layers: int, length: int, dim: int, dropout: float, init_std: float):
+        super().__init__()
+        self.key = nn.Parameter(torch.randn(layers, length, dim) * init_std)
+        self.value = nn.Parameter(torch.randn(layers, length, dim) * init_std)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self) -> List[tuple]:
+        """One (k_in, v_in) pair per layer, each (L, C), dropout applied (training only)."""
+        k, v = self.dropout(self.key), self.dropout(self.value)
+        return [(k[i], v[i]) for i in range(k.size(0))]
+
+
+class PromptedULM(nn.Module):
+    """A unit LM adapted to a task. ``loss(inputs, targets)`` for training, ``generate`` for decoding."""
+
+    def __init__(self, lm: UnitLM, cfg: PromptConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.lm = lm
+        d, n_layers = lm.cfg.embed_dim, lm.num_layers
+        pt = cfg.method == "pt"
+        dropout = cfg.lm_dropout if cfg.lm_dropout is not None else (0.0 if pt else 0.1)
+        lm.set_dropout(dropout, dropout)
+        lm.requires_grad_(not pt)
+        self.deep_prompt = DeepPrompt(n_layers, cfg.prompt_length, d, cfg.prompt_dropout, cfg.prompt_init_std) \
+            if pt and cfg.deep else None
+        self.input_prompt = nn.Parameter(torch.randn(cfg.prompt_length, d) * cfg.prompt_init_std) \
+            if pt and cfg.input_prompt else None
+        self.prompt_dropout = nn.Dropout(cfg.prompt_dropout)
+        self.separator = nn.Parameter(torch.randn(d) * cfg.prompt_init_std) if pt and cfg.train_separator else None
+        self.verbalizer_head = None
+        if cfg.learnable_classes:
+            n_out = cfg.learnable_classes + 4
+            if n_out > lm.cfg.vocab_size:
+                raise ValueError(f"learnable verbalizer: {cfg.learnable_classes} classes + 4 specials exceed the LM "
+                                 f"vocabulary ({lm.cfg.vocab_size}); label tokens are fed back as LM tokens, so use "
+                                 f"the 'multi' verbalizer for label sets this large")
+            self.verbalizer_head = nn.Linear(lm.cfg.vocab_size, n_out, bias=False)
+            with torch.no_grad():                       # start as the identity on the first n_out tokens
+                self.verbalizer_head.weight.copy_(torch.eye(n_out, lm.cfg.vocab_size))
+            self.head_dropout = nn.Dropout(0.1)
+
+    # ------------------------------------------------------------------ parameters
+    def trainable_parameters(self) -> Dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters().values())
+
+    def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Only what training changes: prompts/separator/head for PT, everything for FT-LM."""
+        return {n: p.detach().clone() for n, p in self.trainable_parameters().items()}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.cfg.method == "pt":
+            self.lm.eval()           # frozen LM: dropout 0 anyway; keep it deterministic and cheap
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        emb = self.lm.embed(tokens)
+        if self.separator is not None:
+            emb = torch.where(tokens.eq(SEP).unsqueeze(-1), self.separator.to(emb.dtype), emb)
+        return emb
+
+    def _prefixes(self) -> dict:
+        kw = {}
+        if self.deep_prompt is not None:
+            kw["prefix_kv"] = self.deep_prompt()
+        elif self.input_prompt is not None:
+            # with deep prompts the reference overwrites the K/V inputs at these same positions in every
+            # layer, so the input prompt cannot reach any token: it is only used without deep prompts
+            kw["prefix_embeds"] = self.prompt_dropout(self.input_prompt)
+        return kw
+
+    def logits(self, tokens: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
+        """(B, T, V) LM logits, or (B, T, classes+4) through the learnable verbalizer."""
+        first = cache is None or cache.empty
+        out = self.lm(tokens, embeds=self._embed(tokens), cache=cache, **(self._prefixes() if first else {}))
+        if self.verbalizer_head is not None:
+            out = self.head_dropout(self.verbalizer_head(out))
+        return out
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, reduce: bool = True):
+        """Cross entropy on the targets from the separator on. ``inputs``/``targets``: (B, T), pad = 1.
+
+        Normalisation: ``label`` (default) averages over the scored tokens; ``ntokens`` divides the sum
+        by all non-pad targets as fairseq's criterion did (only the scale differs; clip-norm sees it).
+        With ``reduce=False`` returns (summed loss per row, scored tokens per row).
+        """
+        is_sep = targets.eq(SEP)
+        n_sep = is_sep.sum(1)
+        if not bool((n_sep == 1).all()):
+            bad = int((n_sep != 1).nonzero()[0, 0])
+            raise ValueError(f"every target row needs exactly one separator <s> (index 0); row {bad} has "
+                             f"{int(n_sep[bad])}: {targets[bad].tolist()}")
+        scored = (torch.cumsum(is_sep.long(), 1) > 0) & targets.ne(PAD)          # (B, T)
+        logits = self.logits(inputs)
+        if self.verbalizer_head is not None and int(targets[scored].max()) >= logits.size(-1):
+            raise ValueError(f"learnable verbalizer has {logits.size(-1)} outputs but a target token is "
+                             f"{int(targets[scored].max())}; label codes must come from the identity verbalizer")
+        nll = F.cross_entropy(logits.float().transpose(1, 2), targets.clamp(max=logits.size(-1) - 1),
+                              reduction="none") * scored
+        if not reduce:
+            return nll.sum(1), scored.sum(1)
+        if self.cfg.loss_normalization == "ntokens":
+            return nll.sum() / targets.ne(PAD).sum().clamp(min=1)
+        return nll.sum() / scored.sum().clamp(min=1)
+
+    # ------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def generate(self, sources: Sequence[Sequence[int]], max_new_tokens: int, use_cache: bool = True) -> List[List[int]]:
+        """Greedy continuation after ``</s> source <s>`` (the source is teacher-forced).
+
+        Returns the generated ids per row, without the final ``</s>``; the budget counts new tokens
+        only (SpeechPrompt's counted the source, truncating long inputs). ``use_cache=False``
+        recomputes the whole sequence every step, as the reference implementation had to.
+        """
+        return greedy_decode(self, sources, max_new_tokens, use_cache=use_cache)
+
+
+def build_batch(sources: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], device=None):
+    """Token-id sources and verbalized labels -> right-padded (inputs, targets), each (B, T).
+
+    inputs = ``</s> src <s> label``, targets = ``src <s> label </s>``.
+    """
+    rows = [[*s, SEP, *y] for s, y in zip(sources, labels)]
+    T = max(len(r) for r in rows) + 1
+    inputs = torch.full((len(rows), T), PAD, dtype=torch.long)
+    targets = torch.full((len(rows), T), PAD, dtype=torch.long)
+    for i, r in enumerate(rows):
+        r = torch.as_tensor(r, dtype=torch.long)
+        inputs[i, 0] = EOS
+        inputs[i, 1:len(r) + 1] = r
+        targets[i, :len(r)] = r
+        targets[i, len(r)] = EOS
+    return inputs.to(device), targets.to(device)
+
+
+def left_pad(rows: Sequence[Sequence[int]], device=None) -> torch.Tensor:
+    """(B, T) tensor, left padded with ``<pad>`` so every row ends at the last column."""
+    T = max(len(r) for r in rows)
+    out = torch.full((len(rows), T), PAD, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, T - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
+    return out.to(device)
+
+
+def greedy_decode(model: PromptedULM, sources, max_new_tokens: int, use_cache: bool = True,
+                  stats: Optional[dict] = None) -> List[List[int]]:
+    """Batched greedy decoding; ``stats['unfinished']`` counts rows that hit the budget without ``</s>``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    prompts = [[EOS, *s, SEP] for s in sources]
+    tokens = left_pad(prompts, device)
+    B = tokens.size(0)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    out = [[] for _ in range(B)]
+    cache = KVCache() if use_cache else None
+    step_input = tokens
+    for _ in range(max_new_tokens):
+        logits = model.logits(step_input, cache=cache)[:, -1]
+        nxt = logits.argmax(-1)
+        for i in (~done).nonzero().flatten().tolist():
+            if int(nxt[i]) == EOS:
+                done[i] = True
+            else:
+                out[i].append(int(nxt[i]))
+        if bool(done.all()):
+            break
+        nxt = nxt.masked_fill(done, PAD).unsqueeze(1)
+        if use_cache:
+            step_input = nxt
+        else:
+            tokens = torch.cat([tokens, nxt], 1)
+            step_input = tokens
+    model.train(was_training)
+    if stats is not None:
+        stats["unfinished"] = stats.get("unfinished", 0) + int((~done).sum())
+    return out
