@@ -1,0 +1,222 @@
+"""Make our downstreams visible to s3prl's runner as ``-d <name>`` without touching installed files.
+
+s3prl 0.4.18 finds a downstream only through
+``importlib.import_module(f"s3prl.downstream.{name}.expert")`` (``s3prl/downstream/runner.py``,
+``Runner._get_downstream``). :func:`register` therefore puts, for every name,
+
+* ``sys.modules["s3prl.downstream.<name>"]``: a small synthesized package module, and
+* ``sys.modules["s3prl.downstream.<name>.expert"]``: our real expert module, imported under its own
+  name (e.g. ``s3prl_speechprompt.s3prl_plugin.prompt_expert``). Classes keep their real
+  ``__module__``, so DataLoader workers started with spawn/forkserver can unpickle datasets.
+
+The expert module is imported lazily, the first time s3prl asks for it (a meta-path finder that
+only answers for registered names), so a name whose module is missing or broken fails only when it
+is actually used.
+
+Names: every ``<name>.yaml`` in the package ``s3prl_speechprompt.downstream_configs`` defines
+``-d <name>`` with that file as its default config. :func:`expert_module_for` maps a name to the
+module that serves it.
+
+Developer hook: the environment variable ``SPEECHPROMPT_EXTRA_DOWNSTREAMS="name=module,..."`` adds
+or overrides names (e.g. a throwaway expert in a test, run through the runner in a subprocess).
+"""
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.resources
+import importlib.util
+import os
+import sys
+import types
+import warnings
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional
+
+CONFIG_PACKAGE = "s3prl_speechprompt.downstream_configs"
+BASELINE_EXPERT = "s3prl_speechprompt.s3prl_plugin.baseline_expert"
+PROMPT_EXPERT = "s3prl_speechprompt.s3prl_plugin.prompt_expert"
+ENV_EXTRA = "SPEECHPROMPT_EXTRA_DOWNSTREAMS"
+S3PRL_DOWNSTREAM = "s3prl.downstream"
+
+# explicit name -> expert module overrides, consulted before the env hook and the naming rules;
+# tests (or other front ends) may add entries here
+EXPERT_MODULES: Dict[str, str] = {}
+
+# name -> expert module, for every name registered in this process
+_registered: Dict[str, str] = {}
+
+
+def extra_downstreams(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Parse the developer hook ``SPEECHPROMPT_EXTRA_DOWNSTREAMS="name=module,name2=module2"``."""
+    value = (os.environ if environ is None else environ).get(ENV_EXTRA, "")
+    extra = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, module = (s.strip() for s in item.partition("="))
+        if not sep or not name or not module:
+            raise ValueError(f"{ENV_EXTRA}: expected 'name=module' items separated by commas, got {item!r}")
+        extra[name] = module
+    return extra
+
+
+def expert_module_for(name: str, overrides: Optional[Mapping[str, str]] = None) -> str:
+    """The module whose ``DownstreamExpert`` serves ``-d name``.
+
+    Looked up in ``overrides``, then :data:`EXPERT_MODULES`, then ``SPEECHPROMPT_EXTRA_DOWNSTREAMS``;
+    otherwise by name: ``*_linear`` / ``*_lstm`` -> the SUPERB baseline expert, any other
+    ``speechprompt_*`` -> the prompt expert. Raises ``KeyError`` for a name that is not ours.
+    """
+    for table in (overrides or {}, EXPERT_MODULES, extra_downstreams()):
+        if name in table:
+            return table[name]
+    if name.startswith("speechprompt_"):
+        if name.endswith(("_linear", "_lstm")):
+            return BASELINE_EXPERT
+        return PROMPT_EXPERT
+    raise KeyError(f"{name!r} is not a SpeechPrompt downstream (expected a 'speechprompt_*' name, "
+                   f"an entry of registry.EXPERT_MODULES or of ${ENV_EXTRA})")
+
+
+def _config_dir():
+    """The packaged configs as an importlib.resources Traversable (source checkout: ./downstream_configs)."""
+    try:
+        return importlib.resources.files(CONFIG_PACKAGE)
+    except ModuleNotFoundError:
+        # running from a source tree that is not pip-installed: setup.py maps the package to this folder
+        return Path(__file__).resolve().parents[2] / "downstream_configs"
+
+
+def packaged_downstreams() -> List[str]:
+    """Names defined by ``<name>.yaml`` files in ``s3prl_speechprompt.downstream_configs``, sorted."""
+    folder = _config_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir()
+                  if entry.name.endswith(".yaml") and entry.is_file() and not entry.name.startswith(("_", ".")))
+
+
+def default_config_path(name: str) -> Optional[str]:
+    """Filesystem path of the packaged ``<name>.yaml`` (what ``-c`` defaults to), or None if there is none."""
+    entry = _config_dir() / f"{name}.yaml"
+    if not entry.is_file():
+        return None
+    return os.fspath(entry)  # packages are installed as plain directories (no zip support needed)
+
+
+def all_downstreams() -> List[str]:
+    """Every name :func:`register` would register by default: packaged configs + developer hook entries."""
+    names = packaged_downstreams()
+    for name in list(EXPERT_MODULES) + list(extra_downstreams()):
+        if name not in names:
+            names.append(name)
+    return names
+
+
+class _AliasLoader(importlib.abc.Loader):
+    """Loads ``s3prl.downstream.<name>.expert`` by importing the real module and handing it over."""
+
+    def __init__(self, real_name: str):
+        self.real_name = real_name
+
+    def create_module(self, spec):
+        module = importlib.import_module(self.real_name)
+        self.real_spec = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        # the import system stamped the alias spec on the real module: give it back its own
+        module.__spec__ = self.real_spec
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    """Answers only for ``s3prl.downstream.<name>.expert`` of registered names."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix, _, leaf = fullname.rpartition(".")
+        if leaf != "expert" or not prefix.startswith(S3PRL_DOWNSTREAM + "."):
+            return None
+        name = prefix[len(S3PRL_DOWNSTREAM) + 1:]
+        real = _registered.get(name)
+        if real is None:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(real))
+
+
+_FINDER = _AliasFinder()
+
+
+def _install_finder():
+    if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _FINDER)
+
+
+def _package_module(name: str, real: str) -> types.ModuleType:
+    full = f"{S3PRL_DOWNSTREAM}.{name}"
+    module = types.ModuleType(full, f"s3prl downstream {name!r}, served by {real} (registered by s3prl_speechprompt).")
+    module.__spec__ = importlib.machinery.ModuleSpec(full, None, is_package=True)
+    module.__path__ = []
+    module.__package__ = full
+    module.__speechprompt_expert__ = real
+    return module
+
+
+def register(names: Optional[Iterable[str]] = None, overrides: Optional[Mapping[str, str]] = None) -> List[str]:
+    """Register ``-d <name>`` for each name (default: :func:`all_downstreams`, skipping with a warning
+    any packaged YAML whose name maps to no expert module). Idempotent.
+
+    Only synthesized modules are created here; each expert module is imported when s3prl first asks
+    for ``s3prl.downstream.<name>.expert``. A name already taken by a real s3prl downstream (or by
+    something else in ``sys.modules``) is refused with ``ValueError``. Returns the registered names.
+    """
+    import s3prl.downstream  # noqa: F401  (the parent package must exist before its children)
+
+    if names is None:
+        names = []
+        for name in all_downstreams():
+            try:
+                expert_module_for(name, overrides)
+            except KeyError:
+                warnings.warn(f"{CONFIG_PACKAGE}: {name}.yaml has no expert module "
+                              f"(not a 'speechprompt_*' name); -d {name} is not registered")
+                continue
+            names.append(name)
+    names = list(names)
+    if overrides:
+        names += [n for n in overrides if n not in names]
+    _install_finder()
+    done = []
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"downstream name {name!r} must be a Python identifier (it becomes a module name)")
+        real = expert_module_for(name, overrides)
+        full = f"{S3PRL_DOWNSTREAM}.{name}"
+        existing = sys.modules.get(full)
+        if existing is not None and getattr(existing, "__speechprompt_expert__", None) is None:
+            raise ValueError(f"cannot register -d {name}: {full} is already a module ({existing!r})")
+        if existing is None and importlib.util.find_spec(full) is not None:
+            raise ValueError(f"cannot register -d {name}: s3prl already ships a downstream of that name")
+        if existing is None or existing.__speechprompt_expert__ != real:
+            sys.modules.pop(full + ".expert", None)
+            package = _package_module(name, real)
+            sys.modules[full] = package
+            setattr(sys.modules[S3PRL_DOWNSTREAM], name, package)
+        _registered[name] = real
+        done.append(name)
+    return done
+
+
+def registered() -> Dict[str, str]:
+    """name -> expert module for the names registered in this process."""
+    return dict(_registered)
+
+
+def unregister(name: str) -> None:
+    """Undo :func:`register` for one name (for tests); the real expert module stays imported."""
+    full = f"{S3PRL_DOWNSTREAM}.{name}"
+    if getattr(sys.modules.get(full), "__speechprompt_expert__", None) is None:
+        return
+    sys.modules.pop(full + ".expert", None)
+    sys.modules.pop(full, None)
+    parent = sys.modules.get(S3PRL_DOWNSTREAM)
+    if parent is not None and hasattr(parent, name):
+        delattr(parent, name)
+    _registered.pop(name, None)
