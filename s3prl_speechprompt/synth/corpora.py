@@ -1,0 +1,565 @@
+"""Small synthetic corpora laid out exactly like the SUPERB KS and IC datasets.
+
+``make_ks`` writes Speech Commands v0.01 (training directory + the separate official-style test set),
+``make_ic`` writes Fluent Speech Commands (wavs + the three CSVs). Speech comes from espeak-ng
+(:mod:`s3prl_speechprompt.synth.tts`); a "speaker" is one combination of voice, speaking rate and pitch.
+Everything is a function of the seed: the same seed gives byte-identical corpora.
+
+Both functions build the corpus in a hidden sibling directory and move it into ``out_dir`` only when
+complete, so an interrupted run never leaves a half-written corpus behind.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter, OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .tts import SAMPLE_RATE, synthesize
+
+# ----------------------------------------------------------------------------------------------------------------
+# speakers
+
+ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan",
+           "en-gb-x-gbcwmd"]
+VARIANTS = ["", "+f1", "+f2", "+f3", "+f4", "+f5", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7"]
+RATES_WPM = [130, 145, 160, 175, 190, 205]
+PITCHES = [25, 35, 45, 55, 65, 75]
+
+
+def _voice_grid():
+    return [(a + v, r, p) for a in ACCENTS for v in VARIANTS for r in RATES_WPM for p in PITCHES]
+
+
+def _draw_speakers(rng, n):
+    """``n`` distinct (voice, rate, pitch, pitch_range) tuples."""
+    grid = _voice_grid()
+    if n > len(grid):
+        raise ValueError(f"at most {len(grid)} distinct synthetic speakers, asked for {n}")
+    picks = rng.choice(len(grid), size=n, replace=False)
+    return [dict(voice=grid[i][0], rate=grid[i][1], pitch=grid[i][2], range=int(rng.integers(30, 80)))
+            for i in picks]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# noise and clip post-processing
+
+NOISE_KINDS = ["white_noise", "pink_noise", "brown_noise", "mains_hum", "running_water"]
+
+
+def _coloured(rng, n, exponent):
+    """Gaussian noise with power spectrum ~ 1/f**exponent, unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+    f[0] = f[1]
+    spec *= f ** (-exponent / 2.0)
+    spec[f < 20] = 0.0  # no DC drift
+    x = np.fft.irfft(spec, n)
+    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+
+
+def make_noise(kind, n, rng):
+    """``n`` samples of one noise type at unit RMS (float64)."""
+    if kind == "white_noise":
+        x = rng.standard_normal(n)
+    elif kind == "pink_noise":
+        x = _coloured(rng, n, 1.0)
+    elif kind == "brown_noise":
+        x = _coloured(rng, n, 2.0)
+    elif kind == "mains_hum":
+        t = np.arange(n) / SAMPLE_RATE
+        base = rng.choice([50.0, 60.0])
+        x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi))
+                for k in range(1, 8))
+        x = x + 0.05 * rng.standard_normal(n)
+    elif kind == "running_water":
+        spec = np.fft.rfft(rng.standard_normal(n))
+        f = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+        spec *= np.exp(-0.5 * ((f - rng.uniform(1500, 3500)) / rng.uniform(600, 1500)) ** 2)
+        x = np.fft.irfft(spec, n)
+        t = np.arange(n) / SAMPLE_RATE
+        x *= 1.0 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.3, 2.0) * t) + 0.2 * rng.standard_normal(n).clip(-1, 1)
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}; choose from {NOISE_KINDS}")
+    x = np.asarray(x, dtype=np.float64)
+    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+
+
+def _trim(wav, rel_threshold=0.02):
+    """Drop espeak's leading/trailing silence."""
+    idx = np.flatnonzero(np.abs(wav) > rel_threshold * (np.abs(wav).max() + 1e-12))
+    return wav[idx[0]:idx[-1] + 1] if len(idx) else wav
+
+
+def _finish(speech, rng, length=None, pad=(0.1, 0.4)):
+    """Place speech in a clip, apply a random gain and add a little noise.
+
+    ``length`` (samples) gives a fixed-size clip with the speech at a random offset (cropped at a random
+    position if too long); without it the speech gets ``pad`` seconds of random lead/tail silence.
+    """
+    speech = _trim(speech)
+    if length is not None:
+        if len(speech) > length:
+            start = int(rng.integers(0, len(speech) - length + 1))
+            speech = speech[start:start + length]
+        clip = np.zeros(length)
+        off = int(rng.integers(0, length - len(speech) + 1))
+        clip[off:off + len(speech)] = speech
+    else:
+        lead, tail = (int(rng.uniform(*pad) * SAMPLE_RATE) for _ in range(2))
+        clip = np.concatenate([np.zeros(lead), speech, np.zeros(tail)])
+    clip = clip / (np.abs(clip).max() + 1e-12) * rng.uniform(0.3, 0.9)
+    speech_rms = np.sqrt(np.mean(speech ** 2)) / (np.abs(speech).max() + 1e-12) * np.abs(clip).max()
+    snr_db = rng.uniform(20.0, 40.0)
+    noise = make_noise(NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))], len(clip), rng)
+    clip = clip + noise * speech_rms * 10 ** (-snr_db / 20)
+    return clip
+
+
+def _write_wav(path, wav):
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(wav, -1.0, 32767 / 32768), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+
+
+def _render(job):
+    """Synthesize and write one planned utterance (a dict made by the planners below)."""
+    if job.get("text") is None:  # a silence clip: low noise only
+        rng = np.random.default_rng(job["seed"])
+        kind = NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))]
+        wav = make_noise(kind, job["length"], rng) * rng.uniform(0.001, 0.01)
+    else:
+        spk = job["speaker"]
+        # a little per-utterance variation so repetitions by one speaker are not identical
+        jitter = np.random.default_rng([job["seed"], 1])
+        rate = spk["rate"] * jitter.uniform(0.92, 1.08)
+        pitch = int(np.clip(spk["pitch"] + jitter.integers(-4, 5), 0, 100))
+        speech = synthesize(job["text"], spk["voice"], rate, pitch, spk["range"],
+                            seed=int(jitter.integers(2 ** 31)))
+        if len(speech) == 0 or not np.any(speech):
+            raise RuntimeError(f"espeak-ng produced no audio for {job['text']!r} with voice {spk['voice']!r}")
+        wav = _finish(speech.astype(np.float64), np.random.default_rng([job["seed"], 2]), length=job.get("length"))
+    _write_wav(job["path"], wav)
+
+
+def _render_shard(jobs):
+    for job in jobs:
+        _render(job)
+    return len(jobs)
+
+
+# utterances per worker task; every task runs in a new process (see _render_all)
+SHARD_SIZE = 32
+
+
+def _mp_context():
+    import multiprocessing as mp
+
+    try:
+        ctx = mp.get_context("forkserver")
+        # the fork server imports these once; it never loads libespeak-ng itself (that happens lazily)
+        ctx.set_forkserver_preload(["s3prl_speechprompt.synth.corpora", "scipy.signal", "soundfile"])
+        return ctx
+    except ValueError:  # no forkserver (Windows)
+        return mp.get_context("spawn")
+
+
+def _render_all(jobs, progress, desc, workers=None):
+    """Render all jobs in fixed shards, each in a fresh worker process.
+
+    libespeak-ng keeps internal state between calls (e.g. the phase of its pitch "flutter"), so the same
+    text can come out slightly different depending on what was spoken before in that process. Giving every
+    shard a fresh process (``maxtasksperchild=1``, forked from a server that never loaded the library) makes
+    the audio a function of the shard's contents only, hence of the seed, whatever the number of workers.
+    """
+    from tqdm import tqdm
+
+    shards = [jobs[i:i + SHARD_SIZE] for i in range(0, len(jobs), SHARD_SIZE)]
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    workers = max(1, min(int(workers), len(shards)))
+    with tqdm(total=len(jobs), desc=desc, unit="utt", disable=not progress, dynamic_ncols=True) as bar:
+        if not shards:
+            return
+        with _mp_context().Pool(workers, maxtasksperchild=1) as pool:
+            for n in pool.imap_unordered(_render_shard, shards):
+                bar.update(n)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# output directory handling
+
+def _check_out_dir(out_dir, force):
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise FileExistsError(f"{out_dir} exists and is not a directory")
+        if any(out_dir.iterdir()) and not force:
+            raise FileExistsError(f"{out_dir} is not empty; use force=True (--force) to replace the corpus in it")
+    return out_dir
+
+
+@contextlib.contextmanager
+def _staging(out_dir):
+    """Yield a temp dir next to ``out_dir``; on success move its entries into ``out_dir`` (replacing)."""
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield tmp
+        out_dir.mkdir(exist_ok=True)
+        for entry in sorted(tmp.iterdir()):
+            dest = out_dir / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            elif dest.exists() or dest.is_symlink():
+                dest.unlink()
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_info(path, summary, out_dir):
+    """The summary as JSON next to the corpus, with roots relative to ``out_dir`` (so the file is seed-determined)."""
+    info = OrderedDict(summary)
+    for key in ("root", "test_root"):
+        if key in info:
+            info[key] = os.path.relpath(info[key], out_dir)
+    path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _random_string(rng, n, alphabet):
+    return "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=n))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# KS: Speech Commands v0.01
+
+KS_COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+KS_CLASSES = KS_COMMANDS + ["_unknown_", "_silence_"]
+KS_UNKNOWN_WORDS = ["bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow"]
+KS_TRAIN_DIR = "speech_commands_v0.01"
+KS_TEST_DIR = "speech_commands_test_set_v0.01"
+_HEX = "0123456789abcdef"
+_MAX_PER_CLASS = 2 ** 27 - 1
+
+
+def ks_split_of(filename):
+    """The Speech Commands hash split of a file name (or bare speaker id): ``"dev"``, ``"test"`` or ``"train"``.
+
+    This is the rule from the dataset's README that SUPERB applies (``percentage < 10`` -> validation,
+    ``< 20`` -> testing, which SUPERB discards in favour of the separate test set, else training).
+    """
+    speaker = filename.split("_nohash_")[0]
+    h = int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16)
+    pct = (h % (_MAX_PER_CLASS + 1)) * (100.0 / _MAX_PER_CLASS)
+    return "dev" if pct < 10 else "test" if pct < 20 else "train"
+
+
+def _ks_speaker_ids(rng, counts):
+    """Random 8-hex speaker ids whose hash bucket is the wanted split; ``counts = {split: n}``."""
+    ids = {s: [] for s in counts}
+    seen = set()
+    while any(len(ids[s]) < n for s, n in counts.items()):
+        cand = _random_string(rng, 8, _HEX)
+        if cand in seen:
+            continue
+        seen.add(cand)
+        split = ks_split_of(cand)
+        if len(ids[split]) < counts[split]:
+            ids[split].append(cand)
+    return ids
+
+
+def make_ks(out_dir, seed=0, per_class=40, dev_per_class=None, test_per_class=None, unknown_fraction=0.2,
+            unknown_words=None, noise_seconds=15.0, force=False, progress=True, workers=None):
+    """Write a synthetic Speech Commands v0.01 corpus under ``out_dir``.
+
+    Layout (what ``s3prl.dataio.corpus.SpeechCommandsV1(root, test_root)`` and SUPERB's ``speech_commands``
+    downstream read)::
+
+        out_dir/speech_commands_v0.01/<word>/<speaker>_nohash_<n>.wav      (train + dev, split by speaker hash)
+        out_dir/speech_commands_v0.01/_background_noise_/<kind>.wav        (long noise files -> _silence_)
+        out_dir/speech_commands_test_set_v0.01/<class>/<...>.wav           (12 classes incl. _unknown_/_silence_)
+
+    Args:
+        per_class: training utterances per command word.
+        dev_per_class / test_per_class: dev utterances per command word and test utterances per class
+            (default ``max(1, per_class // 4)``).
+        unknown_fraction: each non-command word gets this fraction of a command word's count (at least 1) in
+            train and dev; the test ``_unknown_`` class draws ``test_per_class`` clips from those words.
+        unknown_words: the non-command words (default 10 words of the real dataset).
+        noise_seconds: length of each ``_background_noise_`` file.
+        force: replace the corpus directories if ``out_dir`` is not empty.
+        progress: show a tqdm bar; workers: parallel processes (default: CPU count, at most 4; the
+            output does not depend on it).
+
+    Returns a summary dict with the roots and the per-split, per-class counts as SUPERB sees them.
+    """
+    t0 = time.time()
+    out_dir = _check_out_dir(out_dir, force)
+    if per_class < 1:
+        raise ValueError("per_class must be >= 1")
+    dev_n = max(1, per_class // 4) if dev_per_class is None else int(dev_per_class)
+    test_n = max(1, per_class // 4) if test_per_class is None else int(test_per_class)
+    if dev_n < 1 or test_n < 1:
+        raise ValueError("dev_per_class and test_per_class must be >= 1")
+    unknown_words = list(KS_UNKNOWN_WORDS if unknown_words is None else unknown_words)
+    if not unknown_words or set(unknown_words) & set(KS_CLASSES):
+        raise ValueError("unknown_words must be non-empty and must not contain the 12 SUPERB classes")
+
+    def n_for(word, n):
+        return n if word in KS_COMMANDS else max(1, round(n * unknown_fraction))
+
+    rng = np.random.default_rng([seed, 0x4B53])  # "KS"
+    wanted = {"train": per_class, "dev": dev_n, "test": test_n}
+    n_spk = {"train": min(per_class, 30), "dev": min(dev_n, 8), "test": min(test_n, 8)}
+    ids = _ks_speaker_ids(rng, n_spk)
+    voices = _draw_speakers(rng, sum(n_spk.values()))
+    speakers = {}
+    for split in ("train", "dev", "test"):
+        speakers[split] = [dict(id=i, **voices.pop()) for i in ids[split]]
+
+    jobs = []
+
+    def add(path, text, speaker, length=16000):
+        jobs.append(dict(path=path, text=text, speaker=speaker, length=length, seed=int(rng.integers(2 ** 63))))
+
+    def utterances(split, word, n):
+        """``n`` (speaker, repetition) pairs from the split's pool, starting at a random speaker."""
+        pool = speakers[split]
+        start = int(rng.integers(len(pool)))
+        reps = Counter()
+        for k in range(n):
+            spk = pool[(start + k) % len(pool)]
+            yield spk, reps[spk["id"]]
+            reps[spk["id"]] += 1
+
+    # training directory: train + dev speakers (the hash of the speaker id decides the split)
+    for word in KS_COMMANDS + unknown_words:
+        for split in ("train", "dev"):
+            for spk, rep in utterances(split, word, n_for(word, wanted[split])):
+                add(Path(KS_TRAIN_DIR, word, f"{spk['id']}_nohash_{rep}.wav"), word, spk)
+
+    # separate test set: 12 class folders, test speakers only
+    for word in KS_COMMANDS:
+        for spk, rep in utterances("test", word, test_n):
+            add(Path(KS_TEST_DIR, word, f"{spk['id']}_nohash_{rep}.wav"), word, spk)
+    order = [unknown_words[i] for i in rng.permutation(len(unknown_words))]
+    per_word = Counter(order[k % len(order)] for k in range(test_n))
+    for word in order:
+        for spk, rep in utterances("test", word, per_word[word]):
+            add(Path(KS_TEST_DIR, "_unknown_", f"{word}_{spk['id']}_nohash_{rep}.wav"), word, spk)
+    for k in range(test_n):
+        add(Path(KS_TEST_DIR, "_silence_", f"silence_{k:04d}.wav"), None, None)
+
+    noise_seeds = [int(rng.integers(2 ** 63)) for _ in NOISE_KINDS]
+    with _staging(out_dir) as tmp:
+        bg = tmp / KS_TRAIN_DIR / "_background_noise_"
+        for kind, s in zip(NOISE_KINDS, noise_seeds):
+            r = np.random.default_rng(s)
+            _write_wav(bg / f"{kind}.wav", make_noise(kind, int(noise_seconds * SAMPLE_RATE), r) * r.uniform(0.05, 0.2))
+        for job in jobs:
+            job["path"] = tmp / job["path"]
+        _render_all(jobs, progress, "synth ks", workers)
+        counts = _ks_counts(tmp, unknown_words)
+        summary = OrderedDict(
+            corpus="ks", seed=seed, root=str(out_dir / KS_TRAIN_DIR), test_root=str(out_dir / KS_TEST_DIR),
+            counts=counts, totals={s: sum(c.values()) for s, c in counts.items()},
+            speakers={s: len(v) for s, v in speakers.items()}, background_noise=list(NOISE_KINDS),
+            params=dict(per_class=per_class, dev_per_class=dev_n, test_per_class=test_n,
+                        unknown_fraction=unknown_fraction, unknown_words=unknown_words, noise_seconds=noise_seconds),
+        )
+        _write_info(tmp / "speechprompt_synth_ks.json", summary, out_dir)
+    summary["seconds"] = round(time.time() - t0, 2)
+    return summary
+
+
+def _ks_counts(root, unknown_words):
+    """Per-class counts of what SUPERB's reader will see (train/dev via the hash split)."""
+    counts = {s: OrderedDict((c, 0) for c in KS_CLASSES) for s in ("train", "dev", "test")}
+    train_dir = Path(root, KS_TRAIN_DIR)
+    for wav in train_dir.glob("*/*.wav"):
+        word = wav.parent.name
+        if word == "_background_noise_":
+            continue
+        split = ks_split_of(wav.name)
+        if split != "test":
+            counts[split][word if word in KS_CLASSES else "_unknown_"] += 1
+    n_bg = len(list((train_dir / "_background_noise_").glob("*.wav")))
+    counts["train"]["_silence_"] = counts["dev"]["_silence_"] = n_bg  # SUPERB adds every noise file to both
+    for wav in Path(root, KS_TEST_DIR).glob("*/*.wav"):
+        counts["test"][wav.parent.name] += 1
+    return {s: dict(c) for s, c in counts.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# IC: Fluent Speech Commands
+
+_LIGHTS_ON_IN = ["Turn on the lights in the {room}", "Switch on the {room} lights", "{Room} lights on",
+                 "Lights on in the {room}"]
+_LIGHTS_OFF_IN = ["Turn off the lights in the {room}", "Switch off the {room} lights", "{Room} lights off",
+                  "Lights off in the {room}"]
+_HEAT_UP_IN = ["Turn up the heat in the {room}", "Increase the heating in the {room}", "{Room} heat up",
+               "Make the {room} warmer"]
+_HEAT_DOWN_IN = ["Turn down the heat in the {room}", "Decrease the heating in the {room}", "{Room} heat down",
+                 "Make the {room} cooler"]
+
+
+def _room(templates, room):
+    return [t.format(room=room, Room=room.capitalize()) for t in templates]
+
+
+# (action, object, location, phrasings) -- slot values are the real FSC ones. The order matters: the first 22
+# intents already use every action (6), object (14) and location (4) value, like the full dataset.
+FSC_INTENTS = [
+    ("activate", "lights", "none", ["Turn on the lights", "Switch on the lights", "Lights on", "Turn the lights on"]),
+    ("deactivate", "lights", "none", ["Turn off the lights", "Switch off the lights", "Lights off",
+                                      "Turn the lights off"]),
+    ("increase", "volume", "none", ["Increase the volume", "Turn the volume up", "Volume up", "Make it louder"]),
+    ("decrease", "volume", "none", ["Decrease the volume", "Turn the volume down", "Volume down",
+                                    "Make it quieter"]),
+    ("increase", "heat", "none", ["Increase the heating", "Turn up the heat", "Heat up", "Make it warmer"]),
+    ("decrease", "heat", "none", ["Decrease the heating", "Turn down the heat", "Heat down", "Make it cooler"]),
+    ("activate", "music", "none", ["Play the music", "Start the music", "Put on some music", "Music on"]),
+    ("deactivate", "music", "none", ["Stop the music", "Pause the music", "Turn the music off", "Music off"]),
+    ("activate", "lamp", "none", ["Turn on the lamp", "Switch the lamp on", "Lamp on"]),
+    ("deactivate", "lamp", "none", ["Turn off the lamp", "Switch the lamp off", "Lamp off"]),
+    ("bring", "newspaper", "none", ["Bring me the newspaper", "Get me the newspaper", "Fetch the newspaper"]),
+    ("bring", "juice", "none", ["Bring me some juice", "Get me some juice", "Fetch me a juice"]),
+    ("bring", "socks", "none", ["Bring me my socks", "Get me my socks", "Fetch my socks"]),
+    ("bring", "shoes", "none", ["Bring me my shoes", "Get me my shoes", "Fetch my shoes"]),
+    ("change language", "none", "none", ["Change language", "Change the language", "Language settings"]),
+    ("change language", "Chinese", "none", ["Switch to Chinese", "Change the language to Chinese",
+                                            "Set my language to Chinese"]),
+    ("change language", "Korean", "none", ["Switch to Korean", "Change the language to Korean",
+                                           "Set my language to Korean"]),
+    ("change language", "English", "none", ["Switch to English", "Change the language to English",
+                                            "Set my language to English"]),
+    ("change language", "German", "none", ["Switch to German", "Change the language to German",
+                                           "Set my language to German"]),
+    ("activate", "lights", "kitchen", _room(_LIGHTS_ON_IN, "kitchen")),
+    ("deactivate", "lights", "bedroom", _room(_LIGHTS_OFF_IN, "bedroom")),
+    ("increase", "heat", "washroom", _room(_HEAT_UP_IN, "washroom")),
+    ("activate", "lights", "bedroom", _room(_LIGHTS_ON_IN, "bedroom")),
+    ("activate", "lights", "washroom", _room(_LIGHTS_ON_IN, "washroom")),
+    ("deactivate", "lights", "kitchen", _room(_LIGHTS_OFF_IN, "kitchen")),
+    ("deactivate", "lights", "washroom", _room(_LIGHTS_OFF_IN, "washroom")),
+    ("increase", "heat", "kitchen", _room(_HEAT_UP_IN, "kitchen")),
+    ("increase", "heat", "bedroom", _room(_HEAT_UP_IN, "bedroom")),
+    ("decrease", "heat", "kitchen", _room(_HEAT_DOWN_IN, "kitchen")),
+    ("decrease", "heat", "bedroom", _room(_HEAT_DOWN_IN, "bedroom")),
+    ("decrease", "heat", "washroom", _room(_HEAT_DOWN_IN, "washroom")),
+]
+IC_DIR = "fluent_speech_commands_dataset"
+_ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CSV_NAMES = {"train": "train_data.csv", "valid": "valid_data.csv", "test": "test_data.csv"}
+
+
+def _uuid_like(rng):
+    h = _random_string(rng, 32, _HEX)
+    return f"{h[:8]}-{h[8:12]}-11e9-{h[16:20]}-{h[20:]}"
+
+
+def make_ic(out_dir, seed=0, per_intent=10, eval_per_intent=None, num_intents=22, speakers=(12, 4, 4),
+            force=False, progress=True, workers=None):
+    """Write a synthetic Fluent Speech Commands corpus under ``out_dir``.
+
+    Layout (what ``s3prl.dataio.corpus.FluentSpeechCommands(root)`` and SUPERB's ``fluent_commands`` read)::
+
+        out_dir/fluent_speech_commands_dataset/wavs/speakers/<speakerId>/<uuid-like>.wav
+        out_dir/fluent_speech_commands_dataset/data/{train,valid,test}_data.csv
+            columns: (unnamed index), path, speakerId, transcription, action, object, location
+
+    Args:
+        per_intent: training utterances per intent.
+        eval_per_intent: valid and test utterances per intent (default ``max(1, round(0.3 * per_intent))``).
+        num_intents: how many of the 31 real FSC intents to use (in :data:`FSC_INTENTS` order; 22 covers every
+            slot value).
+        speakers: number of (train, valid, test) speakers; the three sets are disjoint, as in FSC.
+        force: replace the corpus directory if ``out_dir`` is not empty.
+        progress: show a tqdm bar; workers: parallel processes (default: CPU count, at most 4; the
+            output does not depend on it).
+
+    Returns a summary dict with the root and the per-split counts (utterances, speakers, intents).
+    """
+    import pandas as pd
+
+    t0 = time.time()
+    out_dir = _check_out_dir(out_dir, force)
+    if not 1 <= num_intents <= len(FSC_INTENTS):
+        raise ValueError(f"num_intents must be in 1..{len(FSC_INTENTS)}")
+    if per_intent < 1:
+        raise ValueError("per_intent must be >= 1")
+    eval_n = max(1, round(0.3 * per_intent)) if eval_per_intent is None else int(eval_per_intent)
+    if eval_n < 1:
+        raise ValueError("eval_per_intent must be >= 1")
+    n_utt = {"train": per_intent, "valid": eval_n, "test": eval_n}
+    n_spk = dict(zip(("train", "valid", "test"), (int(s) for s in speakers)))
+    if min(n_spk.values()) < 1:
+        raise ValueError("every split needs at least one speaker")
+
+    rng = np.random.default_rng([seed, 0x4943])  # "IC"
+    voices = _draw_speakers(rng, sum(n_spk.values()))
+    spk_ids = set()
+    while len(spk_ids) < len(voices):
+        spk_ids.add(_random_string(rng, 16, _ALNUM))
+    spk_ids = sorted(spk_ids)
+    spk_ids = [spk_ids[i] for i in rng.permutation(len(spk_ids))]
+    pools, k = {}, 0
+    for split in ("train", "valid", "test"):
+        pools[split] = [dict(id=spk_ids[k + i], **voices[k + i]) for i in range(n_spk[split])]
+        k += n_spk[split]
+
+    intents = FSC_INTENTS[:num_intents]
+    jobs, rows = [], {s: [] for s in n_utt}
+    names = set()
+    for split in ("train", "valid", "test"):
+        pool = pools[split]
+        for action, obj, loc, phrasings in intents:
+            start_spk, start_phr = int(rng.integers(len(pool))), int(rng.integers(len(phrasings)))
+            for j in range(n_utt[split]):
+                spk = pool[(start_spk + j) % len(pool)]
+                text = phrasings[(start_phr + j) % len(phrasings)]
+                name = _uuid_like(rng)
+                while name in names:
+                    name = _uuid_like(rng)
+                names.add(name)
+                rel = f"wavs/speakers/{spk['id']}/{name}.wav"
+                rows[split].append(dict(path=rel, speakerId=spk["id"], transcription=text,
+                                        action=action, object=obj, location=loc))
+                jobs.append(dict(path=Path(IC_DIR, rel), text=text, speaker=spk, length=None,
+                                 seed=int(rng.integers(2 ** 63))))
+    # the real CSVs are not grouped by intent
+    for split in rows:
+        rows[split] = [rows[split][i] for i in rng.permutation(len(rows[split]))]
+
+    with _staging(out_dir) as tmp:
+        for job in jobs:
+            job["path"] = tmp / job["path"]
+        _render_all(jobs, progress, "synth ic", workers)
+        data_dir = tmp / IC_DIR / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        columns = ["path", "speakerId", "transcription", "action", "object", "location"]
+        for split, fname in _CSV_NAMES.items():
+            pd.DataFrame(rows[split], columns=columns).to_csv(data_dir / fname)
+        counts = {s: dict(utterances=len(r), speakers=len({x["speakerId"] for x in r}),
+                          intents=len({(x["action"], x["object"], x["location"]) for x in r}))
+                  for s, r in rows.items()}
+        summary = OrderedDict(
+            corpus="ic", seed=seed, root=str(out_dir / IC_DIR), counts=counts,
+            totals={s: c["utterances"] for s, c in counts.items()},
+            slot_values={slot: sorted({i[k] for i in intents}) for k, slot in
+                         enumerate(("action", "object", "location"))},
+            params=dict(per_intent=per_intent, eval_per_intent=eval_n, num_intents=num_intents,
+                        speakers=list(n_spk.values())),
+        )
+        _write_info(tmp / "speechprompt_synth_ic.json", summary, out_dir)
+    summary["seconds"] = round(time.time() - t0, 2)
+    return summary
