@@ -30,6 +30,7 @@ setup(
         "huggingface_hub<1",       # s3prl 0.4.18 imports HfFolder / Repository (removed in 1.0)
         "tqdm",
         "matplotlib",
+        "librosa",                 # imported by s3prl.dataio.corpus (SUPERB's corpus parsers)
         "pandas",                  # s3prl's Fluent Speech Commands / SNIPS corpus readers
         "espeakng-loader",         # pure-pip TTS for the synthetic corpora
     ],

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Callable, List, Optional
 
-from s3prl_speechprompt.s3prl_plugin import compat, registry
+from s3prl_speechprompt.s3prl_plugin import compat, registry, schedulers
 
 PROG = "speechprompt-run-downstream"
 
@@ -146,6 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     prog = sys.argv[0] if argv is None else PROG
     argv = list(sys.argv[1:] if argv is None else argv)
     compat.apply()
+    schedulers.register()
     names = registry.register()
     argv = distributed_args(argv)
     argv = inject_default_config(argv)

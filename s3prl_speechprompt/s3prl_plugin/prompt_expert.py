@@ -1,0 +1,238 @@
+"""The SpeechPrompt downstream expert for s3prl's runner (``-d speechprompt_<task>``).
+
+    features (selected upstream layer) -> k-means -> dedup -> GSLM tokens -> prompted unit LM
+
+One class serves every task; ``downstream_expert.task`` picks the reader and scorer and
+``downstream_expert.method`` picks prompt tuning (``pt``) or full LM fine-tuning (``ftlm``).
+Checkpoints hold what training changed (prompts, separator, verbalizer head; the whole LM for
+FT-LM) plus the k-means centroids, the verbalizer and the LM fingerprint - never the frozen LM.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from s3prl_speechprompt.atomic import atomic_write_text
+from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
+from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
+from s3prl_speechprompt.s3prl_plugin.data import BalancedSampler, ItemDataset, collate
+from s3prl_speechprompt.tasks.base import get_task, read_item_audio
+from s3prl_speechprompt.ulm.checkpoint import load_ulm
+from s3prl_speechprompt.ulm.pretrained import resolve_kmeans, resolve_ulm
+from s3prl_speechprompt.units.prepare import prepare_units, to_units
+from s3prl_speechprompt.units.quantizer import KMeansQuantizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExpertConfig:
+    """``downstream_expert`` of the YAML, validated once."""
+
+    task: str
+    ulm: str                                   # unit-LM dir/file, or a GSLM name (hubert100, cpc100)
+    datarc: dict = field(default_factory=dict)  # the task's SUPERB keys + batch_size, eval_batch_size, num_workers
+    method: str = "pt"                         # pt | ftlm
+    km: Optional[str] = None                   # km.bin / our k-means file / GSLM name; None = fit on train
+    n_clusters: int = 100
+    fit_max_frames: int = 200_000
+    verbalizer: str = "freq"
+    prompt: dict = field(default_factory=dict)  # PromptConfig fields; prompt_length defaults to the task's
+    max_new_tokens: Optional[int] = None       # decoding budget; default from the task's label length
+    balanced_sampling: bool = True             # class-balanced training batches (SUPERB KS)
+    cache_dir: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExpertConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"downstream_expert: unknown key(s) {unknown}; known: {sorted(names)}")
+        for key in ("task", "ulm"):
+            if not d.get(key):
+                raise ValueError(f"downstream_expert.{key} is required")
+        return cls(**d)
+
+
+class DownstreamExpert(nn.Module):
+    def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, **kwargs):
+        super().__init__()
+        self.cfg = ExpertConfig.from_dict(dict(downstream_expert))
+        self.expdir = Path(expdir)
+        self.kwargs = kwargs
+        datarc = dict(self.cfg.datarc)
+        self.loader_rc = {k: datarc.pop(k) for k in ("batch_size", "eval_batch_size", "num_workers") if k in datarc}
+        self.task = get_task(self.cfg.task)(**datarc)
+        self.items = {}
+
+        lm, self.dictionary, _ = load_ulm(resolve_ulm(self.cfg.ulm))
+        saved = self._saved_state(kwargs.get("init_ckpt"))
+        if saved is not None:       # -e / -i / resume: reuse the run's own k-means and verbalizer
+            self.quantizer = KMeansQuantizer(saved["centroids"])
+            self.verbalizer = Verbalizer.from_dict(saved["verbalizer"])
+        else:
+            self.quantizer, self.verbalizer = self._prepare(kwargs)
+        if self.quantizer.dim != upstream_dim:
+            raise ValueError(f"k-means dimension {self.quantizer.dim} != upstream feature dimension {upstream_dim}; "
+                             f"the k-means ({self.cfg.km or 'fitted'}) belongs to another upstream/layer")
+        missing = [str(k) for k in range(self.quantizer.n_clusters) if str(k) not in self.dictionary.indices]
+        if missing:
+            raise ValueError(f"unit LM {self.cfg.ulm}: dict.txt lacks units {missing[:10]} of the "
+                             f"{self.quantizer.n_clusters}-cluster k-means; LM and k-means must share a unit set")
+
+        prompt = dict(self.cfg.prompt)
+        prompt.setdefault("prompt_length", self.task.default_prompt_length)
+        if self.verbalizer.method == "learnable":
+            prompt.setdefault("learnable_classes", len(self.verbalizer.codes))
+        self.model = PromptedULM(lm, PromptConfig(method=self.cfg.method, **prompt))
+        self.lm_fingerprint = lm.fingerprint()
+        self.register_buffer("best_score", torch.tensor(float("-inf")))
+        self._logged_size = False
+        self.unfinished = defaultdict(int)
+        log.info("speechprompt %s/%s: %d trainable parameters", self.cfg.task, self.cfg.method,
+                 self.model.num_trainable())
+
+    # ----------------------------------------------------------------- preparation
+    def _split(self, split: str):
+        if split not in self.items:
+            self.items[split] = self.task.read_split(split)
+        return self.items[split]
+
+    def _prepare(self, kwargs):
+        from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
+
+        km = str(resolve_kmeans(self.cfg.km)) if self.cfg.km else None
+        train = self._split("train")
+        featurize = runner_featurizer(kwargs)
+        quantizer, records = prepare_units(
+            train, featurize, read_item_audio, km=km, n_clusters=self.cfg.n_clusters,
+            fit_max_frames=self.cfg.fit_max_frames, key_parts=upstream_key(kwargs),
+            cache_dir=Path(self.cfg.cache_dir) if self.cfg.cache_dir else None)
+        verbalizer = build_verbalizer(self.cfg.verbalizer, [r.labels for r in records], [r.units for r in records],
+                                      self.dictionary.units)
+        return quantizer, verbalizer
+
+    @staticmethod
+    def _saved_state(init_ckpt) -> Optional[dict]:
+        if not init_ckpt:
+            return None
+        ckpt = torch.load(init_ckpt, map_location="cpu", weights_only=False)
+        extra = (ckpt.get("Downstream") or {}).get("_extra_state")
+        return extra if isinstance(extra, dict) and "centroids" in extra else None
+
+    # ----------------------------------------------------------------- state
+    def get_extra_state(self):
+        return {"centroids": self.quantizer.centroids.cpu(), "verbalizer": self.verbalizer.to_dict(),
+                "lm_fingerprint": self.lm_fingerprint, "method": self.cfg.method, "task": self.cfg.task}
+
+    def set_extra_state(self, state):
+        if state.get("lm_fingerprint") != self.lm_fingerprint:
+            raise ValueError(f"this checkpoint was trained on a different unit LM (fingerprint "
+                             f"{state.get('lm_fingerprint')}, loaded {self.cfg.ulm} is {self.lm_fingerprint})")
+        self.quantizer = KMeansQuantizer(state["centroids"]).to(self.best_score.device)
+        self.verbalizer = Verbalizer.from_dict(state["verbalizer"])
+
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        full = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        keep = {f"{prefix}model.{n}" for n in self.model.trainable_parameters()}
+        for k in [k for k in full if k.startswith(f"{prefix}model.") and k not in keep]:
+            del full[k]        # the frozen LM is not ours to store (PT); FT-LM keeps every LM weight
+        return full
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        merged = {f"model.{k}": v for k, v in self.model.state_dict().items() if f"model.{k}" not in state_dict}
+        merged.update(state_dict)
+        return super().load_state_dict(merged, strict=strict, assign=assign)
+
+    def trainable_bytes(self) -> int:
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        return buf.tell()
+
+    # ----------------------------------------------------------------- data
+    def get_dataloader(self, split: str, epoch: int = 0):
+        items = self._split(split)
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+        train = split == "train"
+        sampler = None
+        if train and self.cfg.balanced_sampling:
+            sampler = BalancedSampler(items, seed=int(self.kwargs.get("seed") or 0), rank=rank, world_size=world)
+        elif train and dist:
+            sampler = DistributedSampler(ItemDataset(items), shuffle=True)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        bs = self.loader_rc.get("batch_size", 32) if train else self.loader_rc.get("eval_batch_size", 32)
+        return DataLoader(ItemDataset(items), batch_size=bs, sampler=sampler, shuffle=train and sampler is None,
+                          num_workers=self.loader_rc.get("num_workers", 0), collate_fn=collate, drop_last=False)
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, split: str, features: List[torch.Tensor], labels, ids, records, **kwargs):
+        device = self.best_score.device
+        self.quantizer.to(device)
+        sources = [self.dictionary.encode(to_units(self.quantizer, f.detach())) for f in features]
+        codes = [self.dictionary.encode(self.verbalizer.encode(y)) for y in labels]
+        inputs, targets = build_batch(sources, codes, device)
+        loss = self.model.loss(inputs, targets)
+        records["loss"].append(loss.item())
+        if split != "train":
+            budget = self.cfg.max_new_tokens or self.verbalizer.code_length * self.task.max_label_tokens + 1
+            stats = {}
+            out = greedy_decode(self.model, sources, budget, stats=stats)
+            records["unfinished"].append(stats["unfinished"])
+            for uid, y, gen in zip(ids, labels, out):
+                records["id"].append(uid)
+                records["ref"].append(tuple(y))
+                records["hyp"].append(tuple(self.verbalizer.decode(self.dictionary.decode(gen))))
+        return loss
+
+    # ----------------------------------------------------------------- logging
+    def log_records(self, split: str, records, logger, global_step: int, **kwargs):
+        tag = f"speechprompt_{self.cfg.task}"
+        self.expdir.mkdir(parents=True, exist_ok=True)
+        if not self._logged_size:
+            self._log_size(logger, tag)
+        loss = sum(records["loss"]) / max(len(records["loss"]), 1)
+        logger.add_scalar(f"{tag}/{split}-loss", loss, global_step=global_step)
+        if not records["hyp"]:
+            return []
+        metrics = self.task.score(records["hyp"], records["ref"])
+        metrics["unfinished"] = sum(records["unfinished"])
+        lines = []
+        for name, value in metrics.items():
+            logger.add_scalar(f"{tag}/{split}-{name}", value, global_step=global_step)
+            lines.append(f"{split} {name}: {value:.6g}")
+        order = sorted(range(len(records["id"])), key=lambda i: records["id"][i])
+        for kind in ("hyp", "ref"):
+            name = "predict" if kind == "hyp" else "truth"
+            atomic_write_text(self.expdir / f"{split}_{name}.txt", "".join(
+                f"{records['id'][i]} {self.task.label_string(records[kind][i])}\n" for i in order))
+        with open(self.expdir / "log.log", "a") as f:
+            f.write(f"step {global_step}: " + "; ".join(lines) + f"; loss: {loss:.6g}\n")
+        print(f"[speechprompt] step {global_step}: " + "; ".join(lines))
+        score = metrics[self.task.primary_metric] * (1 if self.task.higher_is_better else -1)
+        if split == "dev" and score > float(self.best_score):
+            self.best_score.fill_(score)
+            return ["dev-best.ckpt"]
+        return []
+
+    def _log_size(self, logger, tag):
+        info = {"task": self.cfg.task, "method": self.cfg.method, "ulm": str(self.cfg.ulm),
+                "trainable_params": self.model.num_trainable(), "checkpoint_bytes": self.trainable_bytes(),
+                "verbalizer": self.verbalizer.method, "code_length": self.verbalizer.code_length,
+                "k": self.quantizer.n_clusters, "prompt": self.model.cfg.to_dict()}
+        logger.add_scalar(f"{tag}/trainable_params", info["trainable_params"], global_step=0)
+        logger.add_scalar(f"{tag}/checkpoint_bytes", info["checkpoint_bytes"], global_step=0)
+        atomic_write_text(self.expdir / "speechprompt_info.json", json.dumps(info, indent=1))
+        print(f"[speechprompt] trainable parameters: {info['trainable_params']:,}; "
+              f"stored per task: {info['checkpoint_bytes']:,} bytes")
+        self._logged_size = True

@@ -1,0 +1,54 @@
+"""Intent classification on Fluent Speech Commands, as SUPERB runs it (accuracy = all three slots right).
+
+s3prl's ``FluentSpeechCommands`` parser reads ``data/{train,valid,test}_data.csv``. Each utterance has
+three label tokens, ``action:<v>``, ``object:<v>``, ``location:<v>``: the slot prefix keeps
+object "none" and location "none" apart, like SpeechPrompt's non-overlapping ids (24 classes on FSC).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+from s3prl_speechprompt.tasks.base import Item, Task, register_task
+
+SLOTS = ("action", "object", "location")
+
+
+@register_task
+class IntentClassification(Task):
+    name = "ic"
+    splits = ("train", "dev", "test")
+    default_prompt_length = 6          # paper, HuBERT IC: 0.15M = 1024 * (25 * 6 + 1)
+    max_label_tokens = 3
+
+    def __init__(self, file_path: str = "", **datarc):
+        super().__init__(**datarc)
+        self.root = Path(file_path)
+        self._corpus = None
+
+    def _parsed(self):
+        if self._corpus is None:
+            missing = [f"data/{s}_data.csv" for s in ("train", "valid", "test")
+                       if not (self.root / "data" / f"{s}_data.csv").is_file()]
+            if not str(self.root) or missing:
+                raise FileNotFoundError(
+                    f"downstream_expert.datarc.file_path: {str(self.root) or '(empty)'} is not a Fluent Speech "
+                    f"Commands root (missing {', '.join(missing)}); point it at fluent_speech_commands_dataset/ "
+                    f"(or make a synthetic one with `speechprompt synth ic --out DIR`)")
+            from s3prl.dataio.corpus.fluent_speech_commands import FluentSpeechCommands
+            self._corpus = FluentSpeechCommands(str(self.root))
+        return self._corpus
+
+    def read_split(self, split: str) -> List[Item]:
+        self.check_split(split)
+        corpus = self._parsed()
+        ids = dict(zip(self.splits, corpus.data_split_ids))[split]
+        data = corpus.all_data
+        items = []
+        for uid in ids:
+            e = data[uid]
+            labels = tuple(f"{slot}:{e[slot]}" for slot in SLOTS)
+            items.append(Item(str(uid), str(e["path"]), labels))
+        if not items:
+            raise ValueError(f"IC split {split!r} is empty in {self.root}/data")
+        return items
