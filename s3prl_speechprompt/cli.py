@@ -13,6 +13,10 @@ COMMANDS = {
     "ulm-info": "ulm_info",
     "verbalize": "verbalize",
     "synth": "synth",
+    "demo": "demo",
+    "pretrain-ulm": "pretrain_ulm",
+    "train": "train",
+    "evaluate": "evaluate",
 }
 
 

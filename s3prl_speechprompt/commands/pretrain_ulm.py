@@ -1,0 +1,49 @@
+"""Pretrain a GSLM-style unit LM on the units of a unit file (labels ignored), on CPU.
+
+Writes DIR/checkpoint_best.pt, DIR/checkpoint_last.pt and DIR/dict.txt in fairseq's format.
+Example: speechprompt pretrain-ulm --train ks/train.txt --valid ks/valid.txt --out ulm_ks
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
+from s3prl_speechprompt.ulm.model import ARCHITECTURES
+
+NAME = "pretrain-ulm"
+HELP = "pretrain a unit LM (GSLM recipe, scaled down) on a unit file's source units"
+
+
+def add_arguments(parser) -> None:
+    d = PretrainConfig()
+    parser.add_argument("--train", required=True, metavar="UNITS", help="unit file (SpeechPrompt 'units <s> label' or TSV)")
+    parser.add_argument("--valid", metavar="UNITS", default=None, help="validation unit file (selects checkpoint_best)")
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default=d.arch, help="LM architecture")
+    parser.add_argument("--dict", dest="dict_path", metavar="DICT_TXT", default=None,
+                        help="LM dictionary (e.g. the GSLM/peer dict.txt; CPC's is frequency ordered); "
+                             "default: the units seen in --train in natural order")
+    parser.add_argument("--max-updates", type=int, default=d.max_updates)
+    parser.add_argument("--max-tokens", type=int, default=d.max_tokens, help="tokens per batch")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (inverse-sqrt schedule)")
+    parser.add_argument("--warmup", type=int, default=d.warmup_updates, help="linear warmup updates")
+    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--valid-interval", type=int, default=d.valid_interval, help="updates between checkpoints")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores available)")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_last.pt if present")
+
+
+def run(args) -> int:
+    cfg = PretrainConfig(arch=args.arch, max_updates=args.max_updates, max_tokens=args.max_tokens, lr=args.lr,
+                         warmup_updates=args.warmup, dropout=args.dropout, valid_interval=args.valid_interval,
+                         seed=args.seed, threads=args.threads)
+    try:
+        summary = pretrain_ulm(args.train, args.out, valid_path=args.valid, dict_path=args.dict_path, cfg=cfg,
+                               resume=args.resume, log=lambda m: print(m, file=sys.stderr))
+    except (ValueError, OSError) as e:
+        print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,61 @@
+"""Train a task from unit files: prompt tuning (pt), full LM fine-tuning (ftlm) or the unit BLSTM (blstm).
+
+Writes EXP/config.json, EXP/verbal.json, EXP/prompt.pt (PT: prompts only; FT-LM: the whole LM, also
+as a fairseq checkpoint in EXP/ftlm_ulm/) or EXP/model.pt (BLSTM), and EXP/checkpoint_last.pt for --resume.
+Example: speechprompt train --task ks --train ks/train.txt --valid ks/valid.txt --ulm ulm_ks --method pt --out exp/ks_pt
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from s3prl_speechprompt.engine.trainer import METHODS, TrainConfig, train
+from s3prl_speechprompt.prompt.verbalizer import METHODS as VERBALIZERS
+
+NAME = "train"
+HELP = "train PT / FT-LM / unit-BLSTM from unit files, early-stopping on the dev loss"
+
+
+def add_arguments(parser) -> None:
+    d = TrainConfig()
+    parser.add_argument("--task", required=True, help="task name (ks, ic, ...; any name works for classification "
+                                                       "unit files, scored by exact match)")
+    parser.add_argument("--train", required=True, metavar="UNITS", help="training unit file (labels after <s>)")
+    parser.add_argument("--valid", required=True, metavar="UNITS", help="dev unit file (early stopping)")
+    parser.add_argument("--ulm", metavar="DIR", default=None, help="unit-LM directory (checkpoint + dict.txt); "
+                                                                   "not used by --method blstm")
+    parser.add_argument("--method", choices=METHODS, default=d.method)
+    parser.add_argument("--prompt-length", type=int, default=None, help="L deep-prompt positions (default: the task's)")
+    parser.add_argument("--verbalizer", choices=VERBALIZERS, default=d.verbalizer)
+    parser.add_argument("--lr", type=float, default=None, help="default: PT 5e-3, FT-LM 5e-4*sqrt(1024/d), BLSTM 1e-3")
+    parser.add_argument("--warmup", type=int, default=None, help="FT-LM warmup updates (default min(4000, epoch/2))")
+    parser.add_argument("--dropout", type=float, default=None, help="LM dropout (default PT 0, FT-LM 0.1)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--max-epochs", type=int, default=d.max_epochs)
+    parser.add_argument("--patience", type=int, default=d.patience, help="validations without dev-loss improvement")
+    parser.add_argument("--max-updates", type=int, default=d.max_updates, help="0 = no limit")
+    parser.add_argument("--valid-interval", type=int, default=d.valid_interval, help="updates between validations "
+                                                                                     "(0 = once per epoch)")
+    parser.add_argument("--clip-norm", type=float, default=d.clip_norm)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores available)")
+    parser.add_argument("--blstm-hidden", type=int, default=d.blstm_hidden)
+    parser.add_argument("--out", required=True, metavar="EXP")
+    parser.add_argument("--resume", action="store_true", help="continue from EXP/checkpoint_last.pt if present")
+
+
+def run(args) -> int:
+    try:
+        cfg = TrainConfig(task=args.task, method=args.method, prompt_length=args.prompt_length,
+                          verbalizer=args.verbalizer, lr=args.lr, warmup=args.warmup, dropout=args.dropout,
+                          batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
+                          max_updates=args.max_updates, valid_interval=args.valid_interval,
+                          clip_norm=args.clip_norm, seed=args.seed, threads=args.threads,
+                          blstm_hidden=args.blstm_hidden)
+        summary = train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume,
+                        log=lambda m: print(m, file=sys.stderr))
+    except (ValueError, OSError, KeyError) as e:
+        print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,81 @@
+"""Unit files -> token ids, length-bucketed batches, and a weight fingerprint.
+
+Batches are built from a length-sorted order (random tie-breaking) and then shuffled, as fairseq
+does, so little compute goes to padding; the order depends only on ``(seed, epoch)`` so that a
+resumed run sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from s3prl_speechprompt.ulm.dictionary import Dictionary
+from s3prl_speechprompt.units.manifest import UnitRecord, read_unit_file
+
+
+def default_threads() -> int:
+    """Cores this process may use (respects taskset/cgroup affinity), for ``torch.set_num_threads``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                              # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def read_records(path, what: str) -> List[UnitRecord]:
+    records = read_unit_file(path)
+    if not records:
+        raise ValueError(f"{path}: no utterances in the {what} unit file")
+    return records
+
+
+def encode_sources(records: Sequence[UnitRecord], dictionary: Dictionary, path) -> List[List[int]]:
+    """Unit symbols -> LM ids through dict.txt; an unknown unit is an error naming the file and line."""
+    out = []
+    for i, r in enumerate(records):
+        try:
+            out.append(dictionary.encode(r.units))
+        except KeyError as e:
+            raise ValueError(f"{path}: utterance {r.id} (record {i + 1}): {e.args[0]}") from None
+    return out
+
+
+def bucketed_batches(lengths: Sequence[int], *, max_sentences: int, max_tokens: Optional[int] = None,
+                     seed: int = 0, epoch: int = 0, shuffle: bool = True) -> List[List[int]]:
+    """Index batches of similar length: at most ``max_sentences`` rows and (if given) ``max_tokens``
+    padded tokens each. Deterministic in ``(seed, epoch)``."""
+    n = len(lengths)
+    lens = torch.as_tensor(list(lengths), dtype=torch.long)
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        order = perm[torch.argsort(lens[perm], stable=True)]
+    else:
+        order = torch.argsort(lens, stable=True)
+    batches, cur, cur_max = [], [], 0
+    for i in order.tolist():
+        L = int(lens[i])
+        new_max = max(cur_max, L)
+        if cur and (len(cur) >= max_sentences or (max_tokens and new_max * (len(cur) + 1) > max_tokens)):
+            batches.append(cur)
+            cur, new_max = [], L
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100003 + epoch + 7)
+        batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+    return batches
+
+
+def fingerprint(state_dict: Dict[str, torch.Tensor]) -> str:
+    """sha256 over parameter names, shapes, dtypes and bytes: identifies the exact LM weights."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

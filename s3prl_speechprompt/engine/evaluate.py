@@ -1,0 +1,105 @@
+"""Evaluate a trained experiment on a unit file: decode, map back to labels, score as the task does.
+
+PT / FT-LM: greedy decoding after ``</s> units <s>`` with the KV cache (prompts included), the
+inverse verbalizer, and the task's scorer (``get_task(name).score``; tasks without a registered
+class use the base exact-match accuracy, so any classification unit file works). BLSTM: argmax per
+label slot. The LM is checked against the sha256 recorded at training time, so prompts are never
+silently applied to a different LM.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+
+from s3prl_speechprompt.atomic import atomic_write_text
+from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
+
+
+class MismatchedLMError(ValueError):
+    """The unit LM given at evaluation is not the one the prompts were trained on."""
+
+
+def load_experiment(exp) -> dict:
+    exp = Path(exp)
+    path = exp / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; --exp must be a directory written by `speechprompt train`")
+    return json.loads(path.read_text())
+
+
+def _scorer(task_name: str):
+    from s3prl_speechprompt.tasks.base import Task, get_task
+    try:
+        cls = get_task(task_name)
+    except KeyError:
+        return Task()
+    try:
+        return cls()
+    except Exception:                      # a task whose constructor needs corpus paths: score generically
+        return Task()
+
+
+def load_prompted(exp: Path, config: dict, ulm_override: Optional[str] = None):
+    from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
+    from s3prl_speechprompt.prompt.verbalizer import Verbalizer
+    from s3prl_speechprompt.ulm.checkpoint import load_ulm
+
+    ulm_path = ulm_override or config["ulm"]
+    lm, dictionary, _ = load_ulm(ulm_path)
+    sha = fingerprint(lm.state_dict())
+    if sha != config["ulm_sha256"]:
+        raise MismatchedLMError(
+            f"{exp}: the prompts were trained on the unit LM {config['ulm']} (weights sha256 "
+            f"{config['ulm_sha256'][:16]}...), but {ulm_path} has weights sha256 {sha[:16]}...; pass --ulm with "
+            f"the LM used for training, or retrain with `speechprompt train --ulm {ulm_path}`")
+    model = PromptedULM(lm, PromptConfig(**config["prompt_config"]))
+    ck = torch.load(exp / "prompt.pt", map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
+    not_loaded = set(model.trainable_parameters()) & set(missing)
+    if unexpected or not_loaded:
+        raise ValueError(f"{exp}/prompt.pt does not fit the model described by config.json "
+                         f"(unexpected {unexpected[:3]}, missing {sorted(not_loaded)[:3]})")
+    return model.eval(), dictionary, Verbalizer.load(exp / "verbal.json")
+
+
+def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[str] = None, threads: int = 0,
+             log=print) -> dict:
+    exp = Path(exp)
+    torch.set_num_threads(threads or default_threads())
+    config = load_experiment(exp)
+    records = read_records(units_path, split)
+    refs = [list(r.labels) for r in records]
+    unfinished = 0
+    if config["method"] == "blstm":
+        from s3prl_speechprompt.engine.baseline import load_blstm, predict_blstm
+        model, vocab = load_blstm(exp)
+        hyps = predict_blstm(model, vocab, records)
+        weights = exp / "model.pt"
+    else:
+        from s3prl_speechprompt.prompt.prompted import greedy_decode
+        model, dictionary, verbalizer = load_prompted(exp, config, ulm)
+        sources = encode_sources(records, dictionary, units_path)
+        budget = config["max_label_tokens"] * config["code_length"] + 1          # labels, then </s>
+        hyps = [None] * len(records)
+        stats = {}
+        batches = bucketed_batches([len(s) for s in sources], max_sentences=batch_size, shuffle=False)
+        for idx in tqdm(batches, desc=f"evaluate {split}", unit="batch", mininterval=5):
+            out = greedy_decode(model, [sources[i] for i in idx], budget, use_cache=True, stats=stats)
+            for i, ids in zip(idx, out):
+                hyps[i] = verbalizer.decode(dictionary.decode(ids))
+        unfinished = stats.get("unfinished", 0)
+        weights = exp / "prompt.pt"
+    task = _scorer(config["task"])
+    metrics = task.score(hyps, refs)
+    atomic_write_text(exp / f"{split}_predict.txt",
+                      "".join(f"{r.id}\t{task.label_string(h)}\n" for r, h in zip(records, hyps)))
+    atomic_write_text(exp / f"{split}_truth.txt",
+                      "".join(f"{r.id}\t{task.label_string(t)}\n" for r, t in zip(records, refs)))
+    result = {k: round(float(v), 6) for k, v in metrics.items()}
+    result.update(trainable_params=config["trainable_params"], prompt_bytes=weights.stat().st_size, split=split,
+                  n=len(records), unfinished=unfinished, method=config["method"], task=config["task"])
+    return result
