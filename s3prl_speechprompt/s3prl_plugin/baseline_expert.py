@@ -1,0 +1,349 @@
+"""SUPERB's downstream heads on the continuous upstream features (``-d speechprompt_<task>_linear|_lstm``).
+
+The comparison baselines of SpeechPrompt: the same task readers and scorers as the prompt expert
+(:mod:`s3prl_speechprompt.tasks`), but the frozen upstream's features go straight into SUPERB's heads:
+
+* ``linear`` (utterance-level tasks, KS/IC)::
+
+      features (B, T, D) --Linear(D, 256)--> masked mean pooling --Linear(256, C)--> logits (B, C)
+
+  ``C`` is the sum of one class set per label position (KS: 12 classes; IC: action/object/location
+  slices, one cross-entropy per slice, summed, as SUPERB's ``fluent_commands``). A prediction is the
+  argmax of every slice; the task scores the predicted label tuple (accuracy = all positions right).
+  s3prl's own ``UtteranceLevel`` / ``MeanPooling`` / ``FrameLevel`` modules are used.
+* ``lstm`` (sequence tasks, ASR/SF)::
+
+      features (B, T, D) --Linear(D, 1024)--> 2-layer BLSTM, 1024/direction --Linear(2048, V)--> CTC
+
+  s3prl's ASR ``RNNs`` module; CTC with blank = output 0; greedy decoding (argmax, collapse repeats,
+  drop blanks). SpecAug is applied by s3prl's runner when the config has a ``specaug`` block.
+
+Parameter names follow SUPERB's experts (``projector.*``, ``model.*``), and so do the sizes: for a
+768-dim upstream KS 199,948, IC 203,032, ASR (V=32) 42,828,832.
+
+Hooks a task can provide (see :class:`s3prl_speechprompt.tasks.base.Task`):
+
+* **sequence tasks must** define ``ctc_vocabulary(self) -> List[str]``: the CTC output symbols in
+  output order, **index 0 being the blank**, every label token of every item being one of the others.
+  For SUPERB parity ASR returns fairseq's ``["<s>", "<pad>", "</s>", "<unk>"] + char.dict`` (V=32,
+  blank ``<s>``) and SF ``["<pad>", "<eos>", "<unk>"] + characters + B-/E- slot tags`` (blank ``<pad>``).
+  Decoded hypotheses (symbol tuples without blanks) and the references go to ``task.score``; the task
+  strips any end-of-sentence symbol it put into its labels.
+* classification tasks **may** define ``class_vocabularies(self) -> List[List[str]]`` (one ordered
+  class list per label position); otherwise the classes are the sorted label tokens seen at each
+  position of the training split (IC's ``action:<v>``, ``object:<v>``, ``location:<v>`` slices).
+
+The head kind comes from ``downstream_expert.head``, else from the ``-d`` name's suffix, else from
+the task (``ctc_vocabulary`` present -> ``lstm``). The class sets / CTC vocabulary are stored in the
+checkpoint, so ``-m evaluate -e`` rebuilds exactly the trained head.
+
+Logged like the prompt expert: tensorboard ``speechprompt_<task>_<head>/<split>-<metric|loss>``,
+``log.log`` lines ``step N: <split> <metric>: <value>; ...; loss: <value>``, ``<split>_predict.txt`` /
+``<split>_truth.txt``, ``dev-best.ckpt`` on the task's primary metric of split ``dev`` (or of the
+task's ``best_split`` attribute, e.g. ``dev-clean``; the file is still named ``dev-best.ckpt``), and
+``speechprompt_info.json`` (method, trainable parameters, checkpoint bytes).
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, DistributedSampler
+
+from s3prl_speechprompt.atomic import atomic_write_text
+from s3prl_speechprompt.s3prl_plugin.data import BalancedSampler, ItemDataset, collate
+from s3prl_speechprompt.tasks.base import Item, Task, get_task
+
+log = logging.getLogger(__name__)
+
+HEADS = ("linear", "lstm")
+
+# SUPERB's modelrc defaults (speech_commands / fluent_commands, asr / ctc-snips configs)
+LINEAR_MODELRC = {"projector_dim": 256, "select": "UtteranceLevel", "UtteranceLevel": {"pooling": "MeanPooling"}}
+LSTM_MODELRC = {
+    "project_dim": 1024, "select": "RNNs", "zero_infinity": True,
+    "RNNs": {"module": "LSTM", "bidirection": True, "dim": [1024, 1024], "dropout": [0.2, 0.2],
+             "layer_norm": [False, False], "proj": [False, False], "sample_rate": [1, 1],
+             "sample_style": "concat", "total_rate": -1},
+}
+
+
+@dataclass
+class BaselineConfig:
+    """``downstream_expert`` of a ``*_linear`` / ``*_lstm`` YAML, validated once."""
+
+    task: str
+    head: Optional[str] = None                  # linear | lstm; default: -d suffix, else the task's kind
+    datarc: dict = field(default_factory=dict)  # the task's SUPERB keys + batch_size, eval_batch_size, num_workers
+    modelrc: dict = field(default_factory=dict)  # overrides of LINEAR_MODELRC / LSTM_MODELRC
+    balanced_sampling: bool = False             # class-balanced training batches (SUPERB KS: true)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BaselineConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"downstream_expert: unknown key(s) {unknown}; known: {sorted(names)}")
+        if not d.get("task"):
+            raise ValueError("downstream_expert.task is required")
+        if d.get("head") is not None and d["head"] not in HEADS:
+            raise ValueError(f"downstream_expert.head: expected one of {list(HEADS)}, got {d['head']!r}")
+        return cls(**d)
+
+
+def head_kind(cfg_head: Optional[str], downstream: Optional[str], task: Task) -> str:
+    """``linear`` or ``lstm``: the config, else the ``-d`` name's suffix, else the task's kind."""
+    if cfg_head:
+        return cfg_head
+    for kind in HEADS:
+        if (downstream or "").endswith(f"_{kind}"):
+            return kind
+    return "lstm" if callable(getattr(task, "ctc_vocabulary", None)) else "linear"
+
+
+def _merged(defaults: dict, overrides: dict) -> dict:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in defaults.items()}
+    for k, v in (overrides or {}).items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_head(kind: str, upstream_dim: int, output_size: int, upstream_rate: int = 160,
+               modelrc: Optional[dict] = None) -> Dict[str, nn.Module]:
+    """SUPERB's head as ``{"projector": Linear, "model": s3prl module}``.
+
+    ``linear``: ``Linear(upstream_dim, projector_dim)`` + ``UtteranceLevel(projector_dim, output_size)``;
+    ``lstm``: ``Linear(upstream_dim, project_dim)`` + ``RNNs(project_dim, output_size, upstream_rate)``.
+    """
+    if kind == "linear":
+        from s3prl.downstream.model import UtteranceLevel
+
+        rc = _merged(LINEAR_MODELRC, modelrc or {})
+        if rc["select"] != "UtteranceLevel":
+            raise ValueError(f"modelrc.select: the linear head uses UtteranceLevel, got {rc['select']!r}")
+        return {"projector": nn.Linear(upstream_dim, rc["projector_dim"]),
+                "model": UtteranceLevel(rc["projector_dim"], output_size, **rc.get("UtteranceLevel", {}))}
+    if kind == "lstm":
+        from s3prl.downstream.asr.model import RNNs
+
+        rc = _merged(LSTM_MODELRC, modelrc or {})
+        if rc["select"] != "RNNs":
+            raise ValueError(f"modelrc.select: the lstm head uses RNNs, got {rc['select']!r}")
+        return {"projector": nn.Linear(upstream_dim, rc["project_dim"]),
+                "model": RNNs(rc["project_dim"], output_size, upstream_rate, **rc["RNNs"])}
+    raise ValueError(f"head: expected one of {list(HEADS)}, got {kind!r}")
+
+
+def class_vocabularies(task: Task, train: Sequence[Item]) -> List[List[str]]:
+    """One ordered class list per label position: the task's ``class_vocabularies()`` if it has one,
+    else the sorted tokens seen at each position of the training split."""
+    hook = getattr(task, "class_vocabularies", None)
+    if callable(hook):
+        return [list(v) for v in hook()]
+    lengths = {len(it.labels) for it in train}
+    if len(lengths) != 1:
+        raise ValueError(f"task {task.name!r}: the linear head needs a fixed number of label tokens per item, "
+                         f"found lengths {sorted(lengths)} in the training split")
+    n = lengths.pop()
+    return [sorted({it.labels[i] for it in train}) for i in range(n)]
+
+
+class DownstreamExpert(nn.Module):
+    def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, upstream_rate: int = 160, **kwargs):
+        super().__init__()
+        self.cfg = BaselineConfig.from_dict(dict(downstream_expert))
+        self.expdir = Path(expdir)
+        self.kwargs = kwargs
+        datarc = dict(self.cfg.datarc)
+        self.loader_rc = {k: datarc.pop(k) for k in ("batch_size", "eval_batch_size", "num_workers") if k in datarc}
+        self.task = get_task(self.cfg.task)(**datarc)
+        self.items: Dict[str, List[Item]] = {}
+        self.kind = head_kind(self.cfg.head, kwargs.get("downstream"), self.task)
+        self.upstream_dim = upstream_dim
+
+        saved = self._saved_state(kwargs.get("init_ckpt"))
+        if self.kind == "linear":
+            self.classes = saved["classes"] if saved else class_vocabularies(self.task, self._split("train"))
+            self.class_index = [{c: i for i, c in enumerate(v)} for v in self.classes]
+            output_size = sum(len(v) for v in self.classes)
+        else:
+            hook = getattr(self.task, "ctc_vocabulary", None)
+            if saved:
+                self.vocab = list(saved["vocab"])
+            elif callable(hook):
+                self.vocab = list(hook())
+            else:
+                raise ValueError(f"task {self.cfg.task!r} has no ctc_vocabulary(): the lstm (CTC) head needs the "
+                                 f"task's output symbols, index 0 = blank (see baseline_expert's docstring)")
+            if len(set(self.vocab)) != len(self.vocab) or len(self.vocab) < 2:
+                raise ValueError(f"task {self.cfg.task!r}: ctc_vocabulary() must list >= 2 distinct symbols "
+                                 f"(index 0 = blank), got {len(self.vocab)}")
+            self.vocab_index = {s: i for i, s in enumerate(self.vocab)}
+            output_size = len(self.vocab)
+        head = build_head(self.kind, upstream_dim, output_size, upstream_rate, self.cfg.modelrc)
+        self.projector, self.model = head["projector"], head["model"]
+        self.zero_infinity = bool(_merged(LSTM_MODELRC, self.cfg.modelrc).get("zero_infinity", True))
+        self.register_buffer("best_score", torch.tensor(float("-inf")))
+        self._logged_size = False
+        log.info("speechprompt %s/%s baseline: %d trainable parameters", self.cfg.task, self.kind,
+                 self.num_trainable())
+
+    # ----------------------------------------------------------------- state
+    def _split(self, split: str) -> List[Item]:
+        if split not in self.items:
+            self.items[split] = self.task.read_split(split)
+        return self.items[split]
+
+    @staticmethod
+    def _saved_state(init_ckpt) -> Optional[dict]:
+        if not init_ckpt:
+            return None
+        ckpt = torch.load(init_ckpt, map_location="cpu", weights_only=False)
+        extra = (ckpt.get("Downstream") or {}).get("_extra_state")
+        return extra if isinstance(extra, dict) and "kind" in extra else None
+
+    def get_extra_state(self):
+        state = {"kind": self.kind, "task": self.cfg.task}
+        if self.kind == "linear":
+            state["classes"] = [list(v) for v in self.classes]
+        else:
+            state["vocab"] = list(self.vocab)
+        return state
+
+    def set_extra_state(self, state):
+        mine = self.get_extra_state()
+        if state != mine:
+            raise ValueError(f"checkpoint head {state.get('kind')}/{state.get('task')} with its class sets or "
+                             f"vocabulary does not match this expert ({mine['kind']}/{mine['task']})")
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def trainable_bytes(self) -> int:
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        return buf.tell()
+
+    # ----------------------------------------------------------------- data
+    def get_dataloader(self, split: str, epoch: int = 0):
+        items = self._split(split)
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+        train = split == "train"
+        sampler = None
+        if train and self.cfg.balanced_sampling:
+            sampler = BalancedSampler(items, seed=int(self.kwargs.get("seed") or 0), rank=rank, world_size=world)
+        elif train and dist:
+            sampler = DistributedSampler(ItemDataset(items), shuffle=True)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        bs = self.loader_rc.get("batch_size", 32) if train else self.loader_rc.get("eval_batch_size", 32)
+        return DataLoader(ItemDataset(items), batch_size=bs, sampler=sampler, shuffle=train and sampler is None,
+                          num_workers=self.loader_rc.get("num_workers", 0), collate_fn=collate, drop_last=False)
+
+    # ----------------------------------------------------------------- forward
+    def _encode(self, features: List[torch.Tensor]):
+        lengths = torch.tensor([len(f) for f in features], dtype=torch.long)       # (B,) on CPU (packing)
+        x = self.projector(pad_sequence(features, batch_first=True))              # (B, T, P)
+        return self.model(x, lengths)
+
+    def forward(self, split: str, features: List[torch.Tensor], labels, ids, records, **kwargs):
+        if self.kind == "linear":
+            loss, hyps = self._classify(features, labels)
+        else:
+            loss, hyps = self._ctc(features, labels)
+        records["loss"].append(loss.item())
+        records["id"] += list(ids)
+        records["ref"] += [tuple(y) for y in labels]
+        records["hyp"] += hyps
+        return loss
+
+    def _classify(self, features, labels):
+        logits, _ = self._encode(features)                                        # (B, C)
+        loss, n_terms, hyps = logits.new_zeros(()), 0, [[] for _ in labels]
+        start = 0
+        for pos, index in enumerate(self.class_index):
+            part = logits[:, start:start + len(index)]                             # (B, C_pos)
+            start += len(index)
+            target = torch.tensor([index.get(y[pos], -100) for y in labels], device=logits.device)
+            if (target >= 0).any():
+                loss = loss + nn.functional.cross_entropy(part, target, ignore_index=-100)
+                n_terms += 1
+            for b, k in enumerate(part.argmax(-1).tolist()):
+                hyps[b].append(self.classes[pos][k])
+        if n_terms == 0:   # every label unseen in training: nothing to learn from, keep the graph
+            loss = logits.sum() * 0.0
+        return loss, [tuple(h) for h in hyps]
+
+    def _ctc(self, features, labels):
+        logits, out_len = self._encode(features)                                  # (B, T, V), (B,)
+        log_probs = logits.log_softmax(-1)
+        targets = []
+        for y in labels:
+            missing = [t for t in y if t not in self.vocab_index or self.vocab_index[t] == 0]
+            if missing:
+                raise ValueError(f"task {self.cfg.task!r}: label tokens {missing[:5]} are not non-blank symbols "
+                                 f"of ctc_vocabulary()")
+            targets.append(torch.tensor([self.vocab_index[t] for t in y], dtype=torch.long))
+        target_len = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        padded = pad_sequence(targets, batch_first=True).to(logits.device)        # (B, S); padding never read
+        loss = nn.functional.ctc_loss(log_probs.transpose(0, 1), padded, out_len.long(), target_len, blank=0,
+                                      zero_infinity=self.zero_infinity)
+        hyps = []
+        with torch.no_grad():
+            best = log_probs.argmax(-1).cpu()                                      # (B, T)
+            for b in range(len(labels)):
+                ids = torch.unique_consecutive(best[b, :int(out_len[b])])
+                hyps.append(tuple(self.vocab[i] for i in ids.tolist() if i != 0))
+        return loss, hyps
+
+    # ----------------------------------------------------------------- logging
+    def log_records(self, split: str, records, logger, global_step: int, **kwargs):
+        tag = f"speechprompt_{self.cfg.task}_{self.kind}"
+        self.expdir.mkdir(parents=True, exist_ok=True)
+        if not self._logged_size:
+            self._log_size(logger, tag)
+        loss = sum(records["loss"]) / max(len(records["loss"]), 1)
+        logger.add_scalar(f"{tag}/{split}-loss", loss, global_step=global_step)
+        if not records["hyp"]:
+            return []
+        metrics = self.task.score(records["hyp"], records["ref"])
+        for name, value in metrics.items():
+            logger.add_scalar(f"{tag}/{split}-{name}", value, global_step=global_step)
+        if split == "train":
+            return []
+        lines = [f"{split} {name}: {value:.6g}" for name, value in metrics.items()]
+        order = sorted(range(len(records["id"])), key=lambda i: records["id"][i])
+        for kind, name in (("hyp", "predict"), ("ref", "truth")):
+            atomic_write_text(self.expdir / f"{split}_{name}.txt", "".join(
+                f"{records['id'][i]} {self.task.label_string(records[kind][i])}\n" for i in order))
+        with open(self.expdir / "log.log", "a") as f:
+            f.write(f"step {global_step}: " + "; ".join(lines) + f"; loss: {loss:.6g}\n")
+        print(f"[speechprompt {self.kind}] step {global_step}: " + "; ".join(lines))
+        score = metrics[self.task.primary_metric] * (1 if self.task.higher_is_better else -1)
+        if split == getattr(self.task, "best_split", "dev") and score > float(self.best_score):
+            self.best_score.fill_(score)
+            return ["dev-best.ckpt"]
+        return []
+
+    def _log_size(self, logger, tag):
+        info = {"task": self.cfg.task, "method": self.kind, "head": self.kind,
+                "upstream": self.kwargs.get("upstream"), "upstream_dim": self.upstream_dim,
+                "trainable_params": self.num_trainable(), "checkpoint_bytes": self.trainable_bytes()}
+        if self.kind == "linear":
+            info["classes"] = [len(v) for v in self.classes]
+        else:
+            info["vocab_size"] = len(self.vocab)
+        logger.add_scalar(f"{tag}/trainable_params", info["trainable_params"], global_step=0)
+        logger.add_scalar(f"{tag}/checkpoint_bytes", info["checkpoint_bytes"], global_step=0)
+        atomic_write_text(self.expdir / "speechprompt_info.json", json.dumps(info, indent=1))
+        print(f"[speechprompt {self.kind}] trainable parameters: {info['trainable_params']:,}; "
+              f"stored per task: {info['checkpoint_bytes']:,} bytes")
+        self._logged_size = True
