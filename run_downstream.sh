@@ -9,9 +9,8 @@ set -euo pipefail
 PYTHON="${PYTHON:-python}"
 
 if [ "$#" -eq 0 ]; then
-    # No arguments: run the embedded default demo end to end. The `demo` command of the
-    # `speechprompt` CLI (s3prl_speechprompt/commands/) is written separately; until it exists this
-    # fails with the CLI's "invalid choice" message.
+    # No arguments: the embedded default end to end (synthetic KS corpus, fbank units, a small
+    # pretrained unit LM, prompt tuning through s3prl's runner, test accuracy); see `speechprompt demo --help`.
     exec "$PYTHON" -m s3prl_speechprompt demo
 fi
 

@@ -38,6 +38,8 @@ class PromptConfig:
     prompt_dropout: float = 0.1
     prompt_init_std: float = 1.0       # reference: nn.Embedding's N(0, 1)
     train_separator: bool = True       # PT: a trainable vector replaces the <s> embedding
+    separator_init: str = "embedding"  # embedding: start from the LM's own <s> row | normal: N(0, 1) as the
+                                       # reference (x sqrt(d) makes it ~sqrt(d) times larger than any token)
     lm_dropout: Optional[float] = None  # None = paper: 0 for pt, 0.1 for ftlm
     loss_normalization: str = "label"  # label: mean over scored tokens | ntokens: sum / non-pad targets (fairseq)
     learnable_classes: int = 0         # >0: SpeechPrompt v2 learnable verbalizer, Linear(V -> classes + 4) on logits
@@ -45,6 +47,8 @@ class PromptConfig:
     def __post_init__(self):
         if self.method not in ("pt", "ftlm"):
             raise ValueError(f"method must be 'pt' or 'ftlm', got {self.method!r}")
+        if self.separator_init not in ("embedding", "normal"):
+            raise ValueError(f"separator_init must be 'embedding' or 'normal', got {self.separator_init!r}")
         if self.loss_normalization not in ("label", "ntokens"):
             raise ValueError(f"loss_normalization must be 'label' or 'ntokens', got {self.loss_normalization!r}")
         if self.method == "pt" and not (self.deep or self.input_prompt) and not self.train_separator \
@@ -90,7 +94,11 @@ class PromptedULM(nn.Module):
         self.input_prompt = nn.Parameter(torch.randn(cfg.prompt_length, d) * cfg.prompt_init_std) \
             if pt and cfg.input_prompt else None
         self.prompt_dropout = nn.Dropout(cfg.prompt_dropout)
-        self.separator = nn.Parameter(torch.randn(d) * cfg.prompt_init_std) if pt and cfg.train_separator else None
+        self.separator = None
+        if pt and cfg.train_separator:
+            init = lm.embed(torch.tensor([SEP])).detach()[0].clone() if cfg.separator_init == "embedding" \
+                else torch.randn(d) * cfg.prompt_init_std
+            self.separator = nn.Parameter(init)
         self.verbalizer_head = None
         if cfg.learnable_classes:
             n_out = cfg.learnable_classes + 4

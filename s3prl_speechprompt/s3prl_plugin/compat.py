@@ -289,6 +289,19 @@ def _patch_safe_globals() -> list:
 _applied: Optional[list] = None
 
 
+def _patch_pandas_iteritems() -> list:
+    """pandas 2 removed ``Series.iteritems``; s3prl's ``dataio/corpus/base.py`` (``dataframe_to_datapoints``,
+    used by the Fluent Speech Commands parser) still calls it. Alias it to ``Series.items``."""
+    try:
+        import pandas as pd
+    except ImportError:
+        return []
+    if hasattr(pd.Series, "iteritems"):
+        return []
+    pd.Series.iteritems = _mark(pd.Series.items)
+    return ["pandas.Series.iteritems"]
+
+
 def apply() -> list:
     """Install the patches listed in the module docstring that this torch/torchaudio needs.
 
@@ -305,6 +318,7 @@ def apply() -> list:
     done += _patch_sox_effects(torchaudio)
     done += _patch_audio_io(torchaudio)
     done += _patch_safe_globals()
+    done += _patch_pandas_iteritems()
     _applied = done
     return list(done)
 

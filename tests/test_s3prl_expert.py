@@ -1,0 +1,188 @@
+"""The SpeechPrompt expert inside s3prl's real runner, on synthetic corpora, on CPU.
+
+One pipeline per task: synthetic corpus -> fbank units (the expert's own cached preparation) -> a
+small unit LM pretrained on those units -> PT / FT-LM training through `run_downstream` -> `-m evaluate -e`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from s3prl_speechprompt.s3prl_plugin import compat
+
+RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
+N_CLUSTERS = 50
+FBANK = {"upstream": "fbank", "upstream_feature_selection": "hidden_states", "device": "cpu"}
+
+
+def _env():
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"        # tiny per-utterance ops: threads only add contention on 2 cores
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def run_runner(*args, cwd=None):
+    out = subprocess.run(RUNNER + list(args), capture_output=True, text=True, env=_env(), cwd=cwd)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-4000:])
+    return out.stdout
+
+
+def last_metrics(expdir: Path, split: str) -> dict:
+    from s3prl_speechprompt.commands.demo import _last_metrics
+    return _last_metrics(expdir / "log.log", split)
+
+
+def _prepare(task_name, datarc, root: Path, lm_updates=250):
+    """Units of the train/dev splits via the expert's own cached preparation, then a pretrained tiny LM."""
+    compat.apply()
+    torch.set_num_threads(1)
+    from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
+    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
+    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
+    from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
+    from s3prl_speechprompt.units.prepare import prepare_units, to_units
+
+    task = get_task(task_name)(**datarc)
+    featurize = runner_featurizer(FBANK)
+    quantizer, train = prepare_units(task.read_split("train"), featurize, read_item_audio,
+                                     key_parts=upstream_key(FBANK), n_clusters=N_CLUSTERS, seed=0,
+                                     cache_dir=root / "cache")
+    dev = [UnitRecord(it.id, tuple(to_units(quantizer, featurize(read_item_audio(it)))), it.labels)
+           for it in task.read_split("dev")]
+    write_unit_manifest(root / "train.tsv", train)
+    write_unit_manifest(root / "dev.tsv", dev)
+    (root / "dict.txt").write_text("".join(f"{k} 1\n" for k in range(N_CLUSTERS)))
+    pretrain_ulm(root / "train.tsv", root / "ulm", valid_path=root / "dev.tsv", dict_path=root / "dict.txt",
+                 cfg=PretrainConfig(arch="ulm_tiny", max_updates=lm_updates, max_tokens=2048, warmup_updates=50,
+                                    valid_interval=lm_updates, seed=0, threads=1), log=lambda *a: None)
+    return root / "ulm"
+
+
+def write_config(path: Path, name: str, datarc: dict, ulm: Path, cache: Path, steps: int, lr=None, **expert):
+    from s3prl_speechprompt.commands.demo import _packaged_config
+    cfg = yaml.safe_load(_packaged_config(name))
+    cfg["runner"].update(total_steps=steps, log_step=max(steps // 4, 1), eval_step=steps, save_step=steps,
+                         eval_dataloaders=["dev"])
+    if lr:
+        cfg["optimizer"]["lr"] = lr
+    if "scheduler" in cfg:
+        cfg["scheduler"]["num_warmup_steps"] = max(steps // 10, 1)
+    de = cfg["downstream_expert"]
+    de.update(ulm=str(ulm), km=None, n_clusters=N_CLUSTERS, cache_dir=str(cache), **expert)
+    de["datarc"].update(datarc, batch_size=32, eval_batch_size=64, num_workers=0)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ks(tmp_path_factory):
+    from s3prl_speechprompt.synth import make_ks
+    root = tmp_path_factory.mktemp("ks")
+    make_ks(root / "corpus", seed=0, per_class=24, progress=False)
+    datarc = {"speech_commands_root": str(root / "corpus" / "speech_commands_v0.01"),
+              "speech_commands_test_root": str(root / "corpus" / "speech_commands_test_set_v0.01")}
+    return {"root": root, "datarc": datarc, "ulm": _prepare("ks", datarc, root)}
+
+
+@pytest.fixture(scope="module")
+def ic(tmp_path_factory):
+    from s3prl_speechprompt.synth import make_ic
+    root = tmp_path_factory.mktemp("ic")
+    make_ic(root / "corpus", seed=0, progress=False)
+    datarc = {"file_path": str(root / "corpus" / "fluent_speech_commands_dataset")}
+    return {"root": root, "datarc": datarc, "ulm": _prepare("ic", datarc, root)}
+
+
+def _train_and_evaluate(env, name, steps, lr=None, **expert):
+    root = env["root"]
+    cfg = write_config(root / f"{name}.yaml", name, env["datarc"], env["ulm"], root / "cache", steps, lr, **expert)
+    exp = root / f"exp_{name}"
+    run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg), "-p", str(exp), "--device", "cpu")
+    run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
+    return exp, last_metrics(exp, "test")
+
+
+def test_ks_prompt_tuning_through_s3prl_runner(ks):
+    exp, test = _train_and_evaluate(ks, "speechprompt_ks", steps=400, prompt={"prompt_length": 8})
+    info = json.loads((exp / "speechprompt_info.json").read_text())
+    print(f"KS PT test accuracy {test['accuracy']:.3f}, trainable {info['trainable_params']}")
+    assert info["trainable_params"] == 2 * 2 * 8 * 64 + 64
+    assert test["accuracy"] >= 0.25          # chance: 1/12 = 0.083
+    assert (exp / "test_predict.txt").is_file() and (exp / "test_truth.txt").is_file()
+    assert list(exp.glob("events.out.tfevents*"))
+    # the frozen LM is not in the checkpoint; k-means, verbalizer and fingerprint are
+    state = torch.load(exp / "dev-best.ckpt", map_location="cpu", weights_only=False)["Downstream"]
+    assert not [k for k in state if k.startswith("model.lm.")]
+    assert {"centroids", "verbalizer", "lm_fingerprint"} <= set(state["_extra_state"])
+
+
+def test_ks_ftlm_through_s3prl_runner(ks):
+    exp, test = _train_and_evaluate(ks, "speechprompt_ks_ftlm", steps=300, lr=2e-3)
+    print(f"KS FT-LM test accuracy {test['accuracy']:.3f}")
+    assert test["accuracy"] >= 0.4
+
+
+def test_ic_prompt_tuning_through_s3prl_runner(ic):
+    exp, test = _train_and_evaluate(ic, "speechprompt_ic", steps=400, prompt={"prompt_length": 8})
+    print(f"IC PT test accuracy (all three slots) {test['accuracy']:.3f}")
+    assert test["accuracy"] >= 0.15          # 22 intents: chance for all three slots ~0.05
+
+
+def test_pt_checkpoint_is_100x_smaller_than_ftlm(ks, tmp_path):
+    """Same LM (ulm_small, 3.2M parameters), a few steps of each method; compare the runner's checkpoints."""
+    from s3prl_speechprompt.ulm.checkpoint import save_ulm
+    from s3prl_speechprompt.ulm.dictionary import Dictionary
+    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
+
+    d = Dictionary([str(k) for k in range(N_CLUSTERS)])
+    save_ulm(UnitLM(ULMConfig.from_arch("ulm_small", len(d))), d, tmp_path / "ulm_small")
+    sizes = {}
+    for name in ("speechprompt_ks", "speechprompt_ks_ftlm"):
+        cfg = write_config(tmp_path / f"{name}.yaml", name, ks["datarc"], tmp_path / "ulm_small",
+                           ks["root"] / "cache", steps=2)
+        exp = tmp_path / name
+        run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg), "-p", str(exp), "--device", "cpu")
+        sizes[name] = (exp / "states-2.ckpt").stat().st_size
+    ratio = sizes["speechprompt_ks_ftlm"] / sizes["speechprompt_ks"]
+    print(f"checkpoint bytes {sizes}; FT-LM / PT = {ratio:.0f}x")
+    assert ratio >= 100
+
+
+def test_hubert_local_with_layer_selection(ks, tmp_path):
+    """-u hubert_local -k <tiny converted HuBERT> -l 1: the k-means is fitted on that layer's features."""
+    from s3prl.upstream.hubert.convert import load_converted_model  # noqa: F401  (format check below)
+    ckpt = _tiny_hubert(tmp_path / "tiny_hubert.pt")
+    cfg = write_config(tmp_path / "cfg.yaml", "speechprompt_ks", ks["datarc"], ks["ulm"], tmp_path / "cache", steps=4,
+                       fit_max_frames=2000)
+    exp = tmp_path / "exp"
+    run_runner("-m", "train", "-u", "hubert_local", "-k", str(ckpt), "-l", "1", "-d", "speechprompt_ks",
+               "-c", str(cfg), "-p", str(exp), "--device", "cpu")
+    state = torch.load(exp / "states-4.ckpt", map_location="cpu", weights_only=False)
+    assert state["Args"].upstream_layer_selection == 1
+    assert state["Downstream"]["_extra_state"]["centroids"].shape == (N_CLUSTERS, 32)
+    assert "Featurizer" in state
+
+
+def _tiny_hubert(path: Path) -> Path:
+    """A 2-layer random HuBERT in s3prl's converted checkpoint format (no download)."""
+    compat.apply()
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+    model_cfg = HubertConfig(label_rate=50, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
+                             encoder_attention_heads=2, final_dim=16,
+                             conv_feature_layers="[(32,10,5)] + [(32,3,2)]*4 + [(32,2,2)]*2")
+    task_cfg = HubertPretrainingConfig(label_rate=50)
+    torch.manual_seed(0)
+    symbols = [list(map(str, range(10)))]
+    model = HubertModel(model_cfg, task_cfg, symbols)
+    from dataclasses import asdict
+    torch.save({"task_cfg": asdict(task_cfg), "model_cfg": asdict(model_cfg), "model_weight": model.state_dict(),
+                "dictionaries_symbols": symbols}, path)
+    return path
