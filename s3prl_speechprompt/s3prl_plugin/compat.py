@@ -370,3 +370,57 @@ def enable_cpu_ddp() -> list:
         runner.DDP = _mark(cpu_aware_ddp)
         done.append("s3prl.downstream.runner.DDP")
     return done
+
+
+def fix_runner_ddp() -> list:
+    """Two bugs in s3prl 0.4.18's DDP training loop (``s3prl/downstream/runner.py``), on any device:
+
+    * Non-leader ranks ``continue`` before ``pbar.update(1)`` (``Runner.train``), so their step counter never
+      moves and they train until rank 0 exits (then crash on a closed connection, or hang under NCCL).
+      Patched: on non-leader ranks the ``overall`` progress bar advances from an optimizer step hook, i.e.
+      once per optimizer step, as rank 0's does (a step skipped for a NaN gradient norm is not counted there).
+    * Evaluation runs on rank 0 alone through the DDP-wrapped expert, whose forward would broadcast module
+      buffers (a collective the other ranks never join). Our experts' buffers (k-means centroids, best
+      score) need no broadcast, so the wrapper is built with ``broadcast_buffers=False``.
+    Returns the names of what was patched. Idempotent.
+    """
+    runner = importlib.import_module("s3prl.downstream.runner")
+    done = []
+    if not _is_ours(runner.tqdm):
+        original_tqdm = runner.tqdm
+
+        def tqdm(*args, **kwargs):
+            bar = original_tqdm(*args, **kwargs)
+            if kwargs.get("desc") == "overall" and not runner.is_leader_process():
+                _overall_bar["bar"] = bar
+            return bar
+
+        for name in ("write",):                    # runner uses tqdm.write(...) as a class method
+            setattr(tqdm, name, getattr(original_tqdm, name))
+        runner.tqdm = _mark(tqdm)
+        done.append("s3prl.downstream.runner.tqdm")
+
+        original_get_optimizer = runner.Runner._get_optimizer
+
+        def _get_optimizer(self, model_params):
+            optimizer = original_get_optimizer(self, model_params)
+            if not runner.is_leader_process():
+                optimizer.register_step_post_hook(lambda *a, **k: _overall_bar["bar"] and _overall_bar["bar"].update(1))
+            return optimizer
+
+        runner.Runner._get_optimizer = _mark(_get_optimizer)
+        done.append("s3prl.downstream.runner.Runner._get_optimizer")
+    if not getattr(runner.DDP, "_no_buffer_broadcast", False):
+        inner = runner.DDP
+
+        def ddp(module, *args, **kwargs):
+            kwargs.setdefault("broadcast_buffers", False)
+            return inner(module, *args, **kwargs)
+
+        ddp._no_buffer_broadcast = True
+        runner.DDP = _mark(ddp)
+        done.append("s3prl.downstream.runner.DDP(broadcast_buffers=False)")
+    return done
+
+
+_overall_bar = {"bar": None}

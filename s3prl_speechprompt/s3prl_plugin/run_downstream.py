@@ -153,8 +153,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     options = parse_options(argv)
     if "--help" in options:
         print(_help_header(names), flush=True)
-    if "--local_rank" in options and str(options.get("--device", "cuda")).startswith("cpu"):
-        compat.enable_cpu_ddp()
+    if "--local_rank" in options:
+        if str(options.get("--device", "cuda")).startswith("cpu"):
+            compat.enable_cpu_ddp()
+        compat.fix_runner_ddp()
 
     from s3prl.run_downstream import main as s3prl_main
 
