@@ -47,7 +47,9 @@ def main(argv=None):
     ap.add_argument("--ft-updates", type=int, default=1600)
     ap.add_argument("--blstm-updates", type=int, default=1600)
     ap.add_argument("--valid-interval", type=int, default=400)
-    ap.add_argument("--methods", nargs="+", default=["pt", "blstm", "ftlm"])
+    ap.add_argument("--methods", nargs="+", default=["pt", "blstm", "ftlm"], help="run on the first --units")
+    ap.add_argument("--valid-stride", type=int, default=4,
+                    help="use every k-th dev line for validation (the dev split is a resample; saves CPU)")
     args = ap.parse_args(argv)
 
     out = args.out
@@ -69,9 +71,12 @@ def main(argv=None):
             raise SystemExit(f"{ks}/train.txt not found; pass --peer-data (the directory holding "
                              f"speechprompt-hubert100/ and speechprompt-cpc100/)")
         ulm = out / f"ulm_{units}"
+        valid = out / f"valid_{units}.txt"
+        lines = (ks / "valid.txt").read_text().splitlines()[::args.valid_stride]
+        valid.write_text("\n".join(lines) + "\n")
         key = f"{units}/pretrain"
         if key not in results["rows"]:
-            s, secs = sh(["pretrain-ulm", "--train", ks / "train.txt", "--valid", ks / "valid.txt",
+            s, secs = sh(["pretrain-ulm", "--train", ks / "train.txt", "--valid", valid,
                           "--dict", data / "dict.txt", "--arch", args.arch, "--max-updates", args.pretrain_updates,
                           "--valid-interval", 200, "--out", ulm, "--resume"], log)
             record(key, {"method": f"uLM pretrain ({args.arch})", "units": units, "accuracy": None,
@@ -83,7 +88,7 @@ def main(argv=None):
             if key in results["rows"]:
                 continue
             exp = out / f"{units}_{method}"
-            cmd = ["train", "--task", "ks", "--train", ks / "train.txt", "--valid", ks / "valid.txt",
+            cmd = ["train", "--task", "ks", "--train", ks / "train.txt", "--valid", valid,
                    "--method", method, "--out", exp, "--resume", "--valid-interval", args.valid_interval]
             if method != "blstm":
                 cmd += ["--ulm", ulm]

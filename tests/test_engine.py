@@ -18,6 +18,7 @@ TOKENS = [[2, 5, 6, 7, 8, 9, 10, 0, 11, 12], [2, 14, 6, 7, 9, 4, 1, 1, 1, 1]]
 
 
 def cli(*args, check=True):
+    args = [*args, "--threads", 1] if args[0] in ("pretrain-ulm", "train", "evaluate") else args   # tiny models
     out = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", *map(str, args)], capture_output=True, text=True)
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
@@ -84,10 +85,12 @@ def test_pretrain_resume_continues_bitwise(ks, tmp_path):
     from s3prl_speechprompt.ulm.checkpoint import load_container
     kw = dict(arch="ulm_tiny", max_tokens=1024, valid_interval=3, threads=1)
     quiet = lambda m: None                                       # noqa: E731
+    threads = torch.get_num_threads()                             # pretrain_ulm sets it for the process
     pretrain_ulm(ks["train"], tmp_path / "a", ks["valid"], ks["dict"], PretrainConfig(max_updates=6, **kw), log=quiet)
     pretrain_ulm(ks["train"], tmp_path / "b", ks["valid"], ks["dict"], PretrainConfig(max_updates=3, **kw), log=quiet)
     pretrain_ulm(ks["train"], tmp_path / "b", ks["valid"], ks["dict"], PretrainConfig(max_updates=6, **kw),
                  resume=True, log=quiet)
+    torch.set_num_threads(threads)
     a, b = (load_container(tmp_path / d / "checkpoint_last.pt")["model"] for d in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -123,7 +126,8 @@ def test_resume_after_kill_is_bitwise_identical(ks, tiny_lm, pt_exp):
     exp, _ = pt_exp
     killed = ks["root"] / "exp_killed"
     cmd = [sys.executable, "-m", "s3prl_speechprompt", "train", "--task", "ks", "--train", ks["train"], "--valid",
-           ks["valid"], "--ulm", tiny_lm, "--method", "pt", "--max-updates", 40, "--valid-interval", 5, "--out", killed]
+           ks["valid"], "--ulm", tiny_lm, "--method", "pt", "--max-updates", 40, "--valid-interval", 5, "--out", killed,
+           "--threads", 1]
     proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not (killed / "checkpoint_last.pt").exists() and proc.poll() is None and time.time() < deadline:
