@@ -96,27 +96,65 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int, padding_idx: int) ->
 class KVCache:
     """Keys/values of everything seen so far, per layer, with the deep-prompt prefix in front.
 
-    ``keys[l]``/``values[l]``: (B, H, S, head_dim); ``key_padding``: (B, S) True where the key is
+    ``keys[l]``/``values[l]``: (B, H, S, head_dim) views; ``key_padding``: (B, S) True where the key is
     padding; ``n_prefix``: deep-prefix keys at the front (always visible); ``seq_len``: positions of
     the causal sequence (input prompt + tokens, pads included); ``token_count``: real tokens per row,
     which sets the next positions.
+
+    Storage is preallocated per layer with spare capacity that grows geometrically, so a decoding step
+    writes only its new key/value instead of copying the whole cache (``torch.cat`` every step was
+    O(S) memory traffic per layer per token and dominated cached decoding at ASR lengths).
     """
 
-    keys: List[torch.Tensor] = field(default_factory=list)
-    values: List[torch.Tensor] = field(default_factory=list)
     key_padding: Optional[torch.Tensor] = None
     n_prefix: int = 0
     seq_len: int = 0
     token_count: Optional[torch.Tensor] = None
+    _kbuf: List[torch.Tensor] = field(default_factory=list, repr=False)
+    _vbuf: List[torch.Tensor] = field(default_factory=list, repr=False)
+    _len: List[int] = field(default_factory=list, repr=False)
+
+    MIN_SPARE = 64         # headroom allocated with the first call (decoding steps then write in place)
 
     @property
     def empty(self) -> bool:
         return self.key_padding is None
 
+    @property
+    def keys(self) -> List[torch.Tensor]:
+        return [b[:, :, :n] for b, n in zip(self._kbuf, self._len)]
+
+    @property
+    def values(self) -> List[torch.Tensor]:
+        return [b[:, :, :n] for b, n in zip(self._vbuf, self._len)]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k``/``v`` (B, H, T, hd) after layer ``layer``'s cached keys; return all keys/values (views)."""
+        T = k.size(2)
+        if layer == len(self._kbuf):                     # first call: this layer's storage
+            cap = T + max(self.MIN_SPARE, T // 2)
+            shape = (k.size(0), k.size(1), cap, k.size(3))
+            self._kbuf.append(k.new_empty(shape))
+            self._vbuf.append(v.new_empty(shape))
+            self._len.append(0)
+        n = self._len[layer]
+        kb, vb = self._kbuf[layer], self._vbuf[layer]
+        if n + T > kb.size(2):                           # grow geometrically: amortised O(1) per token
+            cap = max(n + T, 2 * kb.size(2))
+            shape = (kb.size(0), kb.size(1), cap, kb.size(3))
+            nk, nv = kb.new_empty(shape), vb.new_empty(shape)
+            nk[:, :, :n] = kb[:, :, :n]
+            nv[:, :, :n] = vb[:, :, :n]
+            self._kbuf[layer], self._vbuf[layer] = kb, vb = nk, nv
+        kb[:, :, n:n + T] = k
+        vb[:, :, n:n + T] = v
+        self._len[layer] = n + T
+        return kb[:, :, :n + T], vb[:, :, :n + T]
+
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (e.g. beam search survivors)."""
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
+        self._kbuf = [k.index_select(0, index) for k in self._kbuf]
+        self._vbuf = [v.index_select(0, index) for v in self._vbuf]
         self.key_padding = self.key_padding.index_select(0, index)
         self.token_count = self.token_count.index_select(0, index)
 
@@ -148,13 +186,7 @@ class SelfAttention(nn.Module):
             k = torch.cat([self._split(self.k_proj(pk)), k], dim=2)         # (B, H, L+T, hd)
             v = torch.cat([self._split(self.v_proj(pv)), v], dim=2)
         if cache is not None:
-            if len(cache.keys) > layer:
-                k = torch.cat([cache.keys[layer], k], dim=2)
-                v = torch.cat([cache.values[layer], v], dim=2)
-                cache.keys[layer], cache.values[layer] = k, v
-            else:
-                cache.keys.append(k)
-                cache.values.append(v)
+            k, v = cache.append(layer, k, v)
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)   # (B, H, T, hd)
         out = out.transpose(1, 2).reshape(B, -1, self.heads * self.head_dim)
