@@ -111,10 +111,13 @@ def _train_and_evaluate(env, name, steps, lr=None, **expert):
 
 
 def test_ks_prompt_tuning_through_s3prl_runner(ks):
-    exp, test = _train_and_evaluate(ks, "speechprompt_ks", steps=400, prompt={"prompt_length": 8})
+    # a 2-layer d=64 LM cannot route class evidence through fixed attention with the freq verbalizer in CI time;
+    # SpeechPrompt v2's learnable verbalizer (a linear map over the LM logits) can
+    exp, test = _train_and_evaluate(ks, "speechprompt_ks", steps=500, lr=3e-2, verbalizer="learnable",
+                                    prompt={"prompt_length": 16})
     info = json.loads((exp / "speechprompt_info.json").read_text())
     print(f"KS PT test accuracy {test['accuracy']:.3f}, trainable {info['trainable_params']}")
-    assert info["trainable_params"] == 2 * 2 * 8 * 64 + 64
+    assert info["trainable_params"] == 2 * 2 * 16 * 64 + 64 + (N_CLUSTERS + 4) * (12 + 4)
     assert test["accuracy"] >= 0.25          # chance: 1/12 = 0.083
     assert (exp / "test_predict.txt").is_file() and (exp / "test_truth.txt").is_file()
     assert list(exp.glob("events.out.tfevents*"))
@@ -131,7 +134,8 @@ def test_ks_ftlm_through_s3prl_runner(ks):
 
 
 def test_ic_prompt_tuning_through_s3prl_runner(ic):
-    exp, test = _train_and_evaluate(ic, "speechprompt_ic", steps=400, prompt={"prompt_length": 8})
+    exp, test = _train_and_evaluate(ic, "speechprompt_ic", steps=500, lr=3e-2, verbalizer="learnable",
+                                    prompt={"prompt_length": 16})
     print(f"IC PT test accuracy (all three slots) {test['accuracy']:.3f}")
     assert test["accuracy"] >= 0.15          # 22 intents: chance for all three slots ~0.05
 

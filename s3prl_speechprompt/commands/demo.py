@@ -30,9 +30,11 @@ def add_arguments(parser):
     parser.add_argument("--n-clusters", type=int, default=50, help="k-means clusters = unit vocabulary")
     parser.add_argument("--lm-arch", default="ulm_tiny", help="unit-LM architecture to pretrain (ulm_tiny, ulm_small, ...)")
     parser.add_argument("--lm-updates", type=int, default=300, help="unit-LM pretraining updates")
-    parser.add_argument("--prompt-length", type=int, default=8, help="deep prompt length L")
+    parser.add_argument("--prompt-length", type=int, default=16, help="deep prompt length L")
+    parser.add_argument("--verbalizer", default="learnable",
+                        help="label -> unit mapping: learnable (v2's linear head; what a 2-layer LM needs), freq (v1), ...")
     parser.add_argument("--steps", type=int, default=600, help="s3prl runner total_steps for prompt tuning")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-3 PT, 1e-3 FT-LM)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-2 PT, 1e-3 FT-LM)")
     parser.add_argument("--seed", type=int, default=0, help="seed for corpus, k-means and training")
 
 
@@ -93,11 +95,11 @@ def run(args) -> int:
     rc = config["runner"]
     rc.update(total_steps=args.steps, log_step=50, eval_step=max(args.steps // 3, 1), save_step=max(args.steps // 3, 1),
               eval_dataloaders=["dev"])
-    config["optimizer"]["lr"] = args.lr or (5e-3 if args.method == "pt" else 1e-3)
+    config["optimizer"]["lr"] = args.lr or (3e-2 if args.method == "pt" else 1e-3)
     if "scheduler" in config:
         config["scheduler"]["num_warmup_steps"] = max(args.steps // 10, 1)
     de = config["downstream_expert"]
-    de.update(ulm=str(lm_dir), km=None, n_clusters=args.n_clusters, cache_dir=str(cache))
+    de.update(ulm=str(lm_dir), km=None, n_clusters=args.n_clusters, cache_dir=str(cache), verbalizer=args.verbalizer)
     de["datarc"].update(datarc, batch_size=32, eval_batch_size=64, num_workers=0)
     if args.method == "pt":
         de["prompt"] = {**de.get("prompt", {}), "prompt_length": args.prompt_length}

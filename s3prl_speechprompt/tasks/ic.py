@@ -1,7 +1,7 @@
 """Intent classification on Fluent Speech Commands, as SUPERB runs it (accuracy = all three slots right).
 
 s3prl's ``FluentSpeechCommands`` parser reads ``data/{train,valid,test}_data.csv``. Each utterance has
-three label tokens, ``action:<v>``, ``object:<v>``, ``location:<v>``: the slot prefix keeps
+three label tokens, ``action:<v>``, ``object:<v>``, ``location:<v>`` (spaces in values become ``_``): the slot prefix keeps
 object "none" and location "none" apart, like SpeechPrompt's non-overlapping ids (24 classes on FSC).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ class IntentClassification(Task):
         items = []
         for uid in ids:
             e = data[uid]
-            labels = tuple(f"{slot}:{e[slot]}" for slot in SLOTS)
+            labels = tuple(f"{slot}:{str(e[slot]).replace(' ', '_')}" for slot in SLOTS)   # "change language"
             items.append(Item(str(uid), str(e["path"]), labels))
         if not items:
             raise ValueError(f"IC split {split!r} is empty in {self.root}/data")
