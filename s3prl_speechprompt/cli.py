@@ -17,6 +17,7 @@ COMMANDS = {
     "pretrain-ulm": "pretrain_ulm",
     "train": "train",
     "evaluate": "evaluate",
+    "analyze-length": "analyze_length",
     "report": "report",
 }
 

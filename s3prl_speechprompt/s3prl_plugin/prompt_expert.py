@@ -48,6 +48,7 @@ class ExpertConfig:
     verbalizer: str = "freq"
     prompt: dict = field(default_factory=dict)  # PromptConfig fields; prompt_length defaults to the task's
     max_new_tokens: Optional[int] = None       # decoding budget; default from the task's label length
+    beam_size: int = 1                         # 1 = greedy decoding; >1 = beam search (prompt/beam.py)
     balanced_sampling: bool = True             # class-balanced training batches (SUPERB KS)
     cache_dir: Optional[str] = None
 
@@ -187,7 +188,11 @@ class DownstreamExpert(nn.Module):
         if split != "train":
             budget = self.cfg.max_new_tokens or self.verbalizer.code_length * self.task.max_label_tokens + 1
             stats = {}
-            out = greedy_decode(self.model, sources, budget, stats=stats)
+            if self.cfg.beam_size > 1:
+                from s3prl_speechprompt.prompt.beam import beam_decode
+                out = beam_decode(self.model, sources, budget, beam_size=self.cfg.beam_size, stats=stats)
+            else:
+                out = greedy_decode(self.model, sources, budget, stats=stats)
             records["unfinished"].append(stats["unfinished"])
             for uid, y, gen in zip(ids, labels, out):
                 records["id"].append(uid)

@@ -125,7 +125,8 @@ def _write_wav(path, wav):
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(wav, -1.0, 32767 / 32768), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    fmt = "FLAC" if Path(path).suffix.lower() == ".flac" else "WAV"   # LibriSpeech ships FLAC
+    sf.write(str(path), np.clip(wav, -1.0, 32767 / 32768), SAMPLE_RATE, subtype="PCM_16", format=fmt)
 
 
 def _render(job):

@@ -1,0 +1,99 @@
+"""ASR on LibriSpeech, as SUPERB runs it (train-clean-100 -> dev-clean / test-clean, characters, WER).
+
+s3prl's ``LibriSpeech`` parser reads ``<libri_root>/<subset>/<spk>/<chapter>/*.flac`` with the chapter's
+``<spk>-<chapter>.trans.txt`` (and ``SPEAKERS.TXT``). Label tokens are SUPERB's characters: upper-case
+letters, the apostrophe and ``|`` between words. The datarc keys ``train``/``dev``/``test`` are lists of
+LibriSpeech subsets, like the ``train``/``dev-clean``/``test-clean`` lists of SUPERB's ``asr/config.yaml``.
+
+Metrics as SUPERB's ASR expert computes them (``editdistance``, corpus level, in percent):
+``wer`` = 100 x sum of word edits / sum of reference words, ``cer`` = 100 x sum of character-token edits /
+sum of reference character tokens (SUPERB's ``uer``; ``|`` counts as a token).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import editdistance
+
+from s3prl_speechprompt.tasks.base import Item, register_task
+from s3prl_speechprompt.tasks.sequence import UNDECODABLE, SequenceTask, text_to_tokens, tokens_to_text
+
+
+def _as_list(value, key):
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise ValueError(f"downstream_expert.datarc.{key}: needs at least one LibriSpeech subset")
+    return [str(v) for v in value]
+
+
+def error_rates(hyps: Sequence[Sequence[Optional[str]]], refs: Sequence[Sequence[str]]) -> Dict[str, float]:
+    """SUPERB ASR's WER and UER (here ``cer``), in percent, from label-token sequences (``|`` = word boundary)."""
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} predictions for {len(refs)} references")
+    char_err = char_n = word_err = word_n = 0
+    for h, r in zip(hyps, refs):
+        h = [UNDECODABLE if t is None else t for t in h]
+        char_err += editdistance.eval(h, list(r))
+        char_n += len(r)
+        hw, rw = tokens_to_text(h).split(), tokens_to_text(r).split()
+        word_err += editdistance.eval(hw, rw)
+        word_n += len(rw)
+    return {"wer": 100.0 * word_err / word_n if word_n else 100.0,
+            "cer": 100.0 * char_err / char_n if char_n else 100.0}
+
+
+@register_task
+class SpeechRecognition(SequenceTask):
+    name = "asr"
+    splits = ("train", "dev", "test")
+    metrics = ("wer", "cer")
+    primary_metric = "wer"
+    higher_is_better = False
+    default_prompt_length = 176        # paper, ASR/SF: 4.5M = 1024 * (25 * 176 + 1) trainable parameters
+
+    def __init__(self, libri_root: str = "", train=("train-clean-100",), dev=("dev-clean",),
+                 test=("test-clean",), n_jobs: int = 1, **datarc):
+        super().__init__(**datarc)
+        self.root = Path(libri_root)
+        self.subsets = {"train": _as_list(train, "train"), "dev": _as_list(dev, "dev"),
+                        "test": _as_list(test, "test")}
+        self.n_jobs = int(n_jobs)
+        self._corpus = None
+
+    def _parsed(self):
+        if self._corpus is None:
+            wanted = [s for subsets in self.subsets.values() for s in subsets]
+            missing = [s for s in wanted if not (self.root / s).is_dir()]
+            if not str(self.root) or missing or not (self.root / "SPEAKERS.TXT").is_file():
+                raise FileNotFoundError(
+                    f"downstream_expert.datarc.libri_root: {str(self.root) or '(empty)'} is not a LibriSpeech root "
+                    f"with SPEAKERS.TXT and the subsets {wanted} (missing: {missing or ['SPEAKERS.TXT']}); point it "
+                    f"at the extracted LibriSpeech/ folder (or make a synthetic one with `speechprompt synth asr "
+                    f"--out DIR`)")
+            from s3prl.dataio.corpus.librispeech import LibriSpeech
+            self._corpus = LibriSpeech(str(self.root), n_jobs=self.n_jobs, train_split=self.subsets["train"],
+                                       valid_split=self.subsets["dev"], test_split=self.subsets["test"])
+        return self._corpus
+
+    def _read(self, split: str) -> List[Item]:
+        corpus = self._parsed()
+        entries = {"train": corpus.train, "dev": corpus.valid, "test": corpus.test}[split]
+        items = []
+        for uid, e in sorted(entries.items()):
+            if e["transcription"] is None:
+                raise ValueError(f"{e['wav_path']}: no line for it in its chapter's .trans.txt")
+            labels = text_to_tokens(e["transcription"])
+            if not labels:
+                raise ValueError(f"{e['wav_path']}: empty transcription")
+            items.append(Item(str(uid), str(e["wav_path"]), labels))
+        return items
+
+    def score(self, hyps, refs) -> Dict[str, float]:
+        return error_rates(hyps, refs)
+
+    def label_string(self, tokens) -> str:
+        """The transcript, words separated by spaces (``|`` -> space), as SUPERB's ``*-hyp.ark`` lines."""
+        return tokens_to_text(tokens)
+
