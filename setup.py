@@ -36,7 +36,7 @@ setup(
     ],
     extras_require={
         # fairseq is only a test oracle; install it after torch with --no-build-isolation (see .ci/run)
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "peft"],   # peft: the prefix-tuning peer in `speechprompt bench`
     },
     entry_points={
         "console_scripts": [

@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "analyze-length": "analyze_length",
     "report": "report",
+    "bench": "bench",
 }
 
 
