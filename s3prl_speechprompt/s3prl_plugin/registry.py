@@ -19,6 +19,15 @@ module that serves it.
 
 Developer hook: the environment variable ``SPEECHPROMPT_EXTRA_DOWNSTREAMS="name=module,..."`` adds
 or overrides names (e.g. a throwaway expert in a test, run through the runner in a subprocess).
+
+Tasks kept outside the package (docs/adding_a_task.md):
+
+* ``SPEECHPROMPT_CONFIG_PATH=dir1:dir2`` (``os.pathsep``-separated): every ``<name>.yaml`` in those
+  folders defines ``-d <name>`` with that file as its default config, like the packaged ones (a
+  packaged name wins over a folder's);
+* any other ``speechprompt_*`` name is served on demand by the naming rule, so
+  ``-d speechprompt_mytask -c my.yaml`` works without registering anything (the finder answers only
+  when s3prl ships no downstream of that name).
 """
 import importlib
 import importlib.abc
@@ -36,6 +45,7 @@ CONFIG_PACKAGE = "s3prl_speechprompt.downstream_configs"
 BASELINE_EXPERT = "s3prl_speechprompt.s3prl_plugin.baseline_expert"
 PROMPT_EXPERT = "s3prl_speechprompt.s3prl_plugin.prompt_expert"
 ENV_EXTRA = "SPEECHPROMPT_EXTRA_DOWNSTREAMS"
+ENV_CONFIG_PATH = "SPEECHPROMPT_CONFIG_PATH"
 S3PRL_DOWNSTREAM = "s3prl.downstream"
 
 # explicit name -> expert module overrides, consulted before the env hook and the naming rules;
@@ -94,18 +104,44 @@ def packaged_downstreams() -> List[str]:
                   if entry.name.endswith(".yaml") and entry.is_file() and not entry.name.startswith(("_", ".")))
 
 
+def config_path_dirs(environ: Optional[Mapping[str, str]] = None) -> List[Path]:
+    """The folders listed in ``SPEECHPROMPT_CONFIG_PATH`` (``os.pathsep``-separated; empty entries skipped)."""
+    value = (os.environ if environ is None else environ).get(ENV_CONFIG_PATH, "")
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+
+
+def _yaml_names(folder: Path) -> List[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.is_file() and not p.name.startswith(("_", ".")))
+
+
+def config_path_downstreams() -> List[str]:
+    """Names defined by ``<name>.yaml`` files in the ``SPEECHPROMPT_CONFIG_PATH`` folders (first folder first)."""
+    names: List[str] = []
+    for folder in config_path_dirs():
+        names += [n for n in _yaml_names(folder) if n not in names]
+    return names
+
+
 def default_config_path(name: str) -> Optional[str]:
-    """Filesystem path of the packaged ``<name>.yaml`` (what ``-c`` defaults to), or None if there is none."""
+    """Filesystem path of the packaged ``<name>.yaml`` (what ``-c`` defaults to), else of the first
+    ``<name>.yaml`` in the ``SPEECHPROMPT_CONFIG_PATH`` folders, or None if there is none."""
     entry = _config_dir() / f"{name}.yaml"
-    if not entry.is_file():
-        return None
-    return os.fspath(entry)  # packages are installed as plain directories (no zip support needed)
+    if entry.is_file():
+        return os.fspath(entry)  # packages are installed as plain directories (no zip support needed)
+    for folder in config_path_dirs():
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return os.fspath(path.resolve())
+    return None
 
 
 def all_downstreams() -> List[str]:
-    """Every name :func:`register` would register by default: packaged configs + developer hook entries."""
+    """Every name :func:`register` would register by default: packaged configs, ``SPEECHPROMPT_CONFIG_PATH``
+    configs and developer hook entries."""
     names = packaged_downstreams()
-    for name in list(EXPERT_MODULES) + list(extra_downstreams()):
+    for name in config_path_downstreams() + list(EXPERT_MODULES) + list(extra_downstreams()):
         if name not in names:
             names.append(name)
     return names
@@ -127,11 +163,40 @@ class _AliasLoader(importlib.abc.Loader):
         module.__spec__ = self.real_spec
 
 
+def _shipped_by_s3prl(full: str) -> bool:
+    """Whether s3prl itself has the downstream package ``full`` (a folder under ``s3prl/downstream/``)."""
+    parent = sys.modules.get(S3PRL_DOWNSTREAM)
+    return importlib.machinery.PathFinder.find_spec(full, getattr(parent, "__path__", None)) is not None
+
+
+class _OnDemandPackageLoader(importlib.abc.Loader):
+    """Creates ``s3prl.downstream.<name>`` for a ``speechprompt_*`` name nobody registered."""
+
+    def __init__(self, name: str, real: str):
+        self.name, self.real = name, real
+
+    def create_module(self, spec):
+        return _package_module(self.name, self.real)
+
+    def exec_module(self, module):
+        _registered[self.name] = self.real
+
+
 class _AliasFinder(importlib.abc.MetaPathFinder):
-    """Answers only for ``s3prl.downstream.<name>.expert`` of registered names."""
+    """Answers for ``s3prl.downstream.<name>.expert`` of registered names, and for
+    ``s3prl.downstream.speechprompt_*`` packages that are neither registered nor shipped by s3prl."""
 
     def find_spec(self, fullname, path=None, target=None):
         prefix, _, leaf = fullname.rpartition(".")
+        if prefix == S3PRL_DOWNSTREAM and leaf.startswith("speechprompt_") and leaf.isidentifier() \
+                and leaf not in _registered:
+            if _shipped_by_s3prl(fullname):
+                return None                       # a real s3prl downstream of that name
+            try:
+                real = expert_module_for(leaf)
+            except KeyError:
+                return None
+            return importlib.machinery.ModuleSpec(fullname, _OnDemandPackageLoader(leaf, real), is_package=True)
         if leaf != "expert" or not prefix.startswith(S3PRL_DOWNSTREAM + "."):
             return None
         name = prefix[len(S3PRL_DOWNSTREAM) + 1:]
@@ -192,7 +257,7 @@ def register(names: Optional[Iterable[str]] = None, overrides: Optional[Mapping[
         existing = sys.modules.get(full)
         if existing is not None and getattr(existing, "__speechprompt_expert__", None) is None:
             raise ValueError(f"cannot register -d {name}: {full} is already a module ({existing!r})")
-        if existing is None and importlib.util.find_spec(full) is not None:
+        if existing is None and _shipped_by_s3prl(full):
             raise ValueError(f"cannot register -d {name}: s3prl already ships a downstream of that name")
         if existing is None or existing.__speechprompt_expert__ != real:
             sys.modules.pop(full + ".expert", None)

@@ -4,10 +4,20 @@ A task turns each utterance's label into a sequence of *label tokens* (KS: the c
 action/object/location; ASR: characters) that the verbalizer maps to units, and scores decoded
 label-token sequences the way SUPERB scores the task. Adding a task = one module defining a
 ``Task`` subclass decorated with ``@register_task`` + one YAML in ``downstream_configs/``.
+
+Where :func:`get_task` finds a task named in ``downstream_expert.task`` (see docs/adding_a_task.md):
+
+1. the modules of this package (``s3prl_speechprompt/tasks/*.py``, found with pkgutil);
+2. a module outside the package (on ``sys.path``/``PYTHONPATH``), named in the YAML: ``task: my_task`` or
+   ``task: my_pkg.my_task`` (the module registers one task) or ``task: my_pkg.my_task:name`` (it registers
+   several; pick ``name``);
+3. installed distributions that declare an entry point in the group ``s3prl_speechprompt.tasks``
+   (``name = "my_pkg.my_task"``), so ``task: name`` works once the package is pip-installed.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Type
@@ -96,13 +106,66 @@ def register_task(cls: Type[Task]) -> Type[Task]:
     return cls
 
 
+ENTRY_POINT_GROUP = "s3prl_speechprompt.tasks"
+
+
+def _import_package_tasks() -> None:
+    import s3prl_speechprompt.tasks as pkg
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name != "base":
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+def _from_module(spec: str, requested: str, prefer: Optional[str] = None) -> Type[Task]:
+    """The task registered by module ``spec`` (``module`` or ``module:name``); without ``:name``, the
+    module's only task, or the one called ``prefer`` if it registers several."""
+    module_name, _, task_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):   # the module itself (not one of its imports) is missing
+            raise KeyError(f"unknown task {requested!r}: no module {module_name!r} on sys.path "
+                           f"(known tasks: {', '.join(sorted(TASKS))})") from None
+        raise
+    if task_name:
+        if task_name not in TASKS:
+            raise KeyError(f"module {module_name} registers no task {task_name!r}; known: {', '.join(sorted(TASKS))}")
+        return TASKS[task_name]
+    mine = [cls for cls in TASKS.values() if cls.__module__ == module.__name__]
+    if prefer is not None and len(mine) > 1 and any(c.name == prefer for c in mine):
+        return TASKS[prefer]
+    if len(mine) != 1:
+        raise KeyError(f"module {module_name} registers {len(mine)} tasks "
+                       f"({', '.join(sorted(c.name for c in mine)) or 'none: decorate a Task subclass with @register_task'})"
+                       f"; name one as '{module_name}:<name>'")
+    return mine[0]
+
+
+def _entry_point(name: str) -> Optional[str]:
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.value
+    return None
+
+
 def get_task(name: str) -> Type[Task]:
-    """The task class for ``name``; task modules in this package are imported on first use."""
-    if name not in TASKS:
-        import s3prl_speechprompt.tasks as pkg
-        for mod in pkgutil.iter_modules(pkg.__path__):
-            if mod.name != "base":
-                importlib.import_module(f"{pkg.__name__}.{mod.name}")
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+    """The task class for ``name``: a registered task name, ``module`` or ``module:name`` of a module
+    outside this package, or an entry point of the group ``s3prl_speechprompt.tasks``.
+
+    Task modules in this package are imported on first use.
+    """
+    if name in TASKS:
+        return TASKS[name]
+    _import_package_tasks()
+    if name in TASKS:
+        return TASKS[name]
+    if "." in name or ":" in name:
+        return _from_module(name, name)
+    target = _entry_point(name)
+    if target is not None:
+        return _from_module(target, name, prefer=name)
+    if name.isidentifier() and importlib.util.find_spec(name) is not None:   # a top-level module: task: my_task
+        return _from_module(name, name)
+    raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))} (a task outside this package is "
+                   f"named by its module, e.g. 'my_pkg.my_task', or by an entry point of group {ENTRY_POINT_GROUP!r})")

@@ -1,0 +1,70 @@
+"""Speaker identification on VoxCeleb1, as SUPERB runs it (task ``sid``; 1,251 classes, accuracy).
+
+s3prl's ``VoxCeleb1SID`` parser reads the official ``iden_split.txt`` (``<1|2|3> idXXXXX/<video>/<n>.wav``,
+1/2/3 = train/dev/test) and finds each file under ``<file_path>/*/wav/`` (the ``dev/wav`` and
+``test/wav`` folders of the VoxCeleb1 download). Labels are ``speaker_<k>`` with k = id - 10001, as in
+SUPERB's ``voxceleb1`` downstream.
+
+``meta_data`` is the split file (SUPERB ships it as ``veri_test_class.txt``; any file name works);
+default ``<file_path>/iden_split.txt``. s3prl's parser would otherwise download it. ``max_timestep``
+(samples) crops every *training* utterance to its first ``max_timestep`` samples (SUPERB crops a random
+window each step; a fixed window keeps the expert's unit cache valid).
+
+1,251 speakers are more than the 100 units of GSLM: use the ``multi`` verbalizer (2-unit codes).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from s3prl_speechprompt.tasks.base import Item, Task, register_task
+
+SPLIT_FILE = "iden_split.txt"
+
+
+@register_task
+class SpeakerIdentification(Task):
+    name = "sid"
+    splits = ("train", "dev", "test")
+    default_prompt_length = 6
+    max_label_tokens = 1
+
+    def __init__(self, file_path: str = "", meta_data: str = "", max_timestep: Optional[int] = None, **datarc):
+        super().__init__(**datarc)     # SUPERB keys such as train_batch_size are accepted and unused
+        self.root = Path(file_path)
+        self.meta = Path(meta_data) if meta_data else self.root / SPLIT_FILE
+        self.max_timestep = int(max_timestep) if max_timestep else None
+        self._corpus = None
+
+    def _parsed(self):
+        if self._corpus is None:
+            if not str(self.root) or not self.root.is_dir():
+                raise FileNotFoundError(
+                    f"downstream_expert.datarc.file_path: {str(self.root) or '(empty)'} is not a directory; point it "
+                    f"at the VoxCeleb1 root holding dev/wav and test/wav (or make a synthetic one with "
+                    f"`speechprompt synth sid --out DIR`)")
+            if not self.meta.is_file():
+                raise FileNotFoundError(f"downstream_expert.datarc.meta_data: {self.meta} not found; it is VoxCeleb1's "
+                                        f"iden_split.txt (lines '<1|2|3> idXXXXX/<video>/<n>.wav')")
+            from s3prl_speechprompt.s3prl_plugin import compat
+            compat.apply()
+            from s3prl.dataio.corpus.voxceleb1sid import VoxCeleb1SID
+
+            # the parser reads <cache_root>/iden_split.txt (and downloads it if absent): hand it ours
+            with tempfile.TemporaryDirectory(prefix="speechprompt_sid_") as cache:
+                shutil.copyfile(self.meta, Path(cache) / SPLIT_FILE)
+                self._corpus = VoxCeleb1SID(str(self.root), n_jobs=1, cache_root=cache)
+        return self._corpus
+
+    def read_split(self, split: str) -> List[Item]:
+        self.check_split(split)
+        corpus = self._parsed()
+        ids = dict(zip(self.splits, corpus.data_split_ids))[split]
+        data = corpus.all_data
+        crop = self.max_timestep if split == "train" else None
+        items = [Item(uid, str(data[uid]["wav_path"]), (data[uid]["label"],), 0, crop) for uid in sorted(ids)]
+        if not items:
+            raise ValueError(f"SID split {split!r} is empty in {self.meta}")
+        return items
