@@ -47,3 +47,31 @@ def test_extract_units_matches_the_experts_on_the_fly_units(tmp_path):
         if len(w) == 16000:
             assert ours == manifest[it.id]
         assert len(ours) > 0
+
+
+def test_unit_cache_is_keyed_by_file_content_not_only_ids(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from s3prl_speechprompt.tasks.base import Item, read_item_audio
+    from s3prl_speechprompt.units.prepare import prepare_units
+
+    def corpus(seed):
+        rng = np.random.default_rng(seed)
+        items = []
+        for i in range(6):
+            path = tmp_path / f"u{i}.wav"
+            sf.write(path, (rng.standard_normal(1600) * 0.1).astype("float32"), 16000)
+            os.utime(path, (1_000_000 + seed, 1_000_000 + seed))    # distinct mtimes even within a second
+            items.append(Item(f"u{i}", str(path), ("a" if i % 2 else "b",)))
+        return items
+
+    featurize = lambda wav: torch.from_numpy(wav[:1600].reshape(-1, 4))   # (400, 4) "features"
+    first = prepare_units(corpus(0), featurize, read_item_audio, key_parts={"t": 1}, n_clusters=5,
+                          cache_dir=tmp_path / "cache")[1]
+    again = prepare_units(corpus(0), featurize, read_item_audio, key_parts={"t": 1}, n_clusters=5,
+                          cache_dir=tmp_path / "cache")[1]
+    assert again == first and len(list((tmp_path / "cache").glob("units-*.tsv"))) == 1
+    prepare_units(corpus(1), featurize, read_item_audio, key_parts={"t": 1}, n_clusters=5,
+                  cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("units-*.tsv"))) == 2     # new audio, same ids: recomputed

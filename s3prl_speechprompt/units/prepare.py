@@ -50,6 +50,15 @@ def to_units(quantizer: KMeansQuantizer, feats: torch.Tensor) -> List[str]:
     return [str(u) for u in dedup(quantizer(feats.float())).tolist()]
 
 
+def _items_digest(items) -> str:
+    """Identity of a split: ids, labels, crops and each audio file's size/mtime (a regenerated corpus with
+    the same ids must not reuse stale units)."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(f"{it.id}\t{' '.join(it.labels)}\t{it.offset}:{it.num_samples}\t{file_signature(it.wav_path)}\n".encode())
+    return h.hexdigest()
+
+
 def prepare_units(items: Sequence, featurize: Callable, read_audio: Callable, *, key_parts: dict,
                   km: Optional[str] = None, n_clusters: int = 100, fit_max_frames: int = 200_000,
                   seed: int = 1369, cache_dir: Optional[Path] = None) -> Tuple[KMeansQuantizer, List[UnitRecord]]:
@@ -61,8 +70,7 @@ def prepare_units(items: Sequence, featurize: Callable, read_audio: Callable, *,
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     ids = [it.id for it in items]
     key = cache_key(km=file_signature(km) if km else None, n_clusters=None if km else n_clusters,
-                    fit_max_frames=fit_max_frames, seed=seed, items=hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-                    **key_parts)
+                    fit_max_frames=fit_max_frames, seed=seed, items=_items_digest(items), **key_parts)
     q_path, u_path = cache_dir / f"kmeans-{key}.pt", cache_dir / f"units-{key}.tsv"
 
     if km:
