@@ -477,8 +477,13 @@ def _metric_text(row: Row) -> str:
     return ", ".join(f"{METRIC_LABELS.get(k, k)} {v:.2f}" for k, v in row.metrics.items())
 
 
+_METHOD_ORDER = {METHOD_LABELS["pt"]: 0, METHOD_LABELS["ftlm"]: 1}
+
+
 def sort_rows(rows: List[Row]) -> List[Row]:
-    return sorted(rows, key=lambda r: (_ORDER.get(r.task, 9), r.task, r.source != "run"))
+    """By task, runs before published rows, PT before FT-LM before baselines (stable otherwise)."""
+    return sorted(rows, key=lambda r: (_ORDER.get(r.task, 9), r.task, r.source != "run",
+                                       _METHOD_ORDER.get(r.method, 2) if r.source == "run" else 0))
 
 
 def _display(row: Row) -> List[str]:

@@ -178,15 +178,19 @@ def _env():
     return env
 
 
-def _run(*args, timeout=240):
-    proc = subprocess.Popen(RUNNER + list(args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def _start(*args):
+    return subprocess.Popen(RUNNER + list(args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
+
+
+def _finish(proc, timeout=240):
+    """Wait for a runner process (kill its whole group if it hangs); fail with its output's tail."""
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"timed out: {args}\n{out[-3000:]}")
+        pytest.fail(f"timed out: {proc.args}\n{out[-3000:]}")
     assert proc.returncode == 0, out[-4000:]
     return out
 
@@ -220,21 +224,28 @@ def ks_runs(tmp_path_factory):
     torch.manual_seed(0)
     vocab = Dictionary([str(u) for u in range(N_UNITS)])
     save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(vocab))), vocab, root / "ulm")
-    lm = {"ulm": str(root / "ulm"), "km": None, "n_clusters": N_UNITS, "cache_dir": str(root / "cache")}
+    lm = {"ulm": str(root / "ulm"), "km": None, "n_clusters": N_UNITS}
     runs = {
-        "pt": ("speechprompt_ks", _config("speechprompt_ks", datarc, 8, prompt={"prompt_length": 2}, **lm)),
-        "ftlm": ("speechprompt_ks_ftlm", _config("speechprompt_ks_ftlm", datarc, 8, **lm)),
+        "pt": ("speechprompt_ks", _config("speechprompt_ks", datarc, 8, prompt={"prompt_length": 2},
+                                          cache_dir=str(root / "cache_pt"), **lm)),
+        "ftlm": ("speechprompt_ks_ftlm", _config("speechprompt_ks_ftlm", datarc, 8,
+                                                 cache_dir=str(root / "cache_ftlm"), **lm)),
         "linear": ("speechprompt_ks_linear", _config("speechprompt_ks_linear", datarc, 20)),
     }
     out = {"root": root}
-    for key, (name, cfg) in runs.items():
+    procs = {}
+    for key, (name, cfg) in runs.items():      # independent runs: all three at once
         path = root / f"{key}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         exp = root / f"exp_{key}"
-        t0 = time.time()
-        _run("-m", "train", "-u", "fbank", "-d", name, "-c", str(path), "-p", str(exp), "--device", "cpu")
-        out[key] = {"exp": exp, "seconds": time.time() - t0, "steps": cfg["runner"]["total_steps"]}
-    _run("-m", "evaluate", "-t", "test", "-e", str(out["linear"]["exp"] / "dev-best.ckpt"), "--device", "cpu")
+        out[key] = {"exp": exp, "steps": cfg["runner"]["total_steps"], "t0": time.time()}
+        procs[key] = _start("-m", "train", "-u", "fbank", "-d", name, "-c", str(path), "-p", str(exp),
+                            "--device", "cpu")
+    for key, proc in procs.items():
+        _finish(proc)
+        out[key]["seconds"] = time.time() - out[key]["t0"]
+    _finish(_start("-m", "evaluate", "-t", "test", "-e", str(out["linear"]["exp"] / "dev-best.ckpt"),
+                   "--device", "cpu"))
     return out
 
 
