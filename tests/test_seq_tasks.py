@@ -9,6 +9,7 @@ loops within CI time (measured in docs/sequence_tasks.md), so it does not reliab
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -386,3 +387,33 @@ def test_runner_sf_ftlm_beats_untrained(sf_corpus, tiny_ulm, tmp_path):
     hyps, refs = _read_pairs(exp)
     assert trained["slot_type_f1"] == pytest.approx(metric.slot_type_f1(hyps, refs), abs=1e-5)
     assert trained["slot_value_cer"] == pytest.approx(metric.slot_value_cer(hyps, refs), abs=1e-5)
+
+
+@pytest.mark.parametrize("task", ["asr", "sf"])
+def test_blstm_ctc_baseline_through_runner(task, asr_corpus, sf_corpus, tmp_path):
+    """`-d speechprompt_<task>_lstm` (SUPERB's BLSTM-CTC head on the task's ctc_vocabulary()) trains and evaluates."""
+    import yaml
+    from importlib import resources
+
+    root, _ = asr_corpus if task == "asr" else sf_corpus
+    name = f"speechprompt_{task}_lstm"
+    cfg = yaml.safe_load((resources.files("s3prl_speechprompt.downstream_configs") / f"{name}.yaml").read_text())
+    cfg["runner"].update(total_steps=2, log_step=1, eval_step=2, save_step=2, eval_dataloaders=["dev"])
+    de = cfg["downstream_expert"]
+    de["modelrc"]["RNNs"]["dim"] = [64, 64]                 # SUPERB's 1024 is 42M parameters: too slow for CI
+    de["modelrc"]["project_dim"] = 64
+    de["datarc"].update(batch_size=4, eval_batch_size=4, num_workers=0)
+    if task == "asr":
+        de["datarc"].update(libri_root=str(next(root.rglob("train-clean-100")).parent),
+                            train=["train-clean-100"], dev=["dev-clean"], test=["test-clean"])
+    else:
+        de["datarc"]["path"] = str(next(root.rglob("all.iob.snips.txt")).parent)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "exp"
+    _run(_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(path), "-p", str(exp)), tmp_path)
+    _run(_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "states-2.ckpt")), tmp_path)
+    metric = "wer" if task == "asr" else "slot_type_f1"
+    assert f"test {metric}" in (exp / "log.log").read_text()
+    info = json.loads((exp / "speechprompt_info.json").read_text())
+    assert info["method"] == "lstm"

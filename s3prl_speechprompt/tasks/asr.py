@@ -20,6 +20,11 @@ from s3prl_speechprompt.tasks.base import Item, register_task
 from s3prl_speechprompt.tasks.sequence import UNDECODABLE, SequenceTask, text_to_tokens, tokens_to_text
 
 
+# SUPERB's downstream/asr/char.dict order (absent from the PyPI sdist): word boundary first, then by frequency
+SUPERB_CHAR_DICT = ("|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D", "L", "U", "M", "C", "W", "F", "G", "Y",
+                    "P", "B", "V", "K", "'", "X", "J", "Q", "Z")
+
+
 def _as_list(value, key):
     if isinstance(value, str):
         return [value]
@@ -92,6 +97,10 @@ class SpeechRecognition(SequenceTask):
 
     def score(self, hyps, refs) -> Dict[str, float]:
         return error_rates(hyps, refs)
+
+    def ctc_vocabulary(self) -> List[str]:
+        """The BLSTM-CTC baseline's outputs, as SUPERB's ASR: fairseq's 4 specials (blank = ``<s>``) + char.dict."""
+        return ["<s>", "<pad>", "</s>", "<unk>"] + list(SUPERB_CHAR_DICT)
 
     def label_string(self, tokens) -> str:
         """The transcript, words separated by spaces (``|`` -> space), as SUPERB's ``*-hyp.ark`` lines."""

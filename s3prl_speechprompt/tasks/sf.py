@@ -134,6 +134,13 @@ class SlotFilling(SequenceTask):
             items.append(Item(str(uid), str(e["wav_path"]), labels))
         return items
 
+    def ctc_vocabulary(self) -> List[str]:
+        """The BLSTM-CTC baseline's outputs, as SUPERB's SF: ``<pad>`` (blank), ``<eos>``, ``<unk>``, the
+        characters (space written as the word-boundary token) and the B-/E- slot tags."""
+        enc = self.encoder
+        chars = [WORD_BOUNDARY if c == " " else c for c in CHARACTERS]
+        return ["<pad>", "<eos>", "<unk>"] + chars + [enc.id2slot[i] for i in sorted(enc.id2slot)]
+
     def score(self, hyps, refs) -> Dict[str, float]:
         return slot_metrics([tokens_to_superb_string(h) for h in hyps], [tokens_to_superb_string(r) for r in refs])
 
