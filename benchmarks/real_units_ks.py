@@ -46,6 +46,7 @@ def main(argv=None):
     ap.add_argument("--pt-updates", type=int, default=2400)
     ap.add_argument("--ft-updates", type=int, default=1600)
     ap.add_argument("--blstm-updates", type=int, default=1600)
+    ap.add_argument("--blstm-hidden", type=int, default=256)
     ap.add_argument("--valid-interval", type=int, default=400)
     ap.add_argument("--methods", nargs="+", default=["pt", "blstm", "ftlm"], help="run on the first --units")
     ap.add_argument("--valid-stride", type=int, default=4,
@@ -80,7 +81,7 @@ def main(argv=None):
                           "--dict", data / "dict.txt", "--arch", args.arch, "--max-updates", args.pretrain_updates,
                           "--valid-interval", 200, "--out", ulm, "--resume"], log)
             record(key, {"method": f"uLM pretrain ({args.arch})", "units": units, "accuracy": None,
-                         "trainable_params": s["parameters"], "seconds": round(secs, 1),
+                         "trainable_params": s["parameters"], "seconds": round(s["seconds"], 1),
                          "valid_loss": s["best_valid_loss"], "updates": s["updates"]})
         methods = args.methods if units == args.units[0] else ["pt"]
         for method in methods:
@@ -97,13 +98,13 @@ def main(argv=None):
             elif method == "ftlm":
                 cmd += ["--max-updates", args.ft_updates]
             else:
-                cmd += ["--max-updates", args.blstm_updates]
+                cmd += ["--max-updates", args.blstm_updates, "--blstm-hidden", args.blstm_hidden]
             s, secs = sh(cmd, log)
             ev, esecs = sh(["evaluate", "--exp", exp, "--split", "test", ks / "test.txt"], log)
             name = {"pt": f"PT (L={args.prompt_length})", "ftlm": "FT-LM", "blstm": "unit BLSTM"}[method]
             record(key, {"method": name, "units": units, "accuracy": ev["accuracy"],
                          "trainable_params": ev["trainable_params"], "prompt_bytes": ev["prompt_bytes"],
-                         "seconds": round(secs + esecs, 1), "updates": s["updates"], "epochs": round(s["epochs"], 2),
+                         "seconds": round(s["seconds"] + esecs, 1), "updates": s["updates"], "epochs": round(s["epochs"], 2),
                          "best_dev_loss": s["best_dev_loss"], "unfinished": ev["unfinished"], "n": ev["n"]})
     table(results)
     return 0
@@ -111,6 +112,7 @@ def main(argv=None):
 
 def table(results):
     rows = list(results["rows"].values())
+    # wall time = training time accumulated over resumed runs (+ evaluation)
     lines = ["| method | units | test accuracy | trainable params | wall time |", "|---|---|---|---|---|"]
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"

@@ -99,6 +99,7 @@ class Fitter:
         load_state(ck["state"])
         self.opt.load_state_dict(ck["optimizer"])
         self.prog = ck["progress"]
+        self.prog["done"] = False             # re-decided by should_stop() under the new limits
         torch.set_rng_state(ck["rng"])
         self.log(f"train: resumed from {path} at update {self.prog['updates']} (epoch {self.prog['epoch']})")
         return True
@@ -120,7 +121,7 @@ class Fitter:
         t0 = time.time() - p["seconds"]
         total = c.max_updates or None
         bar = tqdm(total=total, initial=p["updates"], desc=f"train {c.method}", unit="upd", mininterval=5)
-        reason = self.should_stop() if p["done"] else None
+        reason = None
 
         def validate():
             loss = valid_loss()
@@ -137,8 +138,8 @@ class Fitter:
 
         while not p["done"]:
             batches = bucketed_batches(lengths, max_sentences=c.batch_size, seed=c.seed, epoch=p["epoch"])
-            stop = None
-            while p["batch"] < len(batches):
+            stop = self.should_stop()          # e.g. resumed with a --max-updates already reached
+            while not stop and p["batch"] < len(batches):
                 lr = self.lr_at(p["updates"] + 1)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
