@@ -317,23 +317,22 @@ def bench_train(cfg: BenchConfig, regime: str) -> List[dict]:
 
 def rss_child(spec: str) -> None:
     """Entry of the RSS cross-check subprocess: build one trainer, run 2 steps, print RSS numbers (JSON)."""
-    import resource
     args = json.loads(spec)
     cfg = BenchConfig(**args["cfg"])
     torch.set_num_threads(cfg.threads)
 
-    def rss_now():
+    def status(key):                  # VmHWM belongs to this process image (ru_maxrss survives exec)
         with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
 
-    before = rss_now()
+    before = status("VmRSS")
     inputs, targets = build_batch(random_rows(cfg, cfg.asr_train_batch, cfg.asr_src, 21),
                                   random_rows(cfg, cfg.asr_train_batch, cfg.asr_label, 22), cfg.device)
     model, opt, params = _trainer(make_lm(cfg), args["method"], cfg.asr_prompt, args.get("dropout"))
     step = _step_fn(opt, params, lambda: model.loss(inputs, targets))
     step()
     step()
-    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    hwm = status("VmHWM")
     print(json.dumps({"rss_before": before, "hwm": hwm, "delta": hwm - before}))
 
 
@@ -349,7 +348,7 @@ def bench_rss(cfg: BenchConfig) -> dict:
         out[name] = json.loads(res.stdout.strip().splitlines()[-1])
     return {"pt_mib": out["pt"]["delta"] / 2 ** 20, "ftlm_mib": out["ftlm"]["delta"] / 2 ** 20,
             "ratio": out["pt"]["delta"] / out["ftlm"]["delta"],
-            "method": "fresh process: ru_maxrss after model build + 2 ASR steps minus VmRSS after imports"}
+            "method": "fresh process: VmHWM after model build + 2 ASR steps minus VmRSS after imports"}
 
 
 # ---------------------------------------------------------------------------------------------- 4. unit cache
@@ -483,7 +482,8 @@ def lm_matmul_shapes(cfg: BenchConfig, B: int, T: int, L: int) -> List[tuple]:
     """The matmuls of one prompted-LM forward: ("mm", m, k, n) or ("bmm", b, m, k, n)."""
     d, f, H = cfg.dim, cfg.ffn, cfg.heads
     hd, S, N = d // H, L + T, B * T
-    layer = [("mm", N, d, d)] * 3 + [("mm", B * L, d, d)] * 2 + [   # q, k, v; prefix k/v inputs through k/v_proj
+    # q, k, v; the L prefix k/v inputs through k/v_proj count once (their projection is the same for every row)
+    layer = [("mm", N, d, d)] * 3 + [("mm", L, d, d)] * 2 + [
         ("bmm", B * H, T, hd, S), ("bmm", B * H, T, S, hd),          # scores, weighted values (unmasked count)
         ("mm", N, d, d), ("mm", N, d, f), ("mm", N, f, d)]           # out_proj, fc1, fc2
     return layer * cfg.layers + [("mm", N, d, cfg.vocab)]             # tied output projection
@@ -559,7 +559,7 @@ def run_bench(cfg: BenchConfig, sections=SECTIONS, log: Callable[[str], None] = 
     if "train" in sections:
         for regime in ("ks", "asr"):
             add(bench_train(cfg, regime))
-        if cfg.rss and not cfg.device.startswith("cuda"):
+        if cfg.rss and not cfg.device.startswith("cuda") and Path("/proc/self/status").exists():
             rss = bench_rss(cfg)
             for row in rows:
                 if row["id"] == "train.asr.memory":
@@ -595,8 +595,10 @@ def format_table(result: dict) -> str:
             extra = "; peak MiB " + ", ".join(f"{k} {v:.0f}" for k, v in row["peak_mib"].items())
         if row["id"].endswith(".params"):
             extra = f"; {row['relation']}"
-        if "data_path_ratio" in row:
-            extra = f"; data path alone {row['data_path_ratio']:.1f}x"
+        if "data_seconds_per_epoch" in row:
+            d = row["data_seconds_per_epoch"]
+            extra = (f"; data path alone: upstream+quantize {d['on_the_fly']:.2f} s vs reading units "
+                     f"{d['cached'] * 1e3:.1f} ms per epoch")
         if "gflops_per_s" in row:
             extra = "; GFLOP/s " + ", ".join(f"{k} {v:.1f}" for k, v in row["gflops_per_s"].items())
         lines.append((row["id"], format_value(row), n, row["target"] or "-", met, row["what"] + extra))
