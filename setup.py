@@ -36,7 +36,8 @@ setup(
     ],
     extras_require={
         # fairseq is only a test oracle; install it after torch with --no-build-isolation (see .ci/run)
-        "test": ["pytest", "pytest-timeout", "peft"],   # peft: the prefix-tuning peer in `speechprompt bench`
+        # pytest-xdist: CI runs test files on both cores (most runner tests are single-threaded subprocesses)
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "peft"],   # peft: the prefix-tuning peer in `speechprompt bench`
     },
     entry_points={
         "console_scripts": [
