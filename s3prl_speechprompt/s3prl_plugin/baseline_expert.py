@@ -58,7 +58,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, DistributedSampler
 
 from s3prl_speechprompt.atomic import atomic_write_text
-from s3prl_speechprompt.s3prl_plugin.data import BalancedSampler, ItemDataset, collate
+from s3prl_speechprompt.s3prl_plugin.data import EpochSampler, ItemDataset, collate
 from s3prl_speechprompt.tasks.base import Item, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class DownstreamExpert(nn.Module):
         train = split == "train"
         sampler = None
         if train and self.cfg.balanced_sampling:
-            sampler = BalancedSampler(items, seed=int(self.kwargs.get("seed") or 0), rank=rank, world_size=world)
+            sampler = EpochSampler(items, seed=int(self.kwargs.get("seed") or 0), rank=rank, world_size=world)
         elif train and dist:
             sampler = DistributedSampler(ItemDataset(items), shuffle=True)
         if sampler is not None:

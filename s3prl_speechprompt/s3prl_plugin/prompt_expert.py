@@ -19,12 +19,12 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
-from s3prl_speechprompt.s3prl_plugin.data import BalancedSampler, ItemDataset, collate
+from s3prl_speechprompt.s3prl_plugin.data import EpochSampler, ItemDataset, collate
 from s3prl_speechprompt.tasks.base import get_task, read_item_audio
 from s3prl_speechprompt.ulm.checkpoint import load_ulm
 from s3prl_speechprompt.ulm.pretrained import resolve_kmeans, resolve_ulm
@@ -97,6 +97,7 @@ class DownstreamExpert(nn.Module):
         self.model = PromptedULM(lm, PromptConfig(method=self.cfg.method, **prompt))
         self.lm_fingerprint = lm.fingerprint()
         self.register_buffer("best_score", torch.tensor(float("-inf")))
+        self.register_buffer("train_progress", torch.zeros(2, dtype=torch.long))   # (epoch, batches consumed)
         self._logged_size = False
         self.unfinished = defaultdict(int)
         log.info("speechprompt %s/%s: %d trainable parameters", self.cfg.task, self.cfg.method,
@@ -165,15 +166,18 @@ class DownstreamExpert(nn.Module):
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
         train = split == "train"
-        sampler = None
-        if train and self.cfg.balanced_sampling:
-            sampler = BalancedSampler(items, seed=int(self.kwargs.get("seed") or 0), rank=rank, world_size=world)
-        elif train and dist:
-            sampler = DistributedSampler(ItemDataset(items), shuffle=True)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
         bs = self.loader_rc.get("batch_size", 32) if train else self.loader_rc.get("eval_batch_size", 32)
-        return DataLoader(ItemDataset(items), batch_size=bs, sampler=sampler, shuffle=train and sampler is None,
+        sampler = None
+        if train:
+            # s3prl restarts an epoch from its first batch on resume; skipping the batches this epoch already
+            # consumed (counted in a checkpointed buffer) makes `-a` continue exactly where the run stopped
+            done_epoch, done_batches = (int(v) for v in self.train_progress)
+            skip = done_batches * bs if done_epoch == epoch else 0
+            self.train_progress.copy_(torch.tensor([epoch, skip // bs]))
+            sampler = EpochSampler(items, seed=int(self.kwargs.get("seed") or 0), balanced=self.cfg.balanced_sampling,
+                                   rank=rank, world_size=world, skip=skip)
+            sampler.set_epoch(epoch)
+        return DataLoader(ItemDataset(items), batch_size=bs, sampler=sampler, shuffle=False,
                           num_workers=self.loader_rc.get("num_workers", 0), collate_fn=collate, drop_last=False)
 
     # ----------------------------------------------------------------- forward
@@ -185,6 +189,8 @@ class DownstreamExpert(nn.Module):
         inputs, targets = build_batch(sources, codes, device)
         loss = self.model.loss(inputs, targets)
         records["loss"].append(loss.item())
+        if split == "train":
+            self.train_progress[1] += 1
         if split != "train":
             budget = self.cfg.max_new_tokens or self.verbalizer.code_length * self.task.max_label_tokens + 1
             stats = {}
