@@ -19,14 +19,11 @@ from .corpora import _check_out_dir, _draw_speakers, _random_string, _render_all
 
 # neutral sentences: every emotion / speaker says the same texts, so the words carry no label
 SENTENCES = [
-    "The train leaves at nine in the morning.", "I put the keys on the kitchen table.",
-    "We talked about it again yesterday.", "She will call you back after lunch.",
-    "The meeting has been moved to Thursday.", "He opened the window and looked outside.",
-    "There is a letter for you by the door.", "They walked home along the river.",
-    "I did not expect to see you here.", "The shop on the corner is closed today.",
-    "You can take the blue chair if you like.", "It rained all night in the city.",
-    "My brother bought a new bicycle.", "Please read the first page again.",
-    "The children are playing in the garden.", "We have to leave before it gets dark.",
+    "The train leaves at nine.", "Keys are on the table.", "We talked about it.", "She will call you back.",
+    "The meeting moved to Thursday.", "He opened the window.", "There is a letter for you.",
+    "They walked home together.", "I did not expect that.", "The shop is closed today.",
+    "Take the blue chair.", "It rained all night.", "My brother bought a bicycle.", "Read the first page.",
+    "The children are outside.", "We have to leave now.",
 ]
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -35,11 +32,11 @@ SENTENCES = [
 # emotion -> (rate factor, pitch offset, pitch-range factor); exc is merged into hap by SUPERB, fru is dropped
 ER_PROSODY = OrderedDict([
     ("neu", (1.00, 0, 1.0)),
-    ("hap", (1.15, 18, 1.8)),
-    ("exc", (1.25, 22, 2.0)),
-    ("ang", (1.35, 6, 0.45)),
-    ("sad", (0.70, -18, 0.35)),
-    ("fru", (0.90, -6, 0.8)),
+    ("hap", (1.10, 35, 1.6)),
+    ("exc", (1.20, 40, 1.8)),
+    ("ang", (1.50, 10, 0.2)),
+    ("sad", (0.70, -35, 0.3)),
+    ("fru", (0.90, -10, 0.8)),
 ])
 IEMOCAP_DIR = "IEMOCAP"
 _VAD = {"neu": "2.5000, 2.5000, 2.5000", "hap": "4.0000, 3.5000, 3.0000", "exc": "4.0000, 4.0000, 3.0000",
@@ -72,8 +69,9 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
     if sessions != 5:
         raise ValueError("IEMOCAP has 5 sessions (s3prl's parser reads Session1..Session5)")
     rng = np.random.default_rng([seed, 0x4552])  # "ER"
-    # moderate base pitch/range so the emotion offsets stay inside espeak's 0..100
-    voices = [dict(v, pitch=int(np.clip(v["pitch"], 35, 65)), range=int(rng.integers(35, 55)))
+    # one base pitch/range for every speaker (voices differ in timbre and rate): pitch carries the emotion,
+    # and the offsets stay inside espeak's 0..100
+    voices = [dict(v, pitch=int(rng.integers(47, 54)), range=int(rng.integers(45, 55)))
               for v in _draw_speakers(rng, 2 * sessions)]
     jobs, labels, counts = [], {}, OrderedDict()
     for s in range(1, sessions + 1):
@@ -136,6 +134,18 @@ VOX_DIR = "VoxCeleb1"
 _VIDEO_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
 
 
+def _distinct_speakers(rng, n):
+    """``n`` speakers spread over voice variants x pitch levels (a random draw puts many near each other)."""
+    from .corpora import ACCENTS, PITCHES, RATES_WPM, VARIANTS
+
+    cells = [(v, p) for p in PITCHES for v in VARIANTS]
+    if n > len(cells):
+        return _draw_speakers(rng, n)
+    picks = rng.permutation(len(cells))[:n]
+    return [dict(voice=ACCENTS[int(rng.integers(len(ACCENTS)))] + cells[i][0], pitch=cells[i][1],
+                 rate=RATES_WPM[int(rng.integers(len(RATES_WPM)))], range=int(rng.integers(30, 80))) for i in picks]
+
+
 def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=0.1, force=False, progress=True,
              workers=None):
     """Write a synthetic VoxCeleb1 (identification split) under ``out_dir/VoxCeleb1``.
@@ -152,7 +162,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
     if speakers < 2 or min(n_train, n_dev, n_test) < 1:
         raise ValueError("need >= 2 speakers and >= 1 utterance per speaker in every split")
     rng = np.random.default_rng([seed, 0x534944])  # "SID"
-    voices = _draw_speakers(rng, speakers)
+    voices = _distinct_speakers(rng, speakers)
     n_test_spk = int(round(test_fraction * speakers))
     lines, jobs = [], []
     for k, voice in enumerate(voices):

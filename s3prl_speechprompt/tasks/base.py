@@ -134,10 +134,11 @@ def _from_module(spec: str, requested: str, prefer: Optional[str] = None) -> Typ
     mine = [cls for cls in TASKS.values() if cls.__module__ == module.__name__]
     if prefer is not None and len(mine) > 1 and any(c.name == prefer for c in mine):
         return TASKS[prefer]
-    if len(mine) != 1:
-        raise KeyError(f"module {module_name} registers {len(mine)} tasks "
-                       f"({', '.join(sorted(c.name for c in mine)) or 'none: decorate a Task subclass with @register_task'})"
-                       f"; name one as '{module_name}:<name>'")
+    if not mine:
+        raise KeyError(f"module {module_name} registers 0 tasks; decorate a Task subclass with @register_task")
+    if len(mine) > 1:
+        raise KeyError(f"module {module_name} registers {len(mine)} tasks ({', '.join(sorted(c.name for c in mine))}); "
+                       f"name one as '{module_name}:<name>'")
     return mine[0]
 
 
