@@ -14,6 +14,7 @@ COMMANDS = {
     "verbalize": "verbalize",
     "synth": "synth",
     "demo": "demo",
+    "extract-units": "extract_units",
     "pretrain-ulm": "pretrain_ulm",
     "train": "train",
     "evaluate": "evaluate",
