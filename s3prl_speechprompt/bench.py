@@ -360,7 +360,7 @@ def bench_rss(cfg: BenchConfig) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- 4. unit cache
-def _random_hubert(path: Path, size: str) -> Path:
+def random_hubert(path: Path, size: str) -> Path:
     """A randomly initialised HuBERT in s3prl's converted ``hubert_local`` checkpoint format (no download)."""
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 
@@ -409,7 +409,7 @@ def bench_units(cfg: BenchConfig) -> dict:
             sf.write(p, w.numpy(), sr)
             wavs.append(p)
         labels = [(str(i % 12),) for i in range(cfg.utterances)]
-        ckpt = _random_hubert(tmp / "hubert.pt", cfg.upstream)
+        ckpt = random_hubert(tmp / "hubert.pt", cfg.upstream)
         upstream = hub.hubert_local(ckpt=str(ckpt)).to(cfg.device).eval()
         featurizer = Featurizer(upstream, feature_selection="hidden_states", upstream_device=cfg.device,
                                 layer_selection=cfg.upstream_layer).to(cfg.device).eval()

@@ -146,7 +146,6 @@ def test_pt_checkpoint_is_100x_smaller_than_ftlm(ks, tmp_path):
 
 def test_hubert_local_with_layer_selection(ks, tmp_path):
     """-u hubert_local -k <tiny converted HuBERT> -l 1: the k-means is fitted on that layer's features."""
-    from s3prl.upstream.hubert.convert import load_converted_model  # noqa: F401  (format check below)
     ckpt = _tiny_hubert(tmp_path / "tiny_hubert.pt")
     cfg = write_config(tmp_path / "cfg.yaml", "speechprompt_ks", ks["datarc"], ks["ulm"], tmp_path / "cache", steps=4,
                        fit_max_frames=2000)
@@ -162,18 +161,8 @@ def test_hubert_local_with_layer_selection(ks, tmp_path):
 def _tiny_hubert(path: Path) -> Path:
     """A 2-layer random HuBERT in s3prl's converted checkpoint format (no download)."""
     compat.apply()
-    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
-    model_cfg = HubertConfig(label_rate=50, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
-                             encoder_attention_heads=2, final_dim=16,
-                             conv_feature_layers="[(32,10,5)] + [(32,3,2)]*4 + [(32,2,2)]*2")
-    task_cfg = HubertPretrainingConfig(label_rate=50)
-    torch.manual_seed(0)
-    symbols = [list(map(str, range(10)))]
-    model = HubertModel(model_cfg, task_cfg, symbols)
-    from dataclasses import asdict
-    torch.save({"task_cfg": asdict(task_cfg), "model_cfg": asdict(model_cfg), "model_weight": model.state_dict(),
-                "dictionaries_symbols": symbols}, path)
-    return path
+    from s3prl_speechprompt.bench import random_hubert
+    return random_hubert(path, "tiny")
 
 
 def test_auto_resume_reproduces_the_uninterrupted_run(ks, tmp_path):
