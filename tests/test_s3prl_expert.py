@@ -163,21 +163,3 @@ def _tiny_hubert(path: Path) -> Path:
     compat.apply()
     from s3prl_speechprompt.bench import random_hubert
     return random_hubert(path, "tiny")
-
-
-def test_auto_resume_reproduces_the_uninterrupted_run(ks, tmp_path):
-    """Stop after step 2 (keep states-2 only), resume with -a: the step-4 prompts equal an uninterrupted run bitwise."""
-    cfg = write_config(tmp_path / "cfg.yaml", "speechprompt_ks", ks["datarc"], ks["ulm"], ks["root"] / "cache",
-                       steps=4, prompt={"prompt_length": 4, "prompt_dropout": 0.0})
-    data = yaml.safe_load(cfg.read_text())
-    data["runner"].update(save_step=2, max_keep=2)
-    cfg.write_text(yaml.safe_dump(data))
-    args = ["-m", "train", "-u", "fbank", "-d", "speechprompt_ks", "-c", str(cfg), "--device", "cpu"]
-    run_runner(*args, "-p", str(tmp_path / "full"))
-    run_runner(*args, "-p", str(tmp_path / "cut"))
-    (tmp_path / "cut" / "states-4.ckpt").unlink()           # as if killed between the two saves
-    run_runner("-m", "train", "-a", "-p", str(tmp_path / "cut"), "--device", "cpu")
-    load = lambda p: torch.load(p, map_location="cpu", weights_only=False)["Downstream"]
-    full, resumed = load(tmp_path / "full" / "states-4.ckpt"), load(tmp_path / "cut" / "states-4.ckpt")
-    prompt_keys = [k for k in full if k.startswith("model.")]
-    assert prompt_keys and all(torch.equal(full[k], resumed[k]) for k in prompt_keys)

@@ -32,6 +32,9 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--device", default="cpu", help="torch device for the upstream")
     parser.add_argument("--cache-dir", default=None, help="k-means/unit cache (default ~/.cache/s3prl_speechprompt)")
+    parser.add_argument("--bad-audio", choices=("error", "skip"), default="error",
+                        help="unreadable/empty/truncated audio files: stop naming them all (error), or leave them out, "
+                             "counted and listed in OUT/skipped_<split>.tsv (skip)")
 
 
 def _datarc(args) -> dict:
@@ -59,6 +62,7 @@ def run(args) -> int:
     from s3prl_speechprompt.s3prl_plugin import compat
     compat.apply()
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
+    from s3prl_speechprompt.tasks.audio import audit_split
     from s3prl_speechprompt.tasks.base import get_task, read_item_audio
     from s3prl_speechprompt.ulm.pretrained import resolve_kmeans
     from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
@@ -67,7 +71,8 @@ def run(args) -> int:
     try:
         task = get_task(args.corpus_task)(**_datarc(args))
         splits = args.splits.split(",") if args.splits else list(task.splits)
-        items = {s: task.read_split(s) for s in splits}
+        checked = {s: audit_split(task.read_split(s), s, args.bad_audio, report_dir=Path(args.out)) for s in splits}
+        items = {s: kept for s, (kept, _) in checked.items()}
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -91,5 +96,6 @@ def run(args) -> int:
         counts[split] = len(records)
     quantizer.save(out / "kmeans.pt")
     (out / "dict.txt").write_text("".join(f"{k} 1\n" for k in range(quantizer.n_clusters)))
-    print(json.dumps({"out": str(out), "utterances": counts, "clusters": quantizer.n_clusters, "dim": quantizer.dim}))
+    skipped = {s: len(audit.bad) for s, (_, audit) in checked.items()}
+    print(json.dumps({"out": str(out), "utterances": counts, "skipped": skipped, "clusters": quantizer.n_clusters, "dim": quantizer.dim}))
     return 0

@@ -45,7 +45,6 @@ task's ``best_split`` attribute, e.g. ``dev-clean``; the file is still named ``d
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass, field, fields
@@ -55,10 +54,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, DistributedSampler
 
 from s3prl_speechprompt.atomic import atomic_write_text
-from s3prl_speechprompt.s3prl_plugin.data import EpochSampler, ItemDataset, collate
+from s3prl_speechprompt.s3prl_plugin.data import ExpertData
 from s3prl_speechprompt.tasks.base import Item, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -84,6 +82,7 @@ class BaselineConfig:
     datarc: dict = field(default_factory=dict)  # the task's SUPERB keys + batch_size, eval_batch_size, num_workers
     modelrc: dict = field(default_factory=dict)  # overrides of LINEAR_MODELRC / LSTM_MODELRC
     balanced_sampling: bool = False             # class-balanced training batches (SUPERB KS: true)
+    bad_audio: str = "error"                    # unusable audio files: error (name them all) | skip (count, list)
 
     @classmethod
     def from_dict(cls, d: dict) -> "BaselineConfig":
@@ -155,7 +154,7 @@ def class_vocabularies(task: Task, train: Sequence[Item]) -> List[List[str]]:
     return [sorted({it.labels[i] for it in train}) for i in range(n)]
 
 
-class DownstreamExpert(nn.Module):
+class DownstreamExpert(ExpertData, nn.Module):
     def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, upstream_rate: int = 160, **kwargs):
         super().__init__()
         self.cfg = BaselineConfig.from_dict(dict(downstream_expert))
@@ -191,16 +190,18 @@ class DownstreamExpert(nn.Module):
         self.projector, self.model = head["projector"], head["model"]
         self.zero_infinity = bool(_merged(LSTM_MODELRC, self.cfg.modelrc).get("zero_infinity", True))
         self.register_buffer("best_score", torch.tensor(float("-inf")))
+        self.register_buffer("train_progress", torch.zeros(2, dtype=torch.long))   # (epoch, batches consumed)
         self._logged_size = False
         log.info("speechprompt %s/%s baseline: %d trainable parameters", self.cfg.task, self.kind,
                  self.num_trainable())
+        self.check_run_splits()
+
+    def known_label_tokens(self):
+        if self.kind == "linear":
+            return {c for v in self.classes for c in v}
+        return set(self.vocab[1:])
 
     # ----------------------------------------------------------------- state
-    def _split(self, split: str) -> List[Item]:
-        if split not in self.items:
-            self.items[split] = self.task.read_split(split)
-        return self.items[split]
-
     @staticmethod
     def _saved_state(init_ckpt) -> Optional[dict]:
         if not init_ckpt:
@@ -209,7 +210,7 @@ class DownstreamExpert(nn.Module):
         extra = (ckpt.get("Downstream") or {}).get("_extra_state")
         return extra if isinstance(extra, dict) and "kind" in extra else None
 
-    def get_extra_state(self):
+    def _head_identity(self) -> dict:
         state = {"kind": self.kind, "task": self.cfg.task}
         if self.kind == "linear":
             state["classes"] = [list(v) for v in self.classes]
@@ -217,36 +218,19 @@ class DownstreamExpert(nn.Module):
             state["vocab"] = list(self.vocab)
         return state
 
+    def get_extra_state(self):
+        return {**self._head_identity(), "rng": self.rng_state()}
+
     def set_extra_state(self, state):
-        mine = self.get_extra_state()
+        state = dict(state)
+        self.restore_rng(state.pop("rng", None))
+        mine = self._head_identity()
         if state != mine:
             raise ValueError(f"checkpoint head {state.get('kind')}/{state.get('task')} with its class sets or "
                              f"vocabulary does not match this expert ({mine['kind']}/{mine['task']})")
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def trainable_bytes(self) -> int:
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        return buf.tell()
-
-    # ----------------------------------------------------------------- data
-    def get_dataloader(self, split: str, epoch: int = 0):
-        items = self._split(split)
-        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
-        train = split == "train"
-        sampler = None
-        if train and self.cfg.balanced_sampling:
-            sampler = EpochSampler(items, seed=int(self.kwargs.get("seed") or 0), rank=rank, world_size=world)
-        elif train and dist:
-            sampler = DistributedSampler(ItemDataset(items), shuffle=True)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        bs = self.loader_rc.get("batch_size", 32) if train else self.loader_rc.get("eval_batch_size", 32)
-        return DataLoader(ItemDataset(items), batch_size=bs, sampler=sampler, shuffle=train and sampler is None,
-                          num_workers=self.loader_rc.get("num_workers", 0), collate_fn=collate, drop_last=False)
 
     # ----------------------------------------------------------------- forward
     def _encode(self, features: List[torch.Tensor]):
@@ -259,6 +243,8 @@ class DownstreamExpert(nn.Module):
             loss, hyps = self._classify(features, labels)
         else:
             loss, hyps = self._ctc(features, labels)
+        if split == "train":
+            self.train_progress[1] += 1
         records["loss"].append(loss.item())
         records["id"] += list(ids)
         records["ref"] += [tuple(y) for y in labels]

@@ -29,7 +29,8 @@ Patches made by :func:`apply` (all idempotent):
    ``s3prl/run_downstream.py`` (``-e/--past_exp``) and ``torch.load(args.init_ckpt)`` in
    ``s3prl/downstream/runner.py`` (``Runner.__init__``, ``-i`` and ``-e``) fail without it.
 
-:func:`enable_cpu_ddp` is separate and only called by our runner wrapper for a distributed run on a
+:func:`atomic_runner_checkpoints` (crash-safe ``states-*.ckpt``) is applied by our runner wrapper on every
+run; :func:`enable_cpu_ddp` is separate and only called by our runner wrapper for a distributed run on a
 machine without CUDA (see its docstring).
 
 :func:`read_audio` is the audio reader our own datasets use (soundfile, mono float32).
@@ -424,3 +425,73 @@ def fix_runner_ddp() -> list:
 
 
 _overall_bar = {"bar": None}
+
+
+# --------------------------------------------------------------------------------------------------
+# crash-safe checkpoints
+# --------------------------------------------------------------------------------------------------
+
+_STATES = "states-"
+
+
+def _is_states_ckpt(path) -> bool:
+    name = os.path.basename(str(path))
+    return name.startswith(_STATES) and name.endswith(".ckpt") and name[len(_STATES):-5].isdigit()
+
+
+class _ModuleProxy(types.ModuleType):
+    """A stand-in for a module inside one other module's namespace: every attribute is the real
+    module's, except the ones set on the proxy."""
+
+    def __init__(self, real):
+        super().__init__(real.__name__)
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def atomic_runner_checkpoints() -> list:
+    """Make ``Runner.train``'s checkpoints in ``s3prl/downstream/runner.py`` survive a kill at any moment.
+
+    s3prl 0.4.18 writes ``states-<step>.ckpt`` / ``dev-best.ckpt`` with a plain ``torch.save(all_states, path)``
+    (a kill mid-write leaves a truncated file that ``-a`` then picks as the newest and cannot load) and,
+    with ``max_keep``, deletes the older ``states-*.ckpt`` *before* writing the new one (a kill in between
+    leaves nothing to resume from). Patched, in that module's namespace only:
+
+    * ``torch.save(obj, path)`` writes ``.<name>.<random>.tmp`` in the same folder, fsyncs it and renames it
+      over ``path`` (``-a`` globs ``states-*.ckpt``, which never matches the hidden temp file);
+    * ``os.remove`` of a ``states-*.ckpt`` is deferred until the next ``states-*.ckpt`` of that folder is
+      complete, so there is always one whole checkpoint on disk.
+    Returns the names of what was patched. Idempotent.
+    """
+    import torch
+
+    from s3prl_speechprompt.atomic import atomic_torch_save
+
+    runner = importlib.import_module("s3prl.downstream.runner")
+    if _is_ours(runner.torch):
+        return []
+    pending = []
+
+    def save(obj, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):
+            return torch.save(obj, f, *args, **kwargs)
+        atomic_torch_save(obj, f)
+        if _is_states_ckpt(f):
+            folder = os.path.dirname(os.path.abspath(f))
+            for old in [p for p in pending if os.path.dirname(os.path.abspath(p)) == folder]:
+                pending.remove(old)
+                if os.path.abspath(old) != os.path.abspath(f) and os.path.exists(old):
+                    os.remove(old)
+
+    def remove(path, *args, **kwargs):
+        if _is_states_ckpt(path):
+            pending.append(str(path))
+            return None
+        return os.remove(path, *args, **kwargs)
+
+    torch_proxy, os_proxy = _ModuleProxy(torch), _ModuleProxy(os)
+    torch_proxy.save, os_proxy.remove = save, remove
+    runner.torch, runner.os = _mark(torch_proxy), _mark(os_proxy)
+    return ["s3prl.downstream.runner.torch.save (atomic)", "s3prl.downstream.runner.os.remove (after the next save)"]

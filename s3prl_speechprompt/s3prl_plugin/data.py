@@ -1,12 +1,14 @@
 """Datasets and samplers handed to s3prl's runner; defined here (a real module) so spawn workers can unpickle them."""
 from __future__ import annotations
 
+import io
 import math
 from typing import List, Sequence
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from s3prl_speechprompt.tasks.audio import audit_split
 from s3prl_speechprompt.tasks.base import Item, read_item_audio
 
 
@@ -63,3 +65,96 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.n, generator=g).tolist()
             order = (order * (total // max(self.n, 1) + 1))[:total]       # pad so every rank gets per_rank
         return iter(order[self.rank::self.world][self.skip:])
+
+
+class ExpertData:
+    """Splits and DataLoaders, shared by the prompt and the baseline expert (mixed into both).
+
+    Expects ``self.task``, ``self.cfg.balanced_sampling``, ``self.cfg.bad_audio``, ``self.loader_rc``,
+    ``self.kwargs`` (runner args: seed), ``self.expdir``, ``self.items = {}`` and a
+    ``train_progress`` buffer ``(epoch, batches consumed)`` that the expert's forward advances.
+    """
+
+    def known_label_tokens(self):
+        """Label tokens this expert can score (None: any); overridden by each expert."""
+        return None
+
+    def check_run_splits(self) -> None:
+        """Read and check, before the first training step, every split this run will touch (train and the
+        runner's ``eval_dataloaders``, or ``-t`` when evaluating), so bad audio or unseen labels in the
+        test set stop the run at start instead of after hours of training."""
+        mode = self.kwargs.get("mode", "train")
+        if mode == "train":
+            splits = ["train"] + list((self.kwargs.get("runner") or {}).get("eval_dataloaders") or [])
+        else:
+            splits = [self.kwargs.get("evaluate_split") or "test"]
+        known = self.known_label_tokens()
+        for split in dict.fromkeys(splits):
+            self.task.check_split(split)
+            items = self._split(split)
+            if known is None or split == "train":
+                continue
+            unseen = {}
+            for it in items:
+                for t in it.labels:
+                    if t not in known:
+                        unseen[t] = unseen.get(t, 0) + 1
+            if unseen:
+                listed = ", ".join(f"{t!r} ({n}x)" for t, n in sorted(unseen.items(), key=lambda kv: -kv[1])[:10])
+                raise ValueError(f"split {split!r} has label(s) never seen in the training split: {listed}. "
+                                 f"The model can never output them; add training utterances with these labels, or "
+                                 f"remove those utterances from {split!r}")
+
+    def _split(self, split: str) -> List[Item]:
+        """The split's items, read once and audio-checked (bad files: error or skipped and counted)."""
+        if split not in self.items:
+            items = self.task.read_split(split)
+            leader = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+                or torch.distributed.get_rank() == 0
+            self.items[split], _ = audit_split(items, split, self.cfg.bad_audio,
+                                               report_dir=self.expdir if leader else None, progress=leader)
+        return self.items[split]
+
+    def get_dataloader(self, split: str, epoch: int = 0):
+        items = self._split(split)
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+        train = split == "train"
+        bs = self.loader_rc.get("batch_size", 32) if train else self.loader_rc.get("eval_batch_size", 32)
+        sampler = None
+        if train:
+            # s3prl restarts an epoch from its first batch on resume; skipping the batches this epoch already
+            # consumed (counted in a checkpointed buffer) makes `-a` continue exactly where the run stopped
+            done_epoch, done_batches = (int(v) for v in self.train_progress)
+            skip = done_batches * bs if done_epoch == epoch else 0
+            self.train_progress.copy_(torch.tensor([epoch, skip // bs]))
+            sampler = EpochSampler(items, seed=int(self.kwargs.get("seed") or 0), balanced=self.cfg.balanced_sampling,
+                                   rank=rank, world_size=world, skip=skip)
+            sampler.set_epoch(epoch)
+        # its own generator: creating an iterator must not draw from the global RNG that dropout uses
+        generator = torch.Generator().manual_seed(int(self.kwargs.get("seed") or 0) + epoch)
+        return DataLoader(ItemDataset(items), batch_size=bs, sampler=sampler, shuffle=False, generator=generator,
+                          num_workers=self.loader_rc.get("num_workers", 0), collate_fn=collate, drop_last=False)
+
+    @staticmethod
+    def rng_state() -> dict:
+        """The global RNG state, stored with each checkpoint: dropout draws from it, so a resumed run
+        (`-a`) continues the very stream the interrupted one was using."""
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    @staticmethod
+    def restore_rng(state) -> None:
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def trainable_bytes(self) -> int:
+        """Bytes of what a checkpoint stores for this expert (its state_dict, serialized)."""
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        return buf.tell()

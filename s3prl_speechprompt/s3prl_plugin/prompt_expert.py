@@ -9,22 +9,20 @@ FT-LM) plus the k-means centroids, the verbalizer and the LM fingerprint - never
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
-from s3prl_speechprompt.s3prl_plugin.data import EpochSampler, ItemDataset, collate
+from s3prl_speechprompt.s3prl_plugin.data import ExpertData
 from s3prl_speechprompt.tasks.base import get_task, read_item_audio
 from s3prl_speechprompt.ulm.checkpoint import load_ulm
 from s3prl_speechprompt.ulm.pretrained import resolve_kmeans, resolve_ulm
@@ -50,6 +48,7 @@ class ExpertConfig:
     max_new_tokens: Optional[int] = None       # decoding budget; default from the task's label length
     beam_size: int = 1                         # 1 = greedy decoding; >1 = beam search (prompt/beam.py)
     balanced_sampling: bool = True             # class-balanced training batches (SUPERB KS)
+    bad_audio: str = "error"                   # unusable audio files: error (name them all) | skip (count, list)
     cache_dir: Optional[str] = None
 
     @classmethod
@@ -64,7 +63,7 @@ class ExpertConfig:
         return cls(**d)
 
 
-class DownstreamExpert(nn.Module):
+class DownstreamExpert(ExpertData, nn.Module):
     def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, **kwargs):
         super().__init__()
         self.cfg = ExpertConfig.from_dict(dict(downstream_expert))
@@ -81,7 +80,7 @@ class DownstreamExpert(nn.Module):
             self.quantizer = KMeansQuantizer(saved["centroids"])
             self.verbalizer = Verbalizer.from_dict(saved["verbalizer"])
         else:
-            self.quantizer, self.verbalizer = self._prepare(kwargs)
+            self.quantizer, self.verbalizer = self._prepare(kwargs, upstream_dim)
         if self.quantizer.dim != upstream_dim:
             raise ValueError(f"k-means dimension {self.quantizer.dim} != upstream feature dimension {upstream_dim}; "
                              f"the k-means ({self.cfg.km or 'fitted'}) belongs to another upstream/layer")
@@ -102,14 +101,13 @@ class DownstreamExpert(nn.Module):
         self.unfinished = defaultdict(int)
         log.info("speechprompt %s/%s: %d trainable parameters", self.cfg.task, self.cfg.method,
                  self.model.num_trainable())
+        self.check_run_splits()
+
+    def known_label_tokens(self):
+        return set(self.verbalizer.codes)
 
     # ----------------------------------------------------------------- preparation
-    def _split(self, split: str):
-        if split not in self.items:
-            self.items[split] = self.task.read_split(split)
-        return self.items[split]
-
-    def _prepare(self, kwargs):
+    def _prepare(self, kwargs, upstream_dim: int):
         from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
 
         km = str(resolve_kmeans(self.cfg.km)) if self.cfg.km else None
@@ -117,7 +115,7 @@ class DownstreamExpert(nn.Module):
         featurize = runner_featurizer(kwargs)
         quantizer, records = prepare_units(
             train, featurize, read_item_audio, km=km, n_clusters=self.cfg.n_clusters,
-            fit_max_frames=self.cfg.fit_max_frames, key_parts=upstream_key(kwargs),
+            fit_max_frames=self.cfg.fit_max_frames, key_parts=upstream_key(kwargs), feature_dim=upstream_dim,
             cache_dir=Path(self.cfg.cache_dir) if self.cfg.cache_dir else None)
         verbalizer = build_verbalizer(self.cfg.verbalizer, [r.labels for r in records], [r.units for r in records],
                                       self.dictionary.units)
@@ -134,7 +132,8 @@ class DownstreamExpert(nn.Module):
     # ----------------------------------------------------------------- state
     def get_extra_state(self):
         return {"centroids": self.quantizer.centroids.cpu(), "verbalizer": self.verbalizer.to_dict(),
-                "lm_fingerprint": self.lm_fingerprint, "method": self.cfg.method, "task": self.cfg.task}
+                "lm_fingerprint": self.lm_fingerprint, "method": self.cfg.method, "task": self.cfg.task,
+                "rng": self.rng_state()}
 
     def set_extra_state(self, state):
         if state.get("lm_fingerprint") != self.lm_fingerprint:
@@ -142,6 +141,7 @@ class DownstreamExpert(nn.Module):
                              f"{state.get('lm_fingerprint')}, loaded {self.cfg.ulm} is {self.lm_fingerprint})")
         self.quantizer = KMeansQuantizer(state["centroids"]).to(self.best_score.device)
         self.verbalizer = Verbalizer.from_dict(state["verbalizer"])
+        self.restore_rng(state.get("rng"))
 
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
         full = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
@@ -154,31 +154,6 @@ class DownstreamExpert(nn.Module):
         merged = {f"model.{k}": v for k, v in self.model.state_dict().items() if f"model.{k}" not in state_dict}
         merged.update(state_dict)
         return super().load_state_dict(merged, strict=strict, assign=assign)
-
-    def trainable_bytes(self) -> int:
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        return buf.tell()
-
-    # ----------------------------------------------------------------- data
-    def get_dataloader(self, split: str, epoch: int = 0):
-        items = self._split(split)
-        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
-        train = split == "train"
-        bs = self.loader_rc.get("batch_size", 32) if train else self.loader_rc.get("eval_batch_size", 32)
-        sampler = None
-        if train:
-            # s3prl restarts an epoch from its first batch on resume; skipping the batches this epoch already
-            # consumed (counted in a checkpointed buffer) makes `-a` continue exactly where the run stopped
-            done_epoch, done_batches = (int(v) for v in self.train_progress)
-            skip = done_batches * bs if done_epoch == epoch else 0
-            self.train_progress.copy_(torch.tensor([epoch, skip // bs]))
-            sampler = EpochSampler(items, seed=int(self.kwargs.get("seed") or 0), balanced=self.cfg.balanced_sampling,
-                                   rank=rank, world_size=world, skip=skip)
-            sampler.set_epoch(epoch)
-        return DataLoader(ItemDataset(items), batch_size=bs, sampler=sampler, shuffle=False,
-                          num_workers=self.loader_rc.get("num_workers", 0), collate_fn=collate, drop_last=False)
 
     # ----------------------------------------------------------------- forward
     def forward(self, split: str, features: List[torch.Tensor], labels, ids, records, **kwargs):

@@ -12,7 +12,9 @@ What it adds before handing over to ``s3prl.run_downstream.main()``:
 2. registration of every ``speechprompt_*`` downstream (:mod:`.registry`);
 3. ``-c <packaged yaml>`` when ``-d`` is one of ours and neither ``-c/--config`` nor
    ``-e/--past_exp`` was given (s3prl's own default is ``./downstream/<name>/config.yaml``);
-4. distributed runs: s3prl reads the local rank only from ``--local_rank``. Under ``torchrun``
+4. crash-safe checkpoints: :func:`~s3prl_speechprompt.s3prl_plugin.compat.atomic_runner_checkpoints`
+   (``states-*.ckpt`` / ``dev-best.ckpt`` written atomically; older states deleted only after the new one);
+5. distributed runs: s3prl reads the local rank only from ``--local_rank``. Under ``torchrun``
    (which sets ``LOCAL_RANK``/``WORLD_SIZE`` in the environment and passes no flag) the flag is added;
    ``--local-rank`` (what ``torch.distributed.launch`` passes since torch 2.0) is renamed. With
    ``--device cpu`` the backend defaults to ``gloo`` (s3prl's default ``nccl`` needs GPUs) and
@@ -153,6 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     options = parse_options(argv)
     if "--help" in options:
         print(_help_header(names), flush=True)
+    compat.atomic_runner_checkpoints()
     if "--local_rank" in options:
         if str(options.get("--device", "cuda")).startswith("cpu"):
             compat.enable_cpu_ddp()

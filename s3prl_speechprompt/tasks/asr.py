@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import editdistance
 
-from s3prl_speechprompt.tasks.base import Item, register_task
+from s3prl_speechprompt.tasks.base import Item, read_utf8, register_task
 from s3prl_speechprompt.tasks.sequence import UNDECODABLE, SequenceTask, text_to_tokens, tokens_to_text
 
 
@@ -78,8 +78,14 @@ class SpeechRecognition(SequenceTask):
                     f"at the extracted LibriSpeech/ folder (or make a synthetic one with `speechprompt synth asr "
                     f"--out DIR`)")
             from s3prl.dataio.corpus.librispeech import LibriSpeech
-            self._corpus = LibriSpeech(str(self.root), n_jobs=self.n_jobs, train_split=self.subsets["train"],
-                                       valid_split=self.subsets["dev"], test_split=self.subsets["test"])
+            try:
+                self._corpus = LibriSpeech(str(self.root), n_jobs=self.n_jobs, train_split=self.subsets["train"],
+                                           valid_split=self.subsets["dev"], test_split=self.subsets["test"])
+            except UnicodeDecodeError:
+                for subset in wanted:                 # s3prl's parser does not say which file: find it
+                    for trans in sorted((self.root / subset).glob("*/*/*.trans.txt")):
+                        read_utf8(trans)
+                raise
         return self._corpus
 
     def _read(self, split: str) -> List[Item]:

@@ -20,7 +20,10 @@ import importlib
 import importlib.util
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Type
+
+from s3prl_speechprompt.tasks.audio import SAMPLE_RATE, read_item_audio  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -38,29 +41,15 @@ class Item:
     num_samples: Optional[int] = None
 
 
-SAMPLE_RATE = 16000
-
-
-def read_item_audio(item: Item) -> "np.ndarray":
-    """16 kHz mono float32 samples of ``item`` (soundfile; stereo is averaged, other rates resampled)."""
-    import numpy as np
-    import soundfile as sf
-
+def read_utf8(path) -> str:
+    """A text file's contents; non-UTF-8 bytes are an error naming the file, line and byte."""
+    data = Path(path).read_bytes()
     try:
-        with sf.SoundFile(item.wav_path) as f:
-            sr = f.samplerate
-            f.seek(item.offset)
-            wav = f.read(item.num_samples if item.num_samples is not None else -1, dtype="float32", always_2d=True)
-    except Exception as e:
-        raise RuntimeError(f"{item.wav_path}: cannot read audio ({type(e).__name__}: {e})") from e
-    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
-    if sr != SAMPLE_RATE:
-        import torch
-        import torchaudio.functional as AF
-        wav = AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), sr, SAMPLE_RATE).numpy()
-    if wav.size == 0:
-        raise ValueError(f"{item.wav_path}: empty audio (0 samples at offset {item.offset})")
-    return np.ascontiguousarray(wav, dtype=np.float32)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}: not UTF-8 text (line {line}, byte {e.start}: {data[e.start:e.start + 1]!r}); "
+                         f"re-encode it, e.g. iconv -f latin1 -t utf-8") from None
 
 
 class Task:

@@ -22,11 +22,12 @@ are ignored. Only the ``path`` and label cells must be non-empty.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from s3prl_speechprompt.tasks.base import Item, Task, register_task
+from s3prl_speechprompt.tasks.base import Item, Task, read_utf8, register_task
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "valid": "dev", "validation": "dev",
                  "val": "dev", "test": "test", "testing": "test", "eval": "test"}
@@ -86,31 +87,30 @@ class CsvClassification(Task):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: CSV file not found (downstream_expert.datarc)")
         folder = path.resolve().parent
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            reader.fieldnames = header
-            if "path" not in header:
-                raise ValueError(f"{path}: no 'path' column (columns: {header})")
-            columns = _label_columns(header, str(path))
-            if split is None and self.split_column not in header:
-                raise ValueError(f"{path}: no '{self.split_column}' column; a single CSV needs one (train/dev/test), "
-                                 f"or give train_csv/dev_csv/test_csv")
-            for line, row in enumerate(reader, start=2):
-                row = {k: (v or "").strip() for k, v in row.items() if k is not None}
-                where = f"{path}:{line}"
-                row_split = split
+        reader = csv.DictReader(io.StringIO(read_utf8(path)))
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        if "path" not in header:
+            raise ValueError(f"{path}: no 'path' column (columns: {header})")
+        columns = _label_columns(header, str(path))
+        if split is None and self.split_column not in header:
+            raise ValueError(f"{path}: no '{self.split_column}' column; a single CSV needs one (train/dev/test), "
+                             f"or give train_csv/dev_csv/test_csv")
+        for row in reader:
+            row = {k: (v or "").strip() for k, v in row.items() if k is not None}
+            where = f"{path}:{reader.line_num}"
+            row_split = split
+            if row_split is None:
+                row_split = SPLIT_ALIASES.get(row.get(self.split_column, "").lower())
                 if row_split is None:
-                    row_split = SPLIT_ALIASES.get(row.get(self.split_column, "").lower())
-                    if row_split is None:
-                        raise ValueError(f"{where}: split {row.get(self.split_column)!r} is not one of "
-                                         f"train/dev/test (or valid/validation/val)")
-                if not row["path"]:
-                    raise ValueError(f"{where}: empty path")
-                labels = self._labels(row, columns, where)
-                wav = Path(row["path"]).expanduser()
-                wav = wav if wav.is_absolute() else folder / wav
-                self.rows[row_split].append(Item(row.get("id") or row["path"], str(wav), labels))
+                    raise ValueError(f"{where}: split {row.get(self.split_column)!r} is not one of "
+                                     f"train/dev/test (or valid/validation/val)")
+            if not row["path"]:
+                raise ValueError(f"{where}: empty path")
+            labels = self._labels(row, columns, where)
+            wav = Path(row["path"]).expanduser()
+            wav = wav if wav.is_absolute() else folder / wav
+            self.rows[row_split].append(Item(row.get("id") or row["path"], str(wav), labels))
 
     def _labels(self, row: dict, columns: List[str], where: str) -> tuple:
         if columns == ["label"]:

@@ -11,6 +11,7 @@ the checkpoint is ever imported or run, and fairseq need not be installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import pickle
 import types
@@ -97,8 +98,11 @@ _restricted_pickle = types.SimpleNamespace(Unpickler=_RestrictedUnpickler, load=
 
 def load_container(path: Path) -> Dict[str, Any]:
     """The raw checkpoint dict, on CPU, with no fairseq import and no code execution."""
+    # torch's safe_globals() context removes the class on exit even when it was allowed before (s3prl's
+    # runner needs argparse.Namespace allowed for its own checkpoints): enter it only when needed
+    allowed = argparse.Namespace in torch.serialization.get_safe_globals()
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with contextlib.nullcontext() if allowed else torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         pass   # needs classes outside torch's safe set (enums, DictConfig, ...): use the restricted unpickler

@@ -61,11 +61,13 @@ def _items_digest(items) -> str:
 
 def prepare_units(items: Sequence, featurize: Callable, read_audio: Callable, *, key_parts: dict,
                   km: Optional[str] = None, n_clusters: int = 100, fit_max_frames: int = 200_000,
-                  seed: int = 1369, cache_dir: Optional[Path] = None) -> Tuple[KMeansQuantizer, List[UnitRecord]]:
+                  seed: int = 1369, cache_dir: Optional[Path] = None,
+                  feature_dim: Optional[int] = None) -> Tuple[KMeansQuantizer, List[UnitRecord]]:
     """(quantizer, train-split unit records). ``featurize(wav np.float32) -> (T, D) tensor``.
 
     Without ``km`` a k-means with GSLM's settings is fitted on the features of a seeded random subset
-    of utterances holding about ``fit_max_frames`` frames.
+    of utterances holding about ``fit_max_frames`` frames. ``feature_dim``: the upstream's feature size,
+    checked against a given ``km`` before any audio is processed.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     ids = [it.id for it in items]
@@ -75,6 +77,10 @@ def prepare_units(items: Sequence, featurize: Callable, read_audio: Callable, *,
 
     if km:
         quantizer = KMeansQuantizer.load(km)
+        if feature_dim is not None and quantizer.dim != feature_dim:
+            raise ValueError(f"{km}: k-means dimension {quantizer.dim} != upstream feature dimension {feature_dim}; "
+                             f"this k-means belongs to another upstream/layer (GSLM's hubert100 km.bin expects "
+                             f"-u hubert -l 6, 768 dims); pick the matching km or km: null to fit one")
     elif q_path.is_file():
         quantizer = KMeansQuantizer.load(q_path)
         log.info("k-means from cache %s", q_path)
