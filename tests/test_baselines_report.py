@@ -69,7 +69,7 @@ class ToySlots(Task):
         labels = [("a:x", "b:1", "c:none"), ("a:y", "b:2", "c:none"), ("a:x", "b:3", "c:7")]
         if split != "train":
             labels = labels + [("a:y", "b:1", "c:9")]
-        return [Item(f"{split}{i}", "unused.wav", y) for i, y in enumerate(labels)]
+        return [Item(f"{split}{i}", self.wav, y) for i, y in enumerate(labels)]
 
 
 class ToyChars(Task):
@@ -83,15 +83,23 @@ class ToyChars(Task):
         return ["<blank>", "A", "B", "C", "|"]
 
     def read_split(self, split):
-        return [Item(f"{split}0", "unused.wav", ("A", "B", "|", "C")), Item(f"{split}1", "unused.wav", ("C", "A"))]
+        return [Item(f"{split}0", self.wav, ("A", "B", "|", "C")), Item(f"{split}1", self.wav, ("C", "A"))]
 
     def score(self, hyps, refs):
         return {"char_acc": sum(list(h) == list(r) for h, r in zip(hyps, refs)) / len(refs)}
 
 
 @pytest.fixture
-def toy_tasks(monkeypatch):
+def toy_tasks(monkeypatch, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
     from s3prl_speechprompt.tasks import base
+
+    wav = tmp_path / "tone.wav"          # the experts check every item's audio when they read a split
+    sf.write(wav, np.sin(np.arange(1600) / 5.0).astype(np.float32), 16000)
+    for cls in (ToySlots, ToyChars):
+        monkeypatch.setattr(cls, "wav", str(wav), raising=False)
 
     monkeypatch.setitem(base.TASKS, ToySlots.name, ToySlots)
     monkeypatch.setitem(base.TASKS, ToyChars.name, ToyChars)
