@@ -4,7 +4,8 @@
 ``s3prl.dataio.corpus.IEMOCAP`` reads; "emotions" are prosody variants of every speaker's voice
 (speaking rate, pitch, pitch range), all saying the same sentences, so only prosody carries the label.
 ``make_sid`` writes VoxCeleb1 (``{dev,test}/wav/idXXXXX/<video>/NNNNN.wav`` + ``iden_split.txt``), which
-``s3prl.dataio.corpus.VoxCeleb1SID`` reads; speakers are distinct espeak-ng voice/rate/pitch combinations.
+``s3prl.dataio.corpus.VoxCeleb1SID`` reads; speakers are distinct espeak-ng voice/rate/pitch combinations,
+each with its own vocal-tract length (a spectral warp of formants and pitch) and voice quality (spectral tilt).
 ``make_csv`` writes a generic CSV classification corpus for the ``csv`` task (spoken "<colour> <shape>"
 phrases) in both CSV layouts. Same seed -> same files (see :mod:`.corpora`).
 """
@@ -146,13 +147,48 @@ def _distinct_speakers(rng, n):
                  rate=RATES_WPM[int(rng.integers(len(RATES_WPM)))], range=int(rng.integers(30, 80))) for i in picks]
 
 
+# per-speaker vocal-tract length (spectral warp: formants and pitch scaled together) and voice quality
+# (spectral tilt: > 0 brighter / pressed, < 0 darker / breathy), applied after espeak-ng
+SID_WARPS = (0.80, 0.87, 0.94, 1.0, 1.07, 1.15, 1.24)
+SID_TILTS = (-0.9, -0.5, 0.0, 0.5, 0.9)
+
+
+def _timbres(rng, n):
+    """``n`` (warp, tilt) pairs spread over the grid (all cells used before any repeats)."""
+    cells = [(w, t) for w in SID_WARPS for t in SID_TILTS]
+    order = np.concatenate([rng.permutation(len(cells)) for _ in range(-(-n // len(cells)))])[:n]
+    return [cells[int(i)] for i in order]
+
+
+def apply_timbre(wav, warp=1.0, tilt=0.0):
+    """A speaker's vocal tract on a 16 kHz waveform: every frequency scaled by ``warp`` (resampling, so the
+    duration scales by 1/warp) and a first-order spectral tilt (``tilt`` in [-1, 1]); peak level kept."""
+    from fractions import Fraction
+
+    from scipy.signal import lfilter, resample_poly
+
+    x = np.asarray(wav, dtype=np.float64)
+    peak = np.abs(x).max()
+    if warp != 1.0:
+        ratio = Fraction(1.0 / float(warp)).limit_denominator(50)
+        x = resample_poly(x, ratio.numerator, ratio.denominator)
+    a = 0.9 * abs(float(tilt))
+    if tilt > 0:
+        x = lfilter([1.0, -a], [1.0], x)           # pre-emphasis: +6 dB/octave at a -> 1
+    elif tilt < 0:
+        x = lfilter([1.0 - a], [1.0, -a], x)       # one-pole low-pass: -6 dB/octave
+    return x / (np.abs(x).max() + 1e-12) * peak
+
+
 def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=0.1, force=False, progress=True,
-             workers=None):
+             workers=None, timbre=True):
     """Write a synthetic VoxCeleb1 (identification split) under ``out_dir/VoxCeleb1``.
 
     Speakers ``id10001..`` (the last ``test_fraction`` of them stored under ``test/wav``, the others under
     ``dev/wav``, as the download splits speakers); each has ``per_speaker = (train, dev, test)`` utterances,
-    each split from its own video(s), listed in ``iden_split.txt`` with 1/2/3.
+    each split from its own video(s), listed in ``iden_split.txt`` with 1/2/3. With ``timbre`` (default)
+    every speaker also gets a (warp, tilt) cell of :data:`SID_WARPS` x :data:`SID_TILTS` (see
+    :func:`apply_timbre`): espeak-ng's voices alone differ little once quantized to a few fbank units.
 
     Returns a summary with the root, the split file and the counts.
     """
@@ -163,6 +199,9 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
         raise ValueError("need >= 2 speakers and >= 1 utterance per speaker in every split")
     rng = np.random.default_rng([seed, 0x534944])  # "SID"
     voices = _distinct_speakers(rng, speakers)
+    if timbre:
+        for voice, (warp, tilt) in zip(voices, _timbres(rng, speakers)):
+            voice.update(warp=warp, tilt=tilt)
     n_test_spk = int(round(test_fraction * speakers))
     lines, jobs = [], []
     for k, voice in enumerate(voices):
@@ -181,12 +220,21 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
         for job in jobs:
             job["path"] = tmp / job["path"]
         _render_all(jobs, progress, "synth sid", workers)
+        if timbre:
+            import soundfile as sf
+
+            from .corpora import _write_wav
+            for job in jobs:
+                wav, _ = sf.read(str(job["path"]), dtype="float64")
+                _write_wav(job["path"], apply_timbre(wav, job["speaker"]["warp"], job["speaker"]["tilt"]))
         (tmp / VOX_DIR / "iden_split.txt").write_text("\n".join(lines) + "\n")
         summary = OrderedDict(
             corpus="sid", seed=seed, root=str(out_dir / VOX_DIR),
             counts=dict(speakers=speakers, test_folder_speakers=n_test_spk),
             totals=dict(train=speakers * n_train, dev=speakers * n_dev, test=speakers * n_test),
-            params=dict(speakers=speakers, per_speaker=[n_train, n_dev, n_test], test_fraction=test_fraction),
+            params=dict(speakers=speakers, per_speaker=[n_train, n_dev, n_test], test_fraction=test_fraction,
+                        timbre=timbre),
+            voices=[dict(v) for v in voices],
         )
         _write_info(tmp / "speechprompt_synth_sid.json", summary, out_dir)
     summary["meta_data"] = str(out_dir / VOX_DIR / "iden_split.txt")
