@@ -45,19 +45,17 @@ task's ``best_split`` attribute, e.g. ``dev-clean``; the file is still named ``d
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.s3prl_plugin.data import ExpertData
-from s3prl_speechprompt.tasks.base import Item, Task, get_task
+from s3prl_speechprompt.s3prl_plugin.records import RecordLogger
+from s3prl_speechprompt.tasks.base import Item, Task
 
 log = logging.getLogger(__name__)
 
@@ -154,20 +152,15 @@ def class_vocabularies(task: Task, train: Sequence[Item]) -> List[List[str]]:
     return [sorted({it.labels[i] for it in train}) for i in range(n)]
 
 
-class DownstreamExpert(ExpertData, nn.Module):
+class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
     def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, upstream_rate: int = 160, **kwargs):
         super().__init__()
         self.cfg = BaselineConfig.from_dict(dict(downstream_expert))
-        self.expdir = Path(expdir)
-        self.kwargs = kwargs
-        datarc = dict(self.cfg.datarc)
-        self.loader_rc = {k: datarc.pop(k) for k in ("batch_size", "eval_batch_size", "num_workers") if k in datarc}
-        self.task = get_task(self.cfg.task)(**datarc)
-        self.items: Dict[str, List[Item]] = {}
+        self.init_data(expdir, kwargs)
         self.kind = head_kind(self.cfg.head, kwargs.get("downstream"), self.task)
         self.upstream_dim = upstream_dim
 
-        saved = self._saved_state(kwargs.get("init_ckpt"))
+        saved = self.saved_extra_state(kwargs.get("init_ckpt"), "kind")
         if self.kind == "linear":
             self.classes = saved["classes"] if saved else class_vocabularies(self.task, self._split("train"))
             self.class_index = [{c: i for i, c in enumerate(v)} for v in self.classes]
@@ -202,14 +195,6 @@ class DownstreamExpert(ExpertData, nn.Module):
         return set(self.vocab[1:])
 
     # ----------------------------------------------------------------- state
-    @staticmethod
-    def _saved_state(init_ckpt) -> Optional[dict]:
-        if not init_ckpt:
-            return None
-        ckpt = torch.load(init_ckpt, map_location="cpu", weights_only=False)
-        extra = (ckpt.get("Downstream") or {}).get("_extra_state")
-        return extra if isinstance(extra, dict) and "kind" in extra else None
-
     def _head_identity(self) -> dict:
         state = {"kind": self.kind, "task": self.cfg.task}
         if self.kind == "linear":
@@ -290,36 +275,16 @@ class DownstreamExpert(ExpertData, nn.Module):
                 hyps.append(tuple(self.vocab[i] for i in ids.tolist() if i != 0))
         return loss, hyps
 
-    # ----------------------------------------------------------------- logging
-    def log_records(self, split: str, records, logger, global_step: int, **kwargs):
-        tag = f"speechprompt_{self.cfg.task}_{self.kind}"
-        self.expdir.mkdir(parents=True, exist_ok=True)
-        if not self._logged_size:
-            self._log_size(logger, tag)
-        loss = sum(records["loss"]) / max(len(records["loss"]), 1)
-        logger.add_scalar(f"{tag}/{split}-loss", loss, global_step=global_step)
-        if not records["hyp"]:
-            return []
-        metrics = self.task.score(records["hyp"], records["ref"])
-        for name, value in metrics.items():
-            logger.add_scalar(f"{tag}/{split}-{name}", value, global_step=global_step)
-        if split == "train":
-            return []
-        lines = [f"{split} {name}: {value:.6g}" for name, value in metrics.items()]
-        order = sorted(range(len(records["id"])), key=lambda i: records["id"][i])
-        for kind, name in (("hyp", "predict"), ("ref", "truth")):
-            atomic_write_text(self.expdir / f"{split}_{name}.txt", "".join(
-                f"{records['id'][i]} {self.task.label_string(records[kind][i])}\n" for i in order))
-        with open(self.expdir / "log.log", "a") as f:
-            f.write(f"step {global_step}: " + "; ".join(lines) + f"; loss: {loss:.6g}\n")
-        print(f"[speechprompt {self.kind}] step {global_step}: " + "; ".join(lines))
-        score = metrics[self.task.primary_metric] * (1 if self.task.higher_is_better else -1)
-        if split == getattr(self.task, "best_split", "dev") and score > float(self.best_score):
-            self.best_score.fill_(score)
-            return ["dev-best.ckpt"]
-        return []
+    # ----------------------------------------------------------------- logging (RecordLogger)
+    @property
+    def log_tag(self) -> str:
+        return f"speechprompt_{self.cfg.task}_{self.kind}"
 
-    def _log_size(self, logger, tag):
+    @property
+    def log_prefix(self) -> str:
+        return f"speechprompt {self.kind}"
+
+    def size_info(self) -> dict:
         info = {"task": self.cfg.task, "method": self.kind, "head": self.kind,
                 "upstream": self.kwargs.get("upstream"), "upstream_dim": self.upstream_dim,
                 "trainable_params": self.num_trainable(), "checkpoint_bytes": self.trainable_bytes()}
@@ -327,9 +292,4 @@ class DownstreamExpert(ExpertData, nn.Module):
             info["classes"] = [len(v) for v in self.classes]
         else:
             info["vocab_size"] = len(self.vocab)
-        logger.add_scalar(f"{tag}/trainable_params", info["trainable_params"], global_step=0)
-        logger.add_scalar(f"{tag}/checkpoint_bytes", info["checkpoint_bytes"], global_step=0)
-        atomic_write_text(self.expdir / "speechprompt_info.json", json.dumps(info, indent=1))
-        print(f"[speechprompt {self.kind}] trainable parameters: {info['trainable_params']:,}; "
-              f"stored per task: {info['checkpoint_bytes']:,} bytes")
-        self._logged_size = True
+        return info

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 from typing import List, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from s3prl_speechprompt.tasks.audio import audit_split
-from s3prl_speechprompt.tasks.base import Item, read_item_audio
+from s3prl_speechprompt.tasks.base import Item, get_task, read_item_audio
 
 
 class ItemDataset(Dataset):
@@ -74,6 +75,25 @@ class ExpertData:
     ``self.kwargs`` (runner args: seed), ``self.expdir``, ``self.items = {}`` and a
     ``train_progress`` buffer ``(epoch, batches consumed)`` that the expert's forward advances.
     """
+
+    def init_data(self, expdir: str, kwargs: dict) -> None:
+        """The task (reader + scorer) and loader settings from ``self.cfg`` (``task``, ``datarc``)."""
+        self.expdir = Path(expdir)
+        self.kwargs = kwargs
+        datarc = dict(self.cfg.datarc)
+        self.loader_rc = {k: datarc.pop(k) for k in ("batch_size", "eval_batch_size", "num_workers") if k in datarc}
+        self.task = get_task(self.cfg.task)(**datarc)
+        self.items = {}
+
+    @staticmethod
+    def saved_extra_state(init_ckpt, key: str):
+        """This expert's ``_extra_state`` in the checkpoint the runner resumes / evaluates (``-a``/``-e``/``-i``),
+        recognised by ``key``; None for a fresh run."""
+        if not init_ckpt:
+            return None
+        ckpt = torch.load(init_ckpt, map_location="cpu", weights_only=False)
+        extra = (ckpt.get("Downstream") or {}).get("_extra_state")
+        return extra if isinstance(extra, dict) and key in extra else None
 
     def known_label_tokens(self):
         """Label tokens this expert can score (None: any); overridden by each expert."""

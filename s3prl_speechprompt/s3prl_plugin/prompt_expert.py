@@ -9,7 +9,6 @@ FT-LM) plus the k-means centroids, the verbalizer and the LM fingerprint - never
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
@@ -19,11 +18,11 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.s3prl_plugin.data import ExpertData
-from s3prl_speechprompt.tasks.base import get_task, read_item_audio
+from s3prl_speechprompt.s3prl_plugin.records import RecordLogger
+from s3prl_speechprompt.tasks.base import read_item_audio
 from s3prl_speechprompt.ulm.checkpoint import load_ulm
 from s3prl_speechprompt.ulm.pretrained import resolve_kmeans, resolve_ulm
 from s3prl_speechprompt.units.prepare import prepare_units, to_units
@@ -63,19 +62,14 @@ class ExpertConfig:
         return cls(**d)
 
 
-class DownstreamExpert(ExpertData, nn.Module):
+class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
     def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, **kwargs):
         super().__init__()
         self.cfg = ExpertConfig.from_dict(dict(downstream_expert))
-        self.expdir = Path(expdir)
-        self.kwargs = kwargs
-        datarc = dict(self.cfg.datarc)
-        self.loader_rc = {k: datarc.pop(k) for k in ("batch_size", "eval_batch_size", "num_workers") if k in datarc}
-        self.task = get_task(self.cfg.task)(**datarc)
-        self.items = {}
+        self.init_data(expdir, kwargs)
 
         lm, self.dictionary, _ = load_ulm(resolve_ulm(self.cfg.ulm))
-        saved = self._saved_state(kwargs.get("init_ckpt"))
+        saved = self.saved_extra_state(kwargs.get("init_ckpt"), "centroids")
         if saved is not None:       # -e / -i / resume: reuse the run's own k-means and verbalizer
             self.quantizer = KMeansQuantizer(saved["centroids"])
             self.verbalizer = Verbalizer.from_dict(saved["verbalizer"])
@@ -120,14 +114,6 @@ class DownstreamExpert(ExpertData, nn.Module):
         verbalizer = build_verbalizer(self.cfg.verbalizer, [r.labels for r in records], [r.units for r in records],
                                       self.dictionary.units)
         return quantizer, verbalizer
-
-    @staticmethod
-    def _saved_state(init_ckpt) -> Optional[dict]:
-        if not init_ckpt:
-            return None
-        ckpt = torch.load(init_ckpt, map_location="cpu", weights_only=False)
-        extra = (ckpt.get("Downstream") or {}).get("_extra_state")
-        return extra if isinstance(extra, dict) and "centroids" in extra else None
 
     # ----------------------------------------------------------------- state
     def get_extra_state(self):
@@ -181,44 +167,18 @@ class DownstreamExpert(ExpertData, nn.Module):
                 records["hyp"].append(tuple(self.verbalizer.decode(self.dictionary.decode(gen))))
         return loss
 
-    # ----------------------------------------------------------------- logging
-    def log_records(self, split: str, records, logger, global_step: int, **kwargs):
-        tag = f"speechprompt_{self.cfg.task}"
-        self.expdir.mkdir(parents=True, exist_ok=True)
-        if not self._logged_size:
-            self._log_size(logger, tag)
-        loss = sum(records["loss"]) / max(len(records["loss"]), 1)
-        logger.add_scalar(f"{tag}/{split}-loss", loss, global_step=global_step)
-        if not records["hyp"]:
-            return []
-        metrics = self.task.score(records["hyp"], records["ref"])
-        metrics["unfinished"] = sum(records["unfinished"])
-        lines = []
-        for name, value in metrics.items():
-            logger.add_scalar(f"{tag}/{split}-{name}", value, global_step=global_step)
-            lines.append(f"{split} {name}: {value:.6g}")
-        order = sorted(range(len(records["id"])), key=lambda i: records["id"][i])
-        for kind in ("hyp", "ref"):
-            name = "predict" if kind == "hyp" else "truth"
-            atomic_write_text(self.expdir / f"{split}_{name}.txt", "".join(
-                f"{records['id'][i]} {self.task.label_string(records[kind][i])}\n" for i in order))
-        with open(self.expdir / "log.log", "a") as f:
-            f.write(f"step {global_step}: " + "; ".join(lines) + f"; loss: {loss:.6g}\n")
-        print(f"[speechprompt] step {global_step}: " + "; ".join(lines))
-        score = metrics[self.task.primary_metric] * (1 if self.task.higher_is_better else -1)
-        if split == "dev" and score > float(self.best_score):
-            self.best_score.fill_(score)
-            return ["dev-best.ckpt"]
-        return []
+    # ----------------------------------------------------------------- logging (RecordLogger)
+    @property
+    def log_tag(self) -> str:
+        return f"speechprompt_{self.cfg.task}"
 
-    def _log_size(self, logger, tag):
-        info = {"task": self.cfg.task, "method": self.cfg.method, "ulm": str(self.cfg.ulm),
+    log_prefix = "speechprompt"
+
+    def extra_metrics(self, records) -> dict:
+        return {"unfinished": sum(records["unfinished"])}     # generations cut by the budget, no </s>
+
+    def size_info(self) -> dict:
+        return {"task": self.cfg.task, "method": self.cfg.method, "ulm": str(self.cfg.ulm),
                 "trainable_params": self.model.num_trainable(), "checkpoint_bytes": self.trainable_bytes(),
                 "verbalizer": self.verbalizer.method, "code_length": self.verbalizer.code_length,
                 "k": self.quantizer.n_clusters, "prompt": self.model.cfg.to_dict()}
-        logger.add_scalar(f"{tag}/trainable_params", info["trainable_params"], global_step=0)
-        logger.add_scalar(f"{tag}/checkpoint_bytes", info["checkpoint_bytes"], global_step=0)
-        atomic_write_text(self.expdir / "speechprompt_info.json", json.dumps(info, indent=1))
-        print(f"[speechprompt] trainable parameters: {info['trainable_params']:,}; "
-              f"stored per task: {info['checkpoint_bytes']:,} bytes")
-        self._logged_size = True
