@@ -40,14 +40,17 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("bench_ks"))
     ap.add_argument("--units", nargs="+", default=["hubert100", "cpc100"])
     ap.add_argument("--arch", default="ulm_small")
-    ap.add_argument("--pretrain-updates", type=int, default=600)
+    ap.add_argument("--pretrain-updates", type=int, default=300)
     ap.add_argument("--prompt-length", type=int, default=32,
                     help="L; 32 spends the paper's ~0.08M trainable budget on a 4-layer, d=256 LM")
-    ap.add_argument("--pt-updates", type=int, default=2400)
-    ap.add_argument("--ft-updates", type=int, default=1600)
-    ap.add_argument("--blstm-updates", type=int, default=1600)
-    ap.add_argument("--blstm-hidden", type=int, default=256)
-    ap.add_argument("--valid-interval", type=int, default=400)
+    ap.add_argument("--pt-updates", type=int, default=6000)
+    ap.add_argument("--pt-verbalizer", default="learnable",
+                    help="learnable (SpeechPrompt v2's linear head, +3.3k parameters; the best here) or freq (v1's)")
+    ap.add_argument("--pt-lr", type=float, default=None, help="PT learning rate (default: the CLI's, 5e-3)")
+    ap.add_argument("--ft-updates", type=int, default=300)
+    ap.add_argument("--blstm-updates", type=int, default=300)
+    ap.add_argument("--blstm-hidden", type=int, default=128)
+    ap.add_argument("--valid-interval", type=int, default=500)
     ap.add_argument("--methods", nargs="+", default=["pt", "blstm", "ftlm"], help="run on the first --units")
     ap.add_argument("--valid-stride", type=int, default=4,
                     help="use every k-th dev line for validation (the dev split is a resample; saves CPU)")
@@ -85,23 +88,27 @@ def main(argv=None):
                          "valid_loss": s["best_valid_loss"], "updates": s["updates"]})
         methods = args.methods if units == args.units[0] else ["pt"]
         for method in methods:
-            key = f"{units}/{method}"
+            tag = f"pt-{args.pt_verbalizer}" if method == "pt" else method
+            key = f"{units}/{tag}"
             if key in results["rows"]:
                 continue
-            exp = out / f"{units}_{method}"
+            exp = out / f"{units}_{tag}"
             cmd = ["train", "--task", "ks", "--train", ks / "train.txt", "--valid", valid,
                    "--method", method, "--out", exp, "--resume", "--valid-interval", args.valid_interval]
             if method != "blstm":
                 cmd += ["--ulm", ulm]
             if method == "pt":
-                cmd += ["--prompt-length", args.prompt_length, "--max-updates", args.pt_updates]
+                cmd += ["--prompt-length", args.prompt_length, "--max-updates", args.pt_updates,
+                        "--verbalizer", args.pt_verbalizer, "--patience", 100]
+                cmd += ["--lr", args.pt_lr] if args.pt_lr else []
             elif method == "ftlm":
                 cmd += ["--max-updates", args.ft_updates]
             else:
                 cmd += ["--max-updates", args.blstm_updates, "--blstm-hidden", args.blstm_hidden]
             s, secs = sh(cmd, log)
             ev, esecs = sh(["evaluate", "--exp", exp, "--split", "test", ks / "test.txt"], log)
-            name = {"pt": f"PT (L={args.prompt_length})", "ftlm": "FT-LM", "blstm": "unit BLSTM"}[method]
+            name = {"pt": f"PT (L={args.prompt_length}, {args.pt_verbalizer} verbalizer, {args.pt_updates} upd.)",
+                    "ftlm": "FT-LM", "blstm": "unit BLSTM"}[method]
             record(key, {"method": name, "units": units, "accuracy": ev["accuracy"],
                          "trainable_params": ev["trainable_params"], "prompt_bytes": ev["prompt_bytes"],
                          "seconds": round(s["seconds"] + esecs, 1), "updates": s["updates"], "epochs": round(s["epochs"], 2),
