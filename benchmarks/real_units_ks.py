@@ -45,7 +45,7 @@ def main(argv=None):
                     help="L; 32 spends the paper's ~0.08M trainable budget on a 4-layer, d=256 LM")
     ap.add_argument("--pt-updates", type=int, default=6000)
     ap.add_argument("--pt-verbalizer", default="learnable",
-                    help="learnable (SpeechPrompt v2's linear head, +3.3k parameters; the best here) or freq (v1's)")
+                    help="learnable (SpeechPrompt v2 linear head, +1.7k parameters here; the best here) or freq (v1's)")
     ap.add_argument("--pt-lr", type=float, default=None, help="PT learning rate (default: the CLI's, 5e-3)")
     ap.add_argument("--ft-updates", type=int, default=300)
     ap.add_argument("--blstm-updates", type=int, default=300)
