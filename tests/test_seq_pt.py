@@ -20,47 +20,19 @@ values). The figures are the expert's SUPERB metrics, recomputed here with SUPER
 """
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 
-from test_seq_tasks import K, _read_pairs, _run, _runner, _scores, asr_corpus, tiny_ulm  # noqa: F401
+from test_seq_tasks import _config as seq_config
+from test_seq_tasks import _read_pairs, _run, _runner, _scores, asr_corpus, tiny_ulm  # noqa: F401
 
 STEPS = 600
 PT = dict(lr=3.0e-2, prompt_length=16, prompt_dropout=0.0, verbalizer="learnable")
+PT_PROMPT = {k: v for k, v in PT.items() if k != "lr"}
 
 
 def _config(task, ulm, datarc, steps, lr, eval_step, eval_splits, cache_dir):
-    data = "".join(f"    {k}: {v}\n" for k, v in datarc.items())
-    return textwrap.dedent(f"""\
-        runner:
-          total_steps: {steps}
-          gradient_clipping: 1.0
-          gradient_accumulate_steps: 1
-          log_step: 100
-          eval_step: {eval_step}
-          save_step: {steps}
-          max_keep: 1
-          eval_dataloaders: {eval_splits}
-        optimizer:
-          name: TorchOptim
-          torch_optim_name: Adam
-          lr: {lr}
-          betas: [0.9, 0.98]
-        downstream_expert:
-          task: {task}
-          method: pt
-          ulm: {ulm}
-          km: null
-          n_clusters: {K}
-          verbalizer: {PT['verbalizer']}
-          balanced_sampling: false
-          cache_dir: {cache_dir}
-          prompt:
-            prompt_length: {PT['prompt_length']}
-            prompt_dropout: {PT['prompt_dropout']}
-        """) + "  datarc:\n" + data
+    return seq_config(task, "pt", ulm, datarc, steps, lr, eval_step, eval_splits, cache_dir, **PT_PROMPT)
 
 
 def _pt_and_untrained(tmp_path, task, ulm, datarc, eval_step=STEPS // 2, lr=PT["lr"]):

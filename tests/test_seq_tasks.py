@@ -254,8 +254,11 @@ def tiny_ulm(tmp_path_factory):
     return out
 
 
-def _config(task, method, ulm, datarc, steps, lr, eval_step, eval_splits, cache_dir, prompt_length=32):
+def _config(task, method, ulm, datarc, steps, lr, eval_step, eval_splits, cache_dir, prompt_length=32,
+            prompt_dropout=None, verbalizer="freq"):
     prompt = f"  prompt:\n    prompt_length: {prompt_length}\n" if method == "pt" else ""
+    if method == "pt" and prompt_dropout is not None:
+        prompt += f"    prompt_dropout: {prompt_dropout}\n"
     data = "".join(f"    {k}: {v}\n" for k, v in datarc.items())
     return textwrap.dedent(f"""\
         runner:
@@ -278,7 +281,7 @@ def _config(task, method, ulm, datarc, steps, lr, eval_step, eval_splits, cache_
           ulm: {ulm}
           km: null
           n_clusters: {K}
-          verbalizer: freq
+          verbalizer: {verbalizer}
           balanced_sampling: false
           cache_dir: {cache_dir}
         """) + prompt + "  datarc:\n" + data
