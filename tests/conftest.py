@@ -33,6 +33,15 @@ def peer_dir(name: str) -> Path:
     return d
 
 
+def runner_env() -> dict:
+    """Environment for runner subprocesses: one OMP thread (tiny per-utterance ops only add contention
+    on 2 cores), no warnings."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
 def fairseq_env() -> dict:
     env = dict(os.environ)
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"   # fairseq 0.12 calls torch.load without weights_only

@@ -8,7 +8,6 @@ float summation order. Only rank 0 writes logs, predictions and checkpoints.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +15,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from conftest import runner_env
+
 K = 20
 STEPS = 4
-
-
-def _env():
-    e = dict(os.environ)
-    e["OMP_NUM_THREADS"] = "1"
-    e["PYTHONWARNINGS"] = "ignore"
-    return e
 
 
 def _config(path: Path, root: Path, ulm: Path, batch_size: int) -> Path:
@@ -51,11 +45,11 @@ def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path, tiny_ulm_dir):
               "-d", "speechprompt_ks", "--device", "cpu"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     out = subprocess.run([sys.executable, *runner, "-c", str(_config(tmp_path / "one.yaml", tmp_path, tiny_ulm_dir, 8)),
-                          "-p", str(single)], env=_env(), capture_output=True, text=True)
+                          "-p", str(single)], env=runner_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           *runner, "-c", str(_config(tmp_path / "two.yaml", tmp_path, tiny_ulm_dir, 4)),
-                          "-p", str(ddp), "--backend", "gloo"], env=_env(), capture_output=True, text=True)
+                          "-p", str(ddp), "--backend", "gloo"], env=runner_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
 
     load = lambda p: torch.load(p / f"states-{STEPS}.ckpt", map_location="cpu", weights_only=False)

@@ -22,6 +22,8 @@ import yaml
 
 from s3prl_speechprompt.s3prl_plugin import compat
 
+from conftest import runner_env
+
 RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
 K = 20          # k-means clusters = units of the tiny LM (conftest's tiny_ulm_dir)
 CLASSES = {"low": 300.0, "mid": 900.0, "high": 2500.0}
@@ -295,13 +297,6 @@ def test_sources_past_lm_positions_and_unfinished_generation_are_reported(env, t
 
 
 # ------------------------------------------------------------------------------------ SIGKILL + -a
-def _env():
-    e = dict(os.environ)
-    e["OMP_NUM_THREADS"] = "1"
-    e["PYTHONWARNINGS"] = "ignore"
-    return e
-
-
 def test_sigkill_mid_run_then_auto_resume_equals_the_uninterrupted_run(env, tmp_path):
     """A real training subprocess killed with SIGKILL while it trains and saves; `-a` finishes it; the
     final prompts and the final dev metrics are bitwise those of an uninterrupted run (same seed)."""
@@ -312,13 +307,13 @@ def test_sigkill_mid_run_then_auto_resume_equals_the_uninterrupted_run(env, tmp_
     cfg.write_text(yaml.safe_dump(data))
     args = ["-m", "train", "-u", "fbank", "-d", "speechprompt_csv", "-c", str(cfg), "--device", "cpu"]
     full, cut = tmp_path / "full", tmp_path / "cut"
-    subprocess.run(RUNNER + args + ["-p", str(full)], check=True, env=_env(), capture_output=True)
+    subprocess.run(RUNNER + args + ["-p", str(full)], check=True, env=runner_env(), capture_output=True)
 
     states = lambda: sorted(int(p.stem.split("-")[1]) for p in cut.glob("states-*.ckpt"))
 
     def kill_when(cmd, first_step):
         """Start cmd, SIGKILL it once a states-*.ckpt of step >= first_step exists (still mid-run)."""
-        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=runner_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline and not any(first_step <= s < steps for s in states()):
             time.sleep(0.005)
@@ -335,7 +330,7 @@ def test_sigkill_mid_run_then_auto_resume_equals_the_uninterrupted_run(env, tmp_
     killed_at = [kill_when(RUNNER + args + ["-p", str(cut)], 4)]
     resume = RUNNER + ["-m", "train", "-a", "-p", str(cut), "--device", "cpu"]
     killed_at.append(kill_when(resume, 10))        # killed again after the step-8 evaluation, inside the resumed run
-    out = subprocess.run(resume, env=_env(), capture_output=True, text=True)
+    out = subprocess.run(resume, env=runner_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert f"Resume from {cut}/states-{max(killed_at[-1])}.ckpt" in out.stdout
     load = lambda p: torch.load(p, map_location="cpu", weights_only=False)["Downstream"]

@@ -6,7 +6,6 @@ small unit LM pretrained on those units -> PT / FT-LM training through `run_down
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +16,15 @@ import yaml
 
 from s3prl_speechprompt.s3prl_plugin import compat
 
+from conftest import runner_env
+
 RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
 N_CLUSTERS = 50
 FBANK = {"upstream": "fbank", "upstream_feature_selection": "hidden_states", "device": "cpu"}
 
 
-def _env():
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "1"        # tiny per-utterance ops: threads only add contention on 2 cores
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
 def run_runner(*args, cwd=None):
-    out = subprocess.run(RUNNER + list(args), capture_output=True, text=True, env=_env(), cwd=cwd)
+    out = subprocess.run(RUNNER + list(args), capture_output=True, text=True, env=runner_env(), cwd=cwd)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-4000:])
     return out.stdout
 

@@ -71,9 +71,9 @@ class EpochSampler(Sampler):
 class ExpertData:
     """Splits and DataLoaders, shared by the prompt and the baseline expert (mixed into both).
 
-    Expects ``self.task``, ``self.cfg.balanced_sampling``, ``self.cfg.bad_audio``, ``self.loader_rc``,
-    ``self.kwargs`` (runner args: seed), ``self.expdir``, ``self.items = {}`` and a
-    ``train_progress`` buffer ``(epoch, batches consumed)`` that the expert's forward advances.
+    The expert sets ``self.cfg`` (``task``, ``datarc``, ``balanced_sampling``, ``bad_audio``), calls
+    :meth:`init_data` and registers a ``train_progress`` buffer ``(epoch, batches consumed)`` that its
+    forward advances.
     """
 
     def init_data(self, expdir: str, kwargs: dict) -> None:
@@ -125,20 +125,22 @@ class ExpertData:
                                  f"The model can never output them; add training utterances with these labels, or "
                                  f"remove those utterances from {split!r}")
 
+    @staticmethod
+    def _rank_world():
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+
     def _split(self, split: str) -> List[Item]:
         """The split's items, read once and audio-checked (bad files: error or skipped and counted)."""
         if split not in self.items:
-            items = self.task.read_split(split)
-            leader = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
-                or torch.distributed.get_rank() == 0
-            self.items[split], _ = audit_split(items, split, self.cfg.bad_audio,
+            leader = self._rank_world()[0] == 0
+            self.items[split], _ = audit_split(self.task.read_split(split), split, self.cfg.bad_audio,
                                                report_dir=self.expdir if leader else None, progress=leader)
         return self.items[split]
 
     def get_dataloader(self, split: str, epoch: int = 0):
         items = self._split(split)
-        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+        rank, world = self._rank_world()
         train = split == "train"
         bs = self.loader_rc.get("batch_size", 32) if train else self.loader_rc.get("eval_batch_size", 32)
         sampler = None
