@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import runner_env
 from s3prl_speechprompt import report
 from s3prl_speechprompt.s3prl_plugin import compat
 from s3prl_speechprompt.tasks.base import Item, Task
@@ -179,15 +180,8 @@ def test_lstm_head_requires_the_hook(toy_tasks, tmp_path):
 # end to end through s3prl's runner
 # ------------------------------------------------------------------------------------------------
 
-def _env():
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
 def _start(*args):
-    return subprocess.Popen(RUNNER + list(args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return subprocess.Popen(RUNNER + list(args), env=runner_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
 
@@ -323,7 +317,7 @@ def test_report_lists_pt_ftlm_and_linear_runs(ks_runs):
 @pytest.mark.slow
 def test_report_command_line(ks_runs, tmp_path):
     out = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "report", str(ks_runs["linear"]["exp"]),
-                          "--format", "csv", "--references", "none"], capture_output=True, text=True, env=_env())
+                          "--format", "csv", "--references", "none"], capture_output=True, text=True, env=runner_env())
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and ",ks,SUPERB linear," in lines[1] and ",64780," in lines[1]

@@ -20,6 +20,7 @@ import soundfile as sf
 import yaml
 
 import test_s3prl_expert as tse
+from conftest import runner_env
 from s3prl_speechprompt.s3prl_plugin import registry
 from s3prl_speechprompt.tasks import base
 from s3prl_speechprompt.tasks.base import get_task
@@ -247,7 +248,7 @@ def _kmeans(env) -> Path:
 
 
 def _run(args, extra_env=None):
-    env = tse._env()
+    env = runner_env()
     env.update(extra_env or {})
     out = subprocess.run(tse.RUNNER + list(args), capture_output=True, text=True, env=env)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-4000:])
