@@ -180,3 +180,18 @@ def test_blstm_baseline_on_a_generic_tsv_task(ks, tmp_path):
     assert ev["trainable_params"] == res["trainable_params"] and ev["task"] == "my_csv_task"
     predicted = {line.split("\t")[1] for line in (exp / "test_predict.txt").read_text().splitlines()}
     assert predicted <= set(CLASSES)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_max_updates(ks, tiny_lm, tmp_path):
+    from s3prl_speechprompt.engine.trainer import cosine_schedule
+    lr_at = cosine_schedule(1e-2, 10, 110)
+    assert lr_at(5) == pytest.approx(5e-3) and lr_at(10) == pytest.approx(1e-2)
+    assert lr_at(60) == pytest.approx(5e-3) and lr_at(110) == pytest.approx(0.0) and lr_at(500) == pytest.approx(0.0)
+    assert all(lr_at(u) >= lr_at(u + 1) for u in range(10, 120))
+    out = cli("train", "--task", "ks", "--train", ks["train"], "--valid", ks["valid"], "--ulm", tiny_lm,
+              "--lr-schedule", "cosine", "--out", tmp_path / "no_budget", check=False)
+    assert out.returncode == 2 and "--lr-schedule cosine" in out.stderr and "--max-updates" in out.stderr
+    res = last_json(cli("train", "--task", "ks", "--train", ks["train"], "--valid", ks["valid"], "--ulm", tiny_lm,
+                        "--lr-schedule", "cosine", "--max-updates", 8, "--out", tmp_path / "cos"))
+    assert res["updates"] == 8
+    assert json.loads((tmp_path / "cos" / "config.json").read_text())["train_config"]["lr_schedule"] == "cosine"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from s3prl_speechprompt.engine.trainer import METHODS, TrainConfig, train
+from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig, train
 from s3prl_speechprompt.prompt.verbalizer import METHODS as VERBALIZERS
 
 NAME = "train"
@@ -28,6 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prompt-length", type=int, default=None, help="L deep-prompt positions (default: the task's)")
     parser.add_argument("--verbalizer", choices=VERBALIZERS, default=d.verbalizer)
     parser.add_argument("--lr", type=float, default=None, help="default: PT 5e-3, FT-LM 5e-4*sqrt(1024/d), BLSTM 1e-3")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                        help="paper: PT constant, FT-LM inverse-sqrt (the reference's); cosine: the same warmup, "
+                             "then decay to 0 at --max-updates (needs --max-updates)")
     parser.add_argument("--warmup", type=int, default=None, help="FT-LM warmup updates (default min(4000, epoch/2))")
     parser.add_argument("--dropout", type=float, default=None, help="LM dropout (default PT 0, FT-LM 0.1)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -47,7 +50,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     try:
         cfg = TrainConfig(task=args.task, method=args.method, prompt_length=args.prompt_length,
-                          verbalizer=args.verbalizer, lr=args.lr, warmup=args.warmup, dropout=args.dropout,
+                          verbalizer=args.verbalizer, lr=args.lr, lr_schedule=args.lr_schedule,
+                          warmup=args.warmup, dropout=args.dropout,
                           batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
                           max_updates=args.max_updates, valid_interval=args.valid_interval,
                           clip_norm=args.clip_norm, seed=args.seed, threads=args.threads,

@@ -32,6 +32,7 @@ from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_
 from s3prl_speechprompt.prompt.verbalizer import build_verbalizer
 
 METHODS = ("pt", "ftlm", "blstm")
+LR_SCHEDULES = ("paper", "cosine")
 FORMAT = "s3prl-speechprompt-engine/1"
 
 
@@ -43,6 +44,7 @@ class TrainConfig:
     verbalizer: str = "freq"
     lr: Optional[float] = None               # None: per-method default (see module doc)
     warmup: Optional[int] = None             # FT-LM only; None: min(4000, half an epoch)
+    lr_schedule: str = "paper"               # paper: PT fixed / FT-LM inverse-sqrt; cosine: decay to 0 at max_updates
     dropout: Optional[float] = None          # LM dropout; None: 0 for PT, 0.1 for FT-LM (BLSTM: 0.2)
     batch_size: int = 32
     max_epochs: int = 300
@@ -61,6 +63,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and self.max_updates <= 0:
+            raise ValueError("--lr-schedule cosine decays to 0 at --max-updates; give --max-updates N (N > 0)")
 
 
 def task_defaults(task: str):
@@ -185,13 +191,25 @@ def write_config(exp: Path, config: dict) -> None:
     atomic_write_text(exp / "config.json", json.dumps(config, indent=1) + "\n")
 
 
+def cosine_schedule(lr: float, warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warmup, then half a cosine from ``lr`` to 0 at update ``total``: the small steps at the end
+    settle the prompts instead of leaving them to jitter at a constant lr."""
+    def lr_at(u: int) -> float:
+        if u < warmup:
+            return lr * u / warmup
+        frac = min(1.0, (u - warmup) / max(1, total - warmup))
+        return lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return lr_at
+
+
 def check_resume_config(exp: Path, cfg: TrainConfig) -> None:
     """A resumed run must use the settings of the run it continues (except those in RESUMABLE)."""
     path = exp / "config.json"
     if not path.is_file():
         return
     old = json.loads(path.read_text())["train_config"]
-    diff = [f.name for f in fields(cfg) if f.name not in cfg.RESUMABLE and old.get(f.name) != getattr(cfg, f.name)]
+    diff = [f.name for f in fields(cfg)
+            if f.name not in cfg.RESUMABLE and old.get(f.name, f.default) != getattr(cfg, f.name)]
     if diff:
         shown = ", ".join(f"--{k.replace('_', '-')} {old.get(k)!r} (now {getattr(cfg, k)!r})" for k in diff)
         raise ValueError(f"{path}: --resume with different settings than the original run: {shown}; "
@@ -242,6 +260,8 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
         lr = cfg.lr if cfg.lr is not None else 5e-4 * math.sqrt(1024 / d)
         warmup = cfg.warmup if cfg.warmup is not None else max(1, min(4000, n_batches // 2))
         lr_at = lambda u: lr * min(u / warmup, math.sqrt(warmup / u))           # noqa: E731  (inverse_sqrt)
+    if cfg.lr_schedule == "cosine":
+        lr_at = cosine_schedule(lr, warmup, cfg.max_updates)
 
     exp.mkdir(parents=True, exist_ok=True)
     if resume:
