@@ -40,15 +40,19 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("bench_ks"))
     ap.add_argument("--units", nargs="+", default=["hubert100", "cpc100"])
     ap.add_argument("--arch", default="ulm_small")
-    ap.add_argument("--pretrain-updates", type=int, default=300)
+    ap.add_argument("--pretrain-updates", type=int, default=1500,
+                    help="~5 epochs of the 1.2M-token train split; the LM's valid loss stops falling about here")
     ap.add_argument("--prompt-length", type=int, default=32,
                     help="L; 32 spends the paper's ~0.08M trainable budget on a 4-layer, d=256 LM")
     ap.add_argument("--pt-updates", type=int, default=6000)
     ap.add_argument("--pt-verbalizer", default="learnable",
                     help="learnable (SpeechPrompt v2 linear head, +1.7k parameters here; the best here) or freq (v1's)")
     ap.add_argument("--pt-lr", type=float, default=None, help="PT learning rate (default: the CLI's, 5e-3)")
-    ap.add_argument("--ft-updates", type=int, default=300)
-    ap.add_argument("--blstm-updates", type=int, default=300)
+    ap.add_argument("--pt-lr-schedule", default="paper", help="paper (constant, the reference's) or cosine")
+    ap.add_argument("--ft-updates", type=int, default=1500)
+    ap.add_argument("--blstm-updates", type=int, default=3000)
+    ap.add_argument("--baseline-lr-schedule", default="cosine",
+                    help="FT-LM / BLSTM schedule: cosine decays to 0 at their fixed update budget")
     ap.add_argument("--blstm-hidden", type=int, default=128)
     ap.add_argument("--valid-interval", type=int, default=500)
     ap.add_argument("--methods", nargs="+", default=["pt", "blstm", "ftlm"], help="run on the first --units")
@@ -99,16 +103,19 @@ def main(argv=None):
                 cmd += ["--ulm", ulm]
             if method == "pt":
                 cmd += ["--prompt-length", args.prompt_length, "--max-updates", args.pt_updates,
-                        "--verbalizer", args.pt_verbalizer, "--patience", 100]
+                        "--verbalizer", args.pt_verbalizer]
                 cmd += ["--lr", args.pt_lr] if args.pt_lr else []
+                cmd += ["--lr-schedule", args.pt_lr_schedule, "--patience", 100]
             elif method == "ftlm":
-                cmd += ["--max-updates", args.ft_updates]
+                cmd += ["--max-updates", args.ft_updates, "--lr-schedule", args.baseline_lr_schedule, "--patience", 100]
             else:
-                cmd += ["--max-updates", args.blstm_updates, "--blstm-hidden", args.blstm_hidden]
+                cmd += ["--max-updates", args.blstm_updates, "--blstm-hidden", args.blstm_hidden,
+                        "--lr-schedule", args.baseline_lr_schedule, "--patience", 100]
             s, secs = sh(cmd, log)
             ev, esecs = sh(["evaluate", "--exp", exp, "--split", "test", ks / "test.txt"], log)
             name = {"pt": f"PT (L={args.prompt_length}, {args.pt_verbalizer} verbalizer, {args.pt_updates} upd.)",
-                    "ftlm": "FT-LM", "blstm": "unit BLSTM"}[method]
+                    "ftlm": f"FT-LM ({args.ft_updates} upd.)",
+                    "blstm": f"unit BLSTM ({args.blstm_updates} upd.)"}[method]
             record(key, {"method": name, "units": units, "accuracy": ev["accuracy"],
                          "trainable_params": ev["trainable_params"], "prompt_bytes": ev["prompt_bytes"],
                          "seconds": round(s["seconds"] + esecs, 1), "updates": s["updates"], "epochs": round(s["epochs"], 2),
