@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from s3prl_speechprompt.engine.trainer import LR_SCHEDULES
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,10 +50,11 @@ def main(argv=None):
     ap.add_argument("--pt-verbalizer", default="learnable",
                     help="learnable (SpeechPrompt v2 linear head, +1.7k parameters here; the best here) or freq (v1's)")
     ap.add_argument("--pt-lr", type=float, default=None, help="PT learning rate (default: the CLI's, 5e-3)")
-    ap.add_argument("--pt-lr-schedule", default="paper", help="paper (constant, the reference's) or cosine")
+    ap.add_argument("--pt-lr-schedule", choices=LR_SCHEDULES, default="paper",
+                    help="paper (constant, the reference's) or cosine")
     ap.add_argument("--ft-updates", type=int, default=1500)
     ap.add_argument("--blstm-updates", type=int, default=3000)
-    ap.add_argument("--baseline-lr-schedule", default="cosine",
+    ap.add_argument("--baseline-lr-schedule", choices=LR_SCHEDULES, default="cosine",
                     help="FT-LM / BLSTM schedule: cosine decays to 0 at their fixed update budget")
     ap.add_argument("--blstm-hidden", type=int, default=128)
     ap.add_argument("--valid-interval", type=int, default=500)
@@ -97,20 +100,20 @@ def main(argv=None):
             if key in results["rows"]:
                 continue
             exp = out / f"{units}_{tag}"
-            cmd = ["train", "--task", "ks", "--train", ks / "train.txt", "--valid", valid,
-                   "--method", method, "--out", exp, "--resume", "--valid-interval", args.valid_interval]
+            cmd = ["train", "--task", "ks", "--train", ks / "train.txt", "--valid", valid, "--method", method,
+                   "--out", exp, "--resume", "--valid-interval", args.valid_interval, "--patience", 100]
             if method != "blstm":
                 cmd += ["--ulm", ulm]
             if method == "pt":
                 cmd += ["--prompt-length", args.prompt_length, "--max-updates", args.pt_updates,
                         "--verbalizer", args.pt_verbalizer]
                 cmd += ["--lr", args.pt_lr] if args.pt_lr else []
-                cmd += ["--lr-schedule", args.pt_lr_schedule, "--patience", 100]
+                cmd += ["--lr-schedule", args.pt_lr_schedule]
             elif method == "ftlm":
-                cmd += ["--max-updates", args.ft_updates, "--lr-schedule", args.baseline_lr_schedule, "--patience", 100]
+                cmd += ["--max-updates", args.ft_updates, "--lr-schedule", args.baseline_lr_schedule]
             else:
                 cmd += ["--max-updates", args.blstm_updates, "--blstm-hidden", args.blstm_hidden,
-                        "--lr-schedule", args.baseline_lr_schedule, "--patience", 100]
+                        "--lr-schedule", args.baseline_lr_schedule]
             s, secs = sh(cmd, log)
             ev, esecs = sh(["evaluate", "--exp", exp, "--split", "test", ks / "test.txt"], log)
             name = {"pt": f"PT (L={args.prompt_length}, {args.pt_verbalizer} verbalizer, {args.pt_updates} upd.)",

@@ -183,8 +183,8 @@ def test_blstm_baseline_on_a_generic_tsv_task(ks, tmp_path):
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_at_max_updates(ks, tiny_lm, tmp_path):
-    from s3prl_speechprompt.engine.trainer import cosine_schedule
-    lr_at = cosine_schedule(1e-2, 10, 110)
+    from s3prl_speechprompt.engine.trainer import TrainConfig, lr_schedule
+    lr_at = lr_schedule(TrainConfig(lr_schedule="cosine", max_updates=110), 1e-2, 10)
     assert lr_at(5) == pytest.approx(5e-3) and lr_at(10) == pytest.approx(1e-2)
     assert lr_at(60) == pytest.approx(5e-3) and lr_at(110) == pytest.approx(0.0) and lr_at(500) == pytest.approx(0.0)
     assert all(lr_at(u) >= lr_at(u + 1) for u in range(10, 120))

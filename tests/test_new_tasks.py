@@ -311,20 +311,20 @@ def _result(runs, key):
 
 
 def test_csv_prompt_tuning_through_s3prl_runner(runs):
-    exp, test = _result(runs, "csv")
     """9 classes, 27 test utterances by 2 unseen speakers. Measured (separate runs, same settings): corpus seed 0
     0.30, seed 1 0.26 (7/27); chance 0.111; asserted >= 0.22 (6/27, 2x chance). More data (16,4,4 per class,
     300 steps: 0.22 / 0.75) or more training speakers (12: 0.22 / 0.22) did not make it steadier."""
+    exp, test = _result(runs, "csv")
     print(f"CSV PT test accuracy {test['accuracy']:.3f} (9 classes, chance 0.111)")
     assert test["accuracy"] >= 0.22
     assert (exp / "test_predict.txt").is_file()
 
 
 def test_er_prompt_tuning_through_s3prl_runner(runs):
-    exp, test = _result(runs, "er")
     """4 balanced classes, 48 test utterances (per_emotion 6, 300 steps). Measured (separate runs): corpus seed 0
     0.417, seed 1 0.417 (20/48); chance 0.25; asserted >= 0.35 (17/48). With per_emotion 4 and 250 steps it
     was 0.375 / 0.50 on 32 utterances."""
+    exp, test = _result(runs, "er")
     print(f"ER PT test accuracy {test['accuracy']:.3f} (4 balanced classes, chance 0.25)")
     assert test["accuracy"] >= 0.35
 

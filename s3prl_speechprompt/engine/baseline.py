@@ -89,7 +89,7 @@ def build_model(meta: dict) -> UnitBLSTM:
 
 
 def train_blstm(train_path, valid_path, exp, cfg, resume=False, log=print) -> dict:
-    from s3prl_speechprompt.engine.trainer import FORMAT, Fitter, check_resume_config, cosine_schedule, write_config
+    from s3prl_speechprompt.engine.trainer import FORMAT, Fitter, check_resume_config, lr_schedule, write_config
 
     exp = Path(exp)
     torch.set_num_threads(cfg.threads or default_threads())
@@ -142,8 +142,7 @@ def train_blstm(train_path, valid_path, exp, cfg, resume=False, log=print) -> di
                            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}},
                           exp / "model.pt")
 
-    lr_at = cosine_schedule(lr, 0, cfg.max_updates) if cfg.lr_schedule == "cosine" else (lambda u: lr)
-    fitter = Fitter(exp, cfg, list(model.parameters()), lr_at, log)
+    fitter = Fitter(exp, cfg, list(model.parameters()), lr_schedule(cfg, lr, warmup=0), log)
     if resume:
         fitter.restore(lambda sd: model.load_state_dict(sd))
     summary = fitter.run([len(x) for x in tr_x], batch_loss, valid_loss,

@@ -191,15 +191,22 @@ def write_config(exp: Path, config: dict) -> None:
     atomic_write_text(exp / "config.json", json.dumps(config, indent=1) + "\n")
 
 
-def cosine_schedule(lr: float, warmup: int, total: int) -> Callable[[int], float]:
-    """Linear warmup, then half a cosine from ``lr`` to 0 at update ``total``: the small steps at the end
-    settle the prompts instead of leaving them to jitter at a constant lr."""
-    def lr_at(u: int) -> float:
-        if u < warmup:
-            return lr * u / warmup
-        frac = min(1.0, (u - warmup) / max(1, total - warmup))
-        return lr * 0.5 * (1.0 + math.cos(math.pi * frac))
-    return lr_at
+def lr_schedule(cfg: TrainConfig, lr: float, warmup: int) -> Callable[[int], float]:
+    """Learning rate per update. ``paper``: constant without warmup (PT, BLSTM; fairseq 'fixed'), else linear
+    warmup then inverse-sqrt (FT-LM). ``cosine``: the same warmup, then half a cosine from ``lr`` to 0 at
+    ``cfg.max_updates``, whose small last steps settle the weights instead of leaving them to jitter."""
+    if cfg.lr_schedule == "cosine":
+        total = cfg.max_updates
+
+        def lr_at(u: int) -> float:
+            if u < warmup:
+                return lr * u / warmup
+            frac = min(1.0, (u - warmup) / max(1, total - warmup))
+            return lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+        return lr_at
+    if warmup:
+        return lambda u: lr * min(u / warmup, math.sqrt(warmup / u))
+    return lambda u: lr
 
 
 def check_resume_config(exp: Path, cfg: TrainConfig) -> None:
@@ -208,10 +215,10 @@ def check_resume_config(exp: Path, cfg: TrainConfig) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text())["train_config"]
-    diff = [f.name for f in fields(cfg)
-            if f.name not in cfg.RESUMABLE and old.get(f.name, f.default) != getattr(cfg, f.name)]
+    was = {f.name: old.get(f.name, f.default) for f in fields(cfg)}    # settings added later: their default
+    diff = [k for k, v in was.items() if k not in cfg.RESUMABLE and v != getattr(cfg, k)]
     if diff:
-        shown = ", ".join(f"--{k.replace('_', '-')} {old.get(k)!r} (now {getattr(cfg, k)!r})" for k in diff)
+        shown = ", ".join(f"--{k.replace('_', '-')} {was[k]!r} (now {getattr(cfg, k)!r})" for k in diff)
         raise ValueError(f"{path}: --resume with different settings than the original run: {shown}; "
                          f"use the original settings or a fresh --out")
 
@@ -254,14 +261,10 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     n_batches = len(bucketed_batches(lengths, max_sentences=cfg.batch_size, seed=cfg.seed))
     if pt:
         lr = cfg.lr if cfg.lr is not None else 5e-3
-        lr_at = lambda u: lr                                                    # noqa: E731  (fairseq 'fixed')
         warmup = 0
     else:
         lr = cfg.lr if cfg.lr is not None else 5e-4 * math.sqrt(1024 / d)
         warmup = cfg.warmup if cfg.warmup is not None else max(1, min(4000, n_batches // 2))
-        lr_at = lambda u: lr * min(u / warmup, math.sqrt(warmup / u))           # noqa: E731  (inverse_sqrt)
-    if cfg.lr_schedule == "cosine":
-        lr_at = cosine_schedule(lr, warmup, cfg.max_updates)
 
     exp.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -285,7 +288,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
         f"{n_batches} batches per epoch, lr {lr:g}")
 
     params = list(model.trainable_parameters().values())
-    fitter = Fitter(exp, cfg, params, lr_at, log)
+    fitter = Fitter(exp, cfg, params, lr_schedule(cfg, lr, warmup), log)
 
     def state_fn():
         return model.trainable_state_dict()
