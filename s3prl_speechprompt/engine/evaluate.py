@@ -5,6 +5,11 @@ inverse verbalizer, and the task's scorer (``get_task(name).score``; tasks witho
 class use the base exact-match accuracy, so any classification unit file works). BLSTM: argmax per
 label slot. The LM is checked against the sha256 recorded at training time, so prompts are never
 silently applied to a different LM.
+
+Writes, per split: ``<split>_predict.txt`` / ``<split>_truth.txt`` (``id<TAB>label string``),
+``<split>_predictions.jsonl`` (per-utterance label tokens with ids, the format of
+:mod:`s3prl_speechprompt.predictions` that ``speechprompt report`` reads; ids of SpeechPrompt's id-less unit
+files are ``<stem>-<line number>``) and ``<split>_scores.json`` (the returned dict).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from tqdm import tqdm
 
 from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
+from s3prl_speechprompt.predictions import predictions_name, write_predictions
 
 
 class MismatchedLMError(ValueError):
@@ -99,7 +105,12 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
                       "".join(f"{r.id}\t{task.label_string(h)}\n" for r, h in zip(records, hyps)))
     atomic_write_text(exp / f"{split}_truth.txt",
                       "".join(f"{r.id}\t{task.label_string(t)}\n" for r, t in zip(records, refs)))
+    seed = (config.get("train_config") or {}).get("seed")
+    write_predictions(exp / predictions_name(split), [r.id for r in records], refs, hyps, task=config["task"],
+                      split=split, mode="evaluate", seed=seed, source=f"speechprompt evaluate {units_path}")
     result = {k: round(float(v), 6) for k, v in metrics.items()}
     result.update(trainable_params=config["trainable_params"], prompt_bytes=weights.stat().st_size, split=split,
-                  n=len(records), unfinished=unfinished, method=config["method"], task=config["task"])
+                  n=len(records), unfinished=unfinished, method=config["method"], task=config["task"], seed=seed,
+                  units=str(units_path))
+    atomic_write_text(exp / f"{split}_scores.json", json.dumps(result, indent=1) + "\n")
     return result

@@ -2,7 +2,10 @@
 
 Per evaluated split: tensorboard scalars ``<tag>/<split>-<metric|loss>``, a ``log.log`` line
 ``step N: <split> <metric>: <value>; ...; loss: <value>``, ``<split>_predict.txt`` / ``<split>_truth.txt``
-(id + label string, sorted by id), and ``dev-best.ckpt`` whenever the task's primary metric on its
+(id + label string, sorted by id; s3prl's convention), ``<split>_predictions.jsonl`` (the per-utterance
+format of :mod:`s3prl_speechprompt.predictions`, read by ``speechprompt report``; during training also kept
+per step as ``predictions/<split>-step<N>.jsonl`` for the latest and the best-dev step of every split but the
+best split), and ``dev-best.ckpt`` whenever the task's primary metric on its
 ``best_split`` (default ``dev``) improves. Once per run: ``speechprompt_info.json`` (sizes).
 
 The expert provides ``log_tag``, ``log_prefix``, ``size_info() -> dict`` and may override
@@ -11,8 +14,10 @@ The expert provides ``log_tag``, ``log_prefix``, ``size_info() -> dict`` and may
 from __future__ import annotations
 
 import json
+import re
 
 from s3prl_speechprompt.atomic import atomic_write_text
+from s3prl_speechprompt.predictions import predictions_name, write_predictions
 
 
 class RecordLogger:
@@ -38,14 +43,37 @@ class RecordLogger:
         for kind, name in (("hyp", "predict"), ("ref", "truth")):
             atomic_write_text(self.expdir / f"{split}_{name}.txt", "".join(
                 f"{records['id'][i]} {self.task.label_string(records[kind][i])}\n" for i in order))
+        self._write_predictions(split, records, global_step)
         with open(self.expdir / "log.log", "a") as f:
             f.write(f"step {global_step}: " + "; ".join(lines) + f"; loss: {loss:.6g}\n")
         print(f"[{self.log_prefix}] step {global_step}: " + "; ".join(lines))
         score = metrics[self.task.primary_metric] * (1 if self.task.higher_is_better else -1)
         if split == getattr(self.task, "best_split", "dev") and score > float(self.best_score):
             self.best_score.fill_(score)
+            self._best_step = global_step
             return ["dev-best.ckpt"]
         return []
+
+    def _write_predictions(self, split: str, records, global_step: int) -> None:
+        """``<split>_predictions.jsonl``; in training also ``predictions/<split>-step<N>.jsonl``, pruned to the
+        latest and the best-dev step, so the report finds the predictions of the step its test number is from."""
+        kwargs = getattr(self, "kwargs", {}) or {}
+        mode = "evaluate" if kwargs.get("mode") == "evaluate" else "train"
+        meta = dict(task=self.cfg.task, split=split, step=global_step, mode=mode, seed=kwargs.get("seed"),
+                    source="s3prl runner")
+        args = (records["id"], records["ref"], records["hyp"])
+        write_predictions(self.expdir / predictions_name(split), *args, **meta)
+        if mode != "train" or split == getattr(self.task, "best_split", "dev"):
+            return
+        folder = self.expdir / "predictions"
+        write_predictions(folder / f"{split}-step{global_step}.jsonl", *args, **meta)
+        best = getattr(self, "_best_step", None)
+        if best is None:           # unknown until the best split improves in this process: keep everything
+            return
+        for old in folder.glob(f"{split}-step*.jsonl"):
+            m = re.fullmatch(rf"{re.escape(split)}-step(\d+)\.jsonl", old.name)
+            if m and int(m.group(1)) not in (global_step, best):
+                old.unlink()
 
     def _log_size(self, logger, tag):
         info = self.size_info()

@@ -33,20 +33,28 @@ def _as_list(value, key):
     return [str(v) for v in value]
 
 
-def error_rates(hyps: Sequence[Sequence[Optional[str]]], refs: Sequence[Sequence[str]]) -> Dict[str, float]:
-    """SUPERB ASR's WER and UER (here ``cer``), in percent, from label-token sequences (``|`` = word boundary)."""
+def edit_counts(hyps: Sequence[Sequence[Optional[str]]], refs: Sequence[Sequence[str]]) -> Dict[str, tuple]:
+    """Per utterance, SUPERB ASR's counts: ``{"wer": (word edits, reference words), "cer": (character-token
+    edits, reference character tokens)}`` as lists (``|`` counts as a character token, ``None`` as one edit)."""
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} predictions for {len(refs)} references")
-    char_err = char_n = word_err = word_n = 0
+    counts = {"wer": ([], []), "cer": ([], [])}
     for h, r in zip(hyps, refs):
         h = [UNDECODABLE if t is None else t for t in h]
-        char_err += editdistance.eval(h, list(r))
-        char_n += len(r)
+        counts["cer"][0].append(editdistance.eval(h, list(r)))
+        counts["cer"][1].append(len(r))
         hw, rw = tokens_to_text(h).split(), tokens_to_text(r).split()
-        word_err += editdistance.eval(hw, rw)
-        word_n += len(rw)
-    return {"wer": 100.0 * word_err / word_n if word_n else 100.0,
-            "cer": 100.0 * char_err / char_n if char_n else 100.0}
+        counts["wer"][0].append(editdistance.eval(hw, rw))
+        counts["wer"][1].append(len(rw))
+    return counts
+
+
+def error_rates(hyps: Sequence[Sequence[Optional[str]]], refs: Sequence[Sequence[str]]) -> Dict[str, float]:
+    """SUPERB ASR's WER and UER (here ``cer``), in percent, from label-token sequences (``|`` = word boundary)."""
+    out = {}
+    for name, (err, n) in edit_counts(hyps, refs).items():
+        out[name] = 100.0 * sum(err) / sum(n) if sum(n) else 100.0
+    return out
 
 
 @register_task
@@ -57,6 +65,7 @@ class SpeechRecognition(SequenceTask):
     primary_metric = "wer"
     higher_is_better = False
     default_prompt_length = 176        # paper, ASR/SF: 4.5M = 1024 * (25 * 176 + 1) trainable parameters
+    scores_in_percent = True
 
     def __init__(self, libri_root: str = "", train=("train-clean-100",), dev=("dev-clean",),
                  test=("test-clean",), n_jobs: int = 1, **datarc):
@@ -103,6 +112,10 @@ class SpeechRecognition(SequenceTask):
 
     def score(self, hyps, refs) -> Dict[str, float]:
         return error_rates(hyps, refs)
+
+    def utterance_scores(self, hyps, refs):
+        """WER / CER as (edits, reference length) per utterance (:func:`edit_counts`)."""
+        return {k: (list(map(float, e)), list(map(float, n))) for k, (e, n) in edit_counts(hyps, refs).items()}
 
     def ctc_vocabulary(self) -> List[str]:
         """The BLSTM-CTC baseline's outputs, as SUPERB's ASR: fairseq's 4 specials (blank = ``<s>``) + char.dict."""

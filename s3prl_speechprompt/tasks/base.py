@@ -21,7 +21,7 @@ import importlib.util
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Type
+from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 from s3prl_speechprompt.tasks.audio import SAMPLE_RATE, read_item_audio  # noqa: F401  (re-exported)
 
@@ -62,6 +62,7 @@ class Task:
     higher_is_better: bool = True
     default_prompt_length: int = 3            # at GSLM width; the paper's KS value
     max_label_tokens: int = 1                 # decoding budget in label tokens (x code length, + </s>)
+    scores_in_percent: bool = False           # score() returns percent (ASR, as SUPERB logs it), else fractions
 
     def __init__(self, **datarc):
         self.datarc = datarc
@@ -75,6 +76,14 @@ class Task:
             raise ValueError(f"{len(hyps)} predictions for {len(refs)} references")
         correct = sum(list(h) == list(r) for h, r in zip(hyps, refs))
         return {"accuracy": correct / max(len(refs), 1)}
+
+    def utterance_scores(self, hyps, refs) -> Dict[str, Tuple[List[float], List[float]]]:
+        """Per-utterance ``(numerator, denominator)`` lists for each metric such that the corpus metric, as a
+        fraction, is ``sum(num) / sum(den)``: what a bootstrap over utterances resamples (``speechprompt
+        report``). Here: accuracy = correct (0/1) over 1 per utterance."""
+        if len(hyps) != len(refs):
+            raise ValueError(f"{len(hyps)} predictions for {len(refs)} references")
+        return {"accuracy": ([float(list(h) == list(r)) for h, r in zip(hyps, refs)], [1.0] * len(refs))}
 
     def label_string(self, tokens: Sequence[Optional[str]]) -> str:
         """How a label-token sequence is written to prediction/truth files."""

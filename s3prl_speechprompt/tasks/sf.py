@@ -62,6 +62,42 @@ def slot_metrics(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
     return out
 
 
+def slot_utterance_scores(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, tuple]:
+    """Per utterance ``(numerator, denominator)`` lists whose ratio of sums is each of :data:`METRICS`, from
+    s3prl's own functions called on one utterance at a time: ``slot_type_f1`` is their mean of per-utterance
+    F1 (numerator F1, denominator 1); the error rates are edits over reference length, the length counted
+    as s3prl counts it (characters / space-split words of the text or of the reference slot values) and the
+    edits recovered as rate x length (integers, so rounded exactly). Sums equal s3prl on the whole set."""
+    from s3prl.downstream.ctc import metric
+
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} predictions for {len(refs)} references")
+    out = {name: ([], []) for name in METRICS}
+
+    def add(name, fn, p, t, length):
+        rate = float(fn([p], [t])) if length else 0.0
+        out[name][0].append(float(round(rate * length)))
+        out[name][1].append(float(length))
+
+    for p, t in zip(hyps, refs):
+        values = _ref_slot_values(p, t)
+        out["slot_type_f1"][0].append(float(metric.slot_type_f1([p], [t])))
+        out["slot_type_f1"][1].append(1.0)
+        add("slot_value_cer", metric.slot_value_cer, p, t, sum(len(v) for v in values))
+        add("slot_value_wer", metric.slot_value_wer, p, t, sum(len(v.split(" ")) for v in values))
+        add("wer", metric.wer, p, t, len(t.split(" ")))
+        add("cer", metric.cer, p, t, len(t))
+    return out
+
+
+def _ref_slot_values(hyp: str, ref: str) -> List[str]:
+    """The reference slot values as s3prl's ``parse`` extracts them (``value:slot;...``)."""
+    from s3prl.downstream.ctc import metric
+
+    ref_slots = metric.parse(hyp, ref)[2]
+    return [s.split(":")[0] for s in ref_slots.split(";")] if ref_slots else []
+
+
 @register_task
 class SlotFilling(SequenceTask):
     name = "sf"
@@ -143,6 +179,10 @@ class SlotFilling(SequenceTask):
 
     def score(self, hyps, refs) -> Dict[str, float]:
         return slot_metrics([tokens_to_superb_string(h) for h in hyps], [tokens_to_superb_string(r) for r in refs])
+
+    def utterance_scores(self, hyps, refs):
+        return slot_utterance_scores([tokens_to_superb_string(h) for h in hyps],
+                                     [tokens_to_superb_string(r) for r in refs])
 
     def label_string(self, tokens) -> str:
         """SUPERB's decoded form, e.g. ``PLAY B-artist ADELE E-artist``."""

@@ -1,9 +1,9 @@
-"""Side-by-side comparison of finished s3prl experiment directories and published numbers.
+"""Reading finished experiment directories into table rows.
 
 :func:`collect_run` reads one experiment directory written by s3prl's runner with any of our
-downstreams (``speechprompt_<task>`` PT / FT-LM, ``speechprompt_<task>_linear|_lstm`` baselines);
-:func:`reference_rows` gives the published SpeechPrompt and SUPERB numbers; :func:`render` prints
-one table (Markdown, CSV or JSON). Nothing here trains or needs the data.
+downstreams (``speechprompt_<task>`` PT / FT-LM, ``speechprompt_<task>_linear|_lstm`` baselines), or
+by ``speechprompt train`` + ``speechprompt evaluate`` (:func:`collect_engine_run`). Nothing here
+trains or needs the data.
 
 Where each column comes from (all written by the runner or by our experts; nothing is estimated):
 
@@ -19,6 +19,10 @@ test metric(s)            ``log.log`` lines ``step N: <split> <metric>: <value>;
                           test result logged at the best dev step (the step ``dev-best.ckpt`` holds),
                           else the last test result. Fallback when ``log.log`` is absent: the
                           tensorboard scalars ``*/<split>-<metric>``
+per-utterance file        ``<split>_predictions.jsonl`` (-m evaluate, step 0) or
+                          ``predictions/<split>-step<N>.jsonl`` (the step the test number is from),
+                          else ``<split>_predictions.jsonl`` if its header names that step
+seed                      training ``args_*.yaml`` ``seed`` (s3prl's ``--seed``)
 trainable params, bytes   ``speechprompt_info.json`` (``trainable_params``, ``checkpoint_bytes`` =
                           serialized downstream state: what must be stored per task); featurizer
                           weights (weighted-sum layer weights) from the checkpoint's ``Featurizer``
@@ -27,146 +31,24 @@ wall time                 tensorboard event timestamps (the expdir's event files
                           training sessions; ``-m evaluate`` logs to a temporary dir): per session from
                           the command start (``args_<time>.yaml`` tag, local time) to its last event
 ========================  =====================================================================
+
+``speechprompt train`` directories (``config.json`` of format ``s3prl-speechprompt-engine/1``): task,
+method, LM, trainable parameters and seed from ``config.json``; test metrics from ``test_scores.json``
+(``speechprompt evaluate``), per-utterance predictions from ``test_predictions.jsonl``; steps and
+training seconds from ``checkpoint_last.pt``; bytes = ``prompt.pt`` / ``model.pt``.
 """
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
 import json
 import re
 import struct
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-# ------------------------------------------------------------------------------------------------
-# task conventions
-# ------------------------------------------------------------------------------------------------
-
-# metrics shown per task (SUPERB's names), their display name, and whether higher is better
-TASK_METRICS: Dict[str, List[Tuple[str, str, bool]]] = {
-    "ks": [("accuracy", "acc", True)],
-    "ic": [("accuracy", "acc", True)],
-    "asr": [("wer", "WER", False)],
-    "sf": [("slot_type_f1", "F1", True), ("slot_value_cer", "CER", False)],
-}
-METRIC_LABELS = {m: label for specs in TASK_METRICS.values() for m, label, _ in specs}
-METHOD_LABELS = {"pt": "PT (SpeechPrompt)", "ftlm": "FT-LM", "linear": "SUPERB linear", "lstm": "SUPERB BLSTM-CTC"}
-TASK_LABELS = {"ks": "KS", "ic": "IC", "asr": "ASR", "sf": "SF"}
-
-
-def superb_head_params(kind: str, dim: int, outputs: int) -> int:
-    """Closed-form parameter count of SUPERB's heads (``baseline_expert.build_head`` with SUPERB's modelrc).
-
-    linear: Linear(dim, 256) + Linear(256, outputs); lstm: Linear(dim, 1024) + 2 BLSTM layers of 1024 units per
-    direction (input 1024, then 2048) + Linear(2048, outputs).
-    """
-    if kind == "linear":
-        return dim * 256 + 256 + 256 * outputs + outputs
-    if kind == "lstm":
-        h = 1024
-
-        def lstm_dir(inp):
-            return 4 * h * (inp + h) + 2 * 4 * h
-
-        return dim * h + h + 2 * lstm_dir(h) + 2 * lstm_dir(2 * h) + 2 * h * outputs + outputs
-    raise ValueError(f"kind: expected 'linear' or 'lstm', got {kind!r}")
-
-
-# ------------------------------------------------------------------------------------------------
-# published numbers
-# ------------------------------------------------------------------------------------------------
-
-SPEECHPROMPT_SRC = "paper"       # SpeechPrompt v1, Interspeech 2022 (slides 36-40)
-SUPERB_SRC = "SUPERB"           # SUPERB leaderboard "paper" rows (Interspeech 2021, weighted sum)
-SOURCES = {
-    "run": "this run (the experiment directory given)",
-    SPEECHPROMPT_SRC: "published: SpeechPrompt v1 (Interspeech 2022; arXiv 2203.16773), Interspeech slides 36-40",
-    SUPERB_SRC: "published: SUPERB leaderboard, Interspeech 2021 paper rows (frozen upstream, weighted sum); "
-                "ASR WER on test-clean without LM; head parameters computed for the upstream's feature size",
-}
-
-# SpeechPrompt v1: (task, metric value, #param as printed); ASR = WER, SF = slot-type F1
-_SPEECHPROMPT = {
-    ("HuBERT", "PT"): {"ks": (95.16, "0.08M"), "ic": (98.40, "0.15M"), "asr": (34.17, "4.5M"), "sf": (66.90, "4.5M")},
-    ("HuBERT", "FT"): {"ks": (96.30, "0.2M"), "ic": (98.34, "0.2M"), "asr": (6.42, "43M"), "sf": (88.53, "43M")},
-    ("CPC", "PT"): {"ks": (93.54, "0.05M"), "ic": (97.57, "0.05M"), "asr": (59.41, "4.5M"), "sf": (65.25, "4.5M")},
-    ("CPC", "FT"): {"ks": (91.88, "0.07M"), "ic": (64.09, "0.07M"), "asr": (20.18, "42.5M"), "sf": (71.19, "42.5M")},
-}
-
-# SUPERB: upstream -> (feature dim, {task: metrics}); ASR WER test-clean without LM
-_SUPERB = {
-    "HuBERT Base": (768, {"ks": {"accuracy": 96.30}, "ic": {"accuracy": 98.34}, "asr": {"wer": 6.42},
-                          "sf": {"slot_type_f1": 88.53, "slot_value_cer": 25.20}}),
-    "wav2vec 2.0 Base": (768, {"ks": {"accuracy": 96.23}, "ic": {"accuracy": 92.35}, "asr": {"wer": 6.43},
-                               "sf": {"slot_type_f1": 88.30, "slot_value_cer": 24.77}}),
-    "modified CPC": (256, {"ks": {"accuracy": 91.88}, "ic": {"accuracy": 64.09}, "asr": {"wer": 20.18},
-                           "sf": {"slot_type_f1": 71.19, "slot_value_cer": 49.91}}),
-    "FBANK": (240, {"ks": {"accuracy": 41.38}, "ic": {"accuracy": 9.65}, "asr": {"wer": 23.18},
-                    "sf": {"slot_type_f1": 69.64, "slot_value_cer": 52.94}}),
-}
-_SUPERB_NOTES = {("FBANK", "ks"): "current leaderboard value (8.63 before 2021-10-14)",
-                 ("FBANK", "ic"): "current leaderboard value (9.10 before 2021-10-14)"}
-# outputs of SUPERB's heads: KS 12 classes, IC 6+14+4 slots, ASR 32 symbols (fairseq specials + char.dict)
-_SUPERB_OUTPUTS = {"ks": ("linear", 12), "ic": ("linear", 24), "asr": ("lstm", 32)}
-
-
-# ------------------------------------------------------------------------------------------------
-# rows
-# ------------------------------------------------------------------------------------------------
-
-@dataclass
-class Row:
-    source: str                     # "run" or "published: ..."
-    task: str
-    method: str
-    upstream: str = ""
-    metrics: Dict[str, float] = field(default_factory=dict)   # SUPERB metric name -> percent
-    test_from: str = ""             # which evaluation the test metrics come from
-    trainable_params: Optional[int] = None
-    params_text: str = ""           # as printed (published rows), or "+N featurizer"
-    bytes_per_task: Optional[int] = None
-    steps: Optional[int] = None
-    total_steps: Optional[int] = None
-    wall_s: Optional[float] = None
-    train_loop_s: Optional[float] = None
-    expdir: str = ""
-    notes: List[str] = field(default_factory=list)
-
-
-def reference_rows(tasks: Optional[Iterable[str]] = None) -> List[Row]:
-    """Published rows for ``tasks`` (default: all four). Metrics in percent."""
-    wanted = list(tasks) if tasks is not None else ["ks", "ic", "asr", "sf"]
-    rows = []
-    for task in wanted:
-        for (model, method), results in _SPEECHPROMPT.items():
-            if task in results:
-                value, params = results[task]
-                metric = TASK_METRICS[task][0][0]
-                head = "SUPERB linear" if task in ("ks", "ic") else "SUPERB BLSTM-CTC"
-                rows.append(Row(SPEECHPROMPT_SRC, task, METHOD_LABELS["pt"] if method == "PT" else head,
-                                upstream=f"{model} -> 100 units, GSLM uLM" if method == "PT" else f"{model} (continuous)",
-                                metrics={metric: value}, params_text=params))
-        for model, (dim, results) in _SUPERB.items():
-            if task not in results:
-                continue
-            params, text = None, ""
-            if task in _SUPERB_OUTPUTS:
-                kind, outputs = _SUPERB_OUTPUTS[task]
-                params = superb_head_params(kind, dim, outputs)
-            elif dim == 768:
-                text = "≈42.99M"
-            notes = [_SUPERB_NOTES[(model, task)]] if (model, task) in _SUPERB_NOTES else []
-            rows.append(Row(SUPERB_SRC, task, "SUPERB " + ("linear" if task in ("ks", "ic") else "BLSTM-CTC"),
-                            upstream=f"{model} (D={dim})", metrics=dict(results[task]), trainable_params=params,
-                            params_text=text or "head, computed", notes=notes))
-    return rows
-
-
-# ------------------------------------------------------------------------------------------------
-# reading one experiment directory
-# ------------------------------------------------------------------------------------------------
+from s3prl_speechprompt.predictions import predictions_name
+from s3prl_speechprompt.report.rows import METHOD_LABELS, TASK_METRICS, Row
 
 _LOG_LINE = re.compile(r"^step (\d+): (.*)$")
 _TIME_TAG = re.compile(r"^(args|config)_(\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d)\.yaml$")
@@ -264,6 +146,8 @@ def collect_run(expdir) -> Row:
     if not expdir.is_dir():
         row.notes.append("directory not found")
         return row
+    if is_engine_dir(expdir) and not any(expdir.glob("args_*.yaml")):
+        return collect_engine_run(expdir)
 
     args_files = sorted((p for p in expdir.glob("args_*.yaml") if _TIME_TAG.match(p.name)), key=lambda p: p.name)
     args = [(p, _load_yaml(p)) for p in args_files]
@@ -307,6 +191,12 @@ def collect_run(expdir) -> Row:
     else:
         up += " (continuous)"
     row.total_steps = (config.get("runner") or {}).get("total_steps")
+    row.seed = main_args.get("seed")
+    row.config_key = settings_key(
+        {k: main_args.get(k) for k in ("downstream", "upstream", "upstream_layer_selection",
+                                       "upstream_feature_selection", "upstream_trainable")},
+        {k: v for k, v in config.items() if k != "downstream_expert"},
+        {k: v for k, v in de.items() if k not in _RUN_SPECIFIC})
 
     # sizes
     row.trainable_params = info.get("trainable_params")
@@ -371,7 +261,7 @@ def _pick_test_metrics(row: Row, entries, eval_args, expdir: Path, best_info: di
     # -m evaluate results (step 0) -> their checkpoints, matched in order per split
     evaluated = [(i, e) for i, e in enumerate(entries) if e[0] == 0 and e[1] == test_split]
     eval_ckpts = [a.get("init_ckpt") for _, a in eval_args if a.get("evaluate_split") == test_split]
-    chosen, source = None, ""
+    chosen, source, chosen_step = None, "", 0
     if evaluated:
         k = len(evaluated) - 1
         chosen = evaluated[-1][1][2]
@@ -394,25 +284,128 @@ def _pick_test_metrics(row: Row, entries, eval_args, expdir: Path, best_info: di
                 best_step = next(s for s, v in devs if v == best_val)    # first best, as the experts keep it
         at_best = [m for s, sp, m in training if sp == test_split and s == best_step] if best_step else []
         if at_best:
-            chosen, source = at_best[-1], f"best dev ({_fmt_steps(best_step)})"
+            chosen, source, chosen_step = at_best[-1], f"best dev ({_fmt_steps(best_step)})", best_step
         else:
             last = [(s, m) for s, sp, m in training if sp == test_split]
             if last:
-                chosen, source = last[-1][1], f"last ({_fmt_steps(last[-1][0])})"
+                chosen, source, chosen_step = last[-1][1], f"last ({_fmt_steps(last[-1][0])})", last[-1][0]
                 row.notes.append("test not evaluated at the best dev step")
     if chosen is None:
         row.test_from = "missing"
         row.notes.append("no test result")
         return
     names = [m for m, _, _ in specs] if specs else [m for m in chosen if m != "unfinished"]
+    scale = 1.0 if _scores_in_percent(row.task) else 100.0
     for name in names:
         if name in chosen:
-            row.metrics[name] = 100.0 * chosen[name]
+            row.metrics[name] = scale * chosen[name]
         else:
             row.notes.append(f"{name} not logged")
     if test_split != "test":
         source += f" on {test_split}"
     row.test_from = source
+    row.predictions = _runner_predictions(expdir, test_split, chosen_step, evaluate=bool(evaluated))
+
+
+def _runner_predictions(expdir: Path, split: str, step: int, evaluate: bool) -> str:
+    """The predictions file of the evaluation the test number came from ("" if it was not kept)."""
+    from s3prl_speechprompt.predictions import FORMAT
+
+    candidates = [] if evaluate else [expdir / "predictions" / f"{split}-step{step}.jsonl"]
+    candidates.append(expdir / predictions_name(split))
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                header = json.loads(f.readline())
+        except (OSError, ValueError):
+            continue
+        if header.get("format") != FORMAT:
+            continue
+        if evaluate and header.get("mode") == "evaluate" or not evaluate and header.get("step") == step:
+            return str(path)
+    return ""
+
+
+def _scores_in_percent(task: str) -> bool:
+    """Whether the task logs its metrics in percent already (ASR, as SUPERB) rather than as fractions."""
+    from s3prl_speechprompt.tasks.base import get_task
+    try:
+        return bool(get_task(task).scores_in_percent)
+    except Exception:
+        return False
+
+
+# keys of downstream_expert that name where a run keeps its files, not what it does (ignored by seed groups)
+_RUN_SPECIFIC = ("cache_dir",)
+
+
+def settings_key(*parts) -> str:
+    """A short hash of the settings that define a run apart from its seed: runs with equal keys (and equal
+    task, method, upstream) are repeats of one recipe with different seeds."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+ENGINE_FORMAT = "s3prl-speechprompt-engine/1"
+
+
+def is_engine_dir(path: Path) -> bool:
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == ENGINE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def collect_engine_run(expdir, split: str = "test") -> Row:
+    """One :class:`Row` for a ``speechprompt train`` directory scored by ``speechprompt evaluate``."""
+    expdir = Path(expdir)
+    config = json.loads((expdir / "config.json").read_text())
+    tc = dict(config.get("train_config") or {})
+    method = config.get("method", "?")
+    row = Row("run", task=config.get("task", "?"), method=METHOD_LABELS.get(method, method), expdir=str(expdir))
+    row.trainable_params = config.get("trainable_params")
+    row.seed = tc.get("seed")
+    if method == "blstm":
+        row.upstream = f"units of {Path(str(config.get('train', '?'))).name} (from scratch)"
+    else:
+        row.upstream = (f"units of {Path(str(config.get('train', '?'))).name}, uLM {Path(str(config.get('ulm'))).name}"
+                        f" ({config.get('ulm_arch')}, d={config.get('ulm_width')} x{config.get('ulm_layers')})")
+    tc_key = {k: v for k, v in tc.items() if k not in ("seed", "threads", "max_epochs", "patience")}
+    row.config_key = settings_key(method, config.get("task"), Path(str(config.get("ulm"))).name,
+                                  config.get("ulm_arch"), Path(str(config.get("train"))).name, tc_key)
+    weights = expdir / ("model.pt" if method == "blstm" else "prompt.pt")
+    row.bytes_per_task = weights.stat().st_size if weights.is_file() else None
+    last = expdir / "checkpoint_last.pt"
+    if last.is_file():
+        try:
+            import torch
+            prog = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("progress") or {}
+            row.steps, row.wall_s = prog.get("updates"), prog.get("seconds")
+            row.train_loop_s = row.wall_s
+        except Exception as e:                      # noqa: BLE001 - listed, not hidden
+            row.notes.append(f"checkpoint_last.pt unreadable ({type(e).__name__})")
+    row.total_steps = tc.get("max_updates") or None
+    scores = expdir / f"{split}_scores.json"
+    if scores.is_file():
+        result = json.loads(scores.read_text())
+        specs = TASK_METRICS.get(row.task)
+        names = [m for m, _, _ in specs] if specs else [k for k in ("accuracy",) if k in result]
+        scale = 1.0 if _scores_in_percent(row.task) else 100.0
+        row.metrics = {m: scale * result[m] for m in names if m in result}
+        row.test_from = f"speechprompt evaluate ({split}, best dev-loss state)"
+        row.n_test = result.get("n")
+    else:
+        row.test_from = "missing"
+        row.notes.append(f"no {split} result ({scores.name}; run `speechprompt evaluate --exp {expdir} "
+                         f"--split {split} UNITS`)")
+    pred = expdir / predictions_name(split)
+    row.predictions = str(pred) if pred.is_file() else ""
+    return row
 
 
 def _wall_time(events: List[list], train_args: List[Path]) -> Tuple[Optional[float], Optional[float]]:
@@ -434,109 +427,19 @@ def _wall_time(events: List[list], train_args: List[Path]) -> Tuple[Optional[flo
 
 
 def expand_dirs(paths: Sequence) -> List[Path]:
-    """Experiment dirs among ``paths``: a dir without ``args_*.yaml`` but with experiment subdirs expands to them."""
+    """Experiment dirs among ``paths``: a dir that is not one (no ``args_*.yaml``, no engine ``config.json``) but
+    holds experiment subdirs expands to them."""
     out = []
+
+    def is_exp(d: Path) -> bool:
+        return any(d.glob("args_*.yaml")) or is_engine_dir(d)
+
     for p in map(Path, paths):
-        if p.is_dir() and not any(p.glob("args_*.yaml")):
-            subs = sorted(d for d in p.iterdir() if d.is_dir() and any(d.glob("args_*.yaml")))
+        if p.is_dir() and not is_exp(p):
+            subs = sorted(d for d in p.iterdir() if d.is_dir() and is_exp(d))
             if subs:
                 out += subs
                 continue
         out.append(p)
     return out
 
-
-# ------------------------------------------------------------------------------------------------
-# rendering
-# ------------------------------------------------------------------------------------------------
-
-COLUMNS = ["source", "task", "method", "upstream / units", "test metric(s) %", "test from", "trainable params",
-           "bytes / task", "steps", "wall time", "notes"]
-_ORDER = {"ks": 0, "ic": 1, "asr": 2, "sf": 3}
-
-
-def _human(n: Optional[float], unit: str = "") -> str:
-    if n is None:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{int(n)}{unit}" if float(n).is_integer() else f"{n:.2f}{unit}"
-
-
-def _duration(s: Optional[float]) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
-
-
-def _metric_text(row: Row) -> str:
-    if not row.metrics:
-        return "missing"
-    return ", ".join(f"{METRIC_LABELS.get(k, k)} {v:.2f}" for k, v in row.metrics.items())
-
-
-_METHOD_ORDER = {METHOD_LABELS["pt"]: 0, METHOD_LABELS["ftlm"]: 1}
-
-
-def sort_rows(rows: List[Row]) -> List[Row]:
-    """By task, runs before published rows, PT before FT-LM before baselines (stable otherwise)."""
-    return sorted(rows, key=lambda r: (_ORDER.get(r.task, 9), r.task, r.source != "run",
-                                       _METHOD_ORDER.get(r.method, 2) if r.source == "run" else 0))
-
-
-def _display(row: Row) -> List[str]:
-    params = f"{row.trainable_params:,}" if row.trainable_params is not None else ""
-    if row.params_text:
-        params = f"{params} ({row.params_text})" if params else row.params_text
-    steps = "-" if row.steps is None else (f"{row.steps:,}" + (f"/{row.total_steps:,}" if row.total_steps else ""))
-    return [row.source, TASK_LABELS.get(row.task, row.task), row.method, row.upstream, _metric_text(row),
-            row.test_from or ("published" if row.source != "run" else "-"), params or "-",
-            _human(row.bytes_per_task, "B"), steps, _duration(row.wall_s), "; ".join(row.notes)]
-
-
-def render(rows: List[Row], fmt: str = "md") -> str:
-    rows = sort_rows(rows)
-    if fmt == "json":
-        return json.dumps([asdict(r) for r in rows], indent=1)
-    if fmt == "csv":
-        metric_names = list(dict.fromkeys([m for specs in TASK_METRICS.values() for m, _, _ in specs]
-                                          + [m for r in rows for m in r.metrics]))
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["source", "task", "method", "upstream_units", *metric_names, "test_from", "trainable_params",
-                         "params_note", "bytes_per_task", "steps", "total_steps", "wall_s", "train_loop_s", "expdir",
-                         "notes"])
-        for r in rows:
-            writer.writerow([r.source, r.task, r.method, r.upstream,
-                             *[("" if m not in r.metrics else f"{r.metrics[m]:.4f}") for m in metric_names],
-                             r.test_from, "" if r.trainable_params is None else r.trainable_params, r.params_text,
-                             "" if r.bytes_per_task is None else r.bytes_per_task,
-                             "" if r.steps is None else r.steps, "" if r.total_steps is None else r.total_steps,
-                             "" if r.wall_s is None else f"{r.wall_s:.1f}",
-                             "" if r.train_loop_s is None else f"{r.train_loop_s:.1f}", r.expdir, "; ".join(r.notes)])
-        return buf.getvalue()
-    if fmt != "md":
-        raise ValueError(f"format: expected md, csv or json, got {fmt!r}")
-    cells = [_display(r) for r in rows]
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells]
-    used = list(dict.fromkeys(r.source for r in rows))
-    lines += [""] + [f"- **{src}**: {SOURCES.get(src, src)}" for src in used]
-    lines.append("- metrics in percent on the test split (KS/IC accuracy, ASR WER, SF slot-type F1 and slot-value CER); "
-                 "bytes / task = serialized trainable downstream state")
-    return "\n".join(lines) + "\n"
-
-
-def build_report(expdirs: Sequence, references: str = "tasks") -> List[Row]:
-    """Rows for the experiment dirs plus published rows: ``references`` = tasks (of the runs) | all | none."""
-    runs = [collect_run(d) for d in expand_dirs(expdirs)]
-    if references == "none":
-        return runs
-    if references == "all" or not runs:
-        tasks = None
-    else:
-        tasks = [t for t in TASK_METRICS if any(r.task == t for r in runs)]
-    return runs + reference_rows(tasks)

@@ -1,0 +1,107 @@
+"""Per-utterance predictions: the one file format every run writes and the report reads.
+
+``<split>_predictions.jsonl`` (JSON Lines, UTF-8). Line 1 is a header object, every further line one
+utterance, sorted by id::
+
+    {"format": "s3prl-speechprompt-predictions/1", "task": "ks", "split": "test", "step": 600,
+     "mode": "train", "seed": 1337, "source": "s3prl runner", "n": 3081}
+    {"id": "yes/0a7c2a8d_nohash_0", "truth": ["yes"], "prediction": ["no"]}
+
+``truth`` / ``prediction`` are the task's *label tokens*, exactly what its SUPERB scorer receives:
+classification one token per slot (KS ``["yes"]``; IC ``["action:activate", "object:lights",
+"location:kitchen"]``), ASR characters with ``"|"`` between words (the words are
+``tokens_to_text(tokens).split()``), SF characters plus ``B-<slot>`` / ``E-<slot>`` tags. A token the
+verbalizer could not map back is ``null``. Header fields: ``step`` (the training step evaluated; 0 for
+s3prl's ``-m evaluate``), ``mode`` (``train`` = an evaluation during training, ``evaluate`` = a separate
+evaluation run), ``seed`` (the run's seed, when known), ``source`` (who wrote it).
+
+Ids: the corpus reader's utterance ids for s3prl runs; for ``speechprompt evaluate`` the unit file's ids
+(our TSV manifests carry them; SpeechPrompt's released ``units <s> label`` files have none, so the id is
+``<file stem>-<line number>``, 1-based, which names the same utterance for every run scored on that file).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from s3prl_speechprompt.atomic import atomic_write_text
+
+FORMAT = "s3prl-speechprompt-predictions/1"
+
+
+def predictions_name(split: str) -> str:
+    return f"{split}_predictions.jsonl"
+
+
+def _tokens(seq) -> list:
+    return [None if t is None else str(t) for t in seq]
+
+
+def write_predictions(path, ids: Sequence[str], truths: Sequence[Sequence], predictions: Sequence[Sequence], *,
+                      task: str, split: str, step: Optional[int] = None, mode: str = "train",
+                      seed: Optional[int] = None, source: str = "") -> None:
+    """Write one predictions file (atomically), utterances sorted by id."""
+    if not (len(ids) == len(truths) == len(predictions)):
+        raise ValueError(f"{path}: {len(ids)} ids, {len(truths)} truths, {len(predictions)} predictions")
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if list(ids).count(i) > 1)
+        raise ValueError(f"{path}: utterance id {dup!r} occurs more than once; ids must name utterances uniquely")
+    header = {"format": FORMAT, "task": task, "split": split, "step": step, "mode": mode, "seed": seed,
+              "source": source, "n": len(ids)}
+    order = sorted(range(len(ids)), key=lambda i: str(ids[i]))
+    lines = [json.dumps(header)] + [
+        json.dumps({"id": str(ids[i]), "truth": _tokens(truths[i]), "prediction": _tokens(predictions[i])},
+                   ensure_ascii=False) for i in order]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+@dataclass
+class Predictions:
+    """A predictions file in memory: ``header`` plus parallel lists sorted by id."""
+
+    path: str
+    header: dict
+    ids: List[str] = field(default_factory=list)
+    truths: List[Tuple] = field(default_factory=list)
+    predictions: List[Tuple] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return self.header.get("task", "")
+
+
+def read_predictions(path) -> Predictions:
+    """Read and check a predictions file; errors name the file and line."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        raise ValueError(f"{path}: empty; expected a header line and one line per utterance")
+    try:
+        header = json.loads(lines[0])
+    except ValueError as e:
+        raise ValueError(f"{path}:1: not JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path}:1: header format {header.get('format') if isinstance(header, dict) else header!r}"
+                         f", expected {FORMAT!r}")
+    out = Predictions(str(path), header)
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            uid, truth, pred = rec["id"], rec["truth"], rec["prediction"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{lineno}: expected {{\"id\", \"truth\", \"prediction\"}} ({e!r})") from None
+        if not isinstance(truth, list) or not isinstance(pred, list):
+            raise ValueError(f"{path}:{lineno}: truth and prediction must be lists of label tokens")
+        out.ids.append(str(uid))
+        out.truths.append(tuple(truth))
+        out.predictions.append(tuple(pred))
+    if len(set(out.ids)) != len(out.ids):
+        raise ValueError(f"{path}: duplicate utterance ids")
+    if header.get("n") is not None and header["n"] != len(out.ids):
+        raise ValueError(f"{path}: header says n={header['n']} but the file has {len(out.ids)} utterances "
+                         f"(truncated?)")
+    return out
