@@ -381,3 +381,55 @@ def test_report_on_partial_results(tmp_path):
     # a folder of experiment dirs expands to them
     assert {p.name for p in report.expand_dirs([tmp_path])} == {"no_test", "no_dev", "crashed", "evaluated",
                                                                 "best_missing_test"}
+
+
+# ------------------------------------------------------------------------------------------------
+# uncertainty: intervals, paired comparison, plot (on the runner runs above)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_report_intervals_and_paired_comparison_of_pt_and_ftlm(ks_runs, tmp_path):
+    from s3prl_speechprompt.predictions import read_predictions
+    from s3prl_speechprompt.report import stats
+
+    pt, ftlm = ks_runs["pt"]["exp"], ks_runs["ftlm"]["exp"]
+    for exp in (pt, ftlm):
+        # the test predictions of the best-dev step are kept beside the latest ones, with the step in the header
+        best_step = torch.load(exp / "dev-best.ckpt", map_location="cpu", weights_only=False)["Step"]
+        kept = read_predictions(exp / "predictions" / f"test-step{best_step}.jsonl")
+        assert kept.header["step"] == best_step and kept.header["task"] == "ks" and kept.header["seed"] == 1337
+        assert kept.ids == sorted(line.split(" ", 1)[0] for line in (exp / "test_truth.txt").read_text().splitlines())
+    out = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "report", str(pt), str(ftlm), "--compare",
+                          "--plot", str(tmp_path / "ks.png")], capture_output=True, text=True, env=runner_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = report.build_report([pt, ftlm], references="tasks")
+    runs = {Path(r.expdir).name: r for r in rows if r.source == "run"}
+    for name, row in runs.items():
+        assert row.notes == [] and row.interval_kind == {"accuracy": "wilson"}, (name, row.notes)
+        k = round(row.metrics["accuracy"] * row.n_test / 100)
+        lo, hi = (100 * v for v in stats.wilson_interval(k, row.n_test))
+        assert row.intervals["accuracy"] == pytest.approx([lo, hi])
+        assert f"acc {row.metrics['accuracy']:.2f} [{lo:.2f}, {hi:.2f}]" in out.stdout
+    assert "### Paired comparisons" in out.stdout and "exp_pt vs exp_ftlm (acc): " in out.stdout
+    assert "exact McNemar" in out.stdout and ("not distinguishable" in out.stdout or "is better" in out.stdout)
+
+    # the plot: a PNG, and every run drawn (the JSON it was drawn from), next to the published rows
+    data = json.loads((tmp_path / "ks.json").read_text())
+    assert (tmp_path / "ks.png").read_bytes()[:4] == b"\x89PNG"
+    assert {p["expdir"] for p in data["points"] if p["source"] == "run"} == {str(pt), str(ftlm)}
+    assert data["drawn"]["run"] == 2 and data["drawn"]["paper"] >= 1 and data["drawn"]["SUPERB"] >= 1
+
+
+@pytest.mark.slow
+def test_report_compare_refuses_different_test_sets(ks_runs, tmp_path):
+    import shutil
+    other = tmp_path / "exp_ftlm_other_test"
+    shutil.copytree(ks_runs["ftlm"]["exp"], other)
+    for path in [other / "test_predictions.jsonl", *(other / "predictions").glob("test-step*.jsonl")]:
+        lines = path.read_text().splitlines()
+        renamed = [lines[0]] + [line.replace('{"id": "', '{"id": "other/', 1) for line in lines[1:3]] + lines[3:]
+        path.write_text("\n".join(renamed) + "\n")
+    out = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "report", str(ks_runs["pt"]["exp"]), str(other),
+                          "--compare"], capture_output=True, text=True, env=runner_env())
+    assert out.returncode == 2 and out.stdout == ""
+    assert "were not scored on the same test utterances: 2 of" in out.stderr and "exp_ftlm_other_test" in out.stderr

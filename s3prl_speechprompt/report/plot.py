@@ -16,7 +16,7 @@ from s3prl_speechprompt.report.published import SPEECHPROMPT_SRC, SUPERB_SRC
 from s3prl_speechprompt.report.rows import METRIC_LABELS, TASK_LABELS, TASK_METRICS, TASK_ORDER, Row
 
 STYLE = {"run": ("o", "C0", "run (95% interval)"), "seeds": ("D", "C3", "seed group (mean ± std)"),
-         SPEECHPROMPT_SRC: ("s", "C2", "SpeechPrompt (published)"), SUPERB_SRC: ("^", "C1", "SUPERB (published)")}
+         SPEECHPROMPT_SRC: ("s", "C2", "SpeechPrompt paper (published)"), SUPERB_SRC: ("^", "C1", "SUPERB (published)")}
 
 
 def param_count(row: Row) -> Optional[float]:

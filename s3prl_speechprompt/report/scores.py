@@ -78,8 +78,11 @@ def add_intervals(rows: Sequence[Row], resamples: int = stats.RESAMPLES, seed: i
             num, den = scores.metrics[metric]
             recomputed = 100.0 * stats.ratio(num, den)
             if not abs(recomputed - logged) <= 1e-3 * max(1.0, abs(logged)):
-                row.notes.append(f"{metric}: predictions give {recomputed:.4f}, the log {logged:.4f}: no interval")
-                continue
+                row.notes.append(f"{metric}: {row.predictions} gives {recomputed:.4f}, the log {logged:.4f} (another "
+                                 f"evaluation's predictions): no interval, not compared")
+                row.intervals.clear()
+                row.predictions = ""
+                break
             if metric == "accuracy":
                 lo, hi = stats.wilson_interval(int(round(num.sum())), int(den.sum()), confidence)
                 kind = "wilson"
