@@ -195,3 +195,29 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_max_updates(ks, tiny_lm
                         "--lr-schedule", "cosine", "--max-updates", 8, "--out", tmp_path / "cos"))
     assert res["updates"] == 8
     assert json.loads((tmp_path / "cos" / "config.json").read_text())["train_config"]["lr_schedule"] == "cosine"
+
+
+def test_report_pairs_engine_runs_by_line_ids_and_groups_seeds(ks, tiny_lm, pt_exp, tmp_path):
+    """`speechprompt evaluate` leaves what `speechprompt report --compare --group-seeds` needs: per-utterance
+    predictions with ids (line numbers for SpeechPrompt's id-less unit files) and the seed of `train --seed`."""
+    from s3prl_speechprompt.predictions import read_predictions
+    exp0, _ = pt_exp
+    exp1, blstm = tmp_path / "pt_seed1", tmp_path / "blstm"
+    common = ["--task", "ks", "--train", ks["train"], "--valid", ks["valid"], "--valid-interval", 5]
+    cli("train", *common, "--ulm", tiny_lm, "--method", "pt", "--max-updates", 40, "--seed", 1, "--out", exp1)
+    cli("train", *common, "--method", "blstm", "--blstm-hidden", 32, "--max-updates", 15, "--out", blstm)
+    for exp in (exp0, exp1, blstm):
+        cli("evaluate", "--exp", exp, "--split", "test", ks["test"])
+    pred = read_predictions(exp1 / "test_predictions.jsonl")
+    assert sorted(pred.ids) == sorted(f"test-{i}" for i in range(1, 101)) and pred.header["seed"] == 1
+    assert json.loads((exp1 / "test_scores.json").read_text())["seed"] == 1
+    data = json.loads(cli("report", exp0, exp1, blstm, "--compare", "--group-seeds", "--format", "json",
+                          "--references", "none").stdout)
+    runs = {r["expdir"]: r for r in data["rows"] if r["source"] == "run"}
+    assert {runs[str(exp0)]["seed"], runs[str(exp1)]["seed"]} == {100501, 1}
+    assert all(r["intervals"]["accuracy"][0] <= r["metrics"]["accuracy"] <= r["intervals"]["accuracy"][1]
+               for r in runs.values())
+    groups = [r for r in data["rows"] if r["source"] == "seeds"]
+    assert len(groups) == 1 and sorted(groups[0]["seeds"]) == [1, 100501] and len(groups[0]["members"]) == 2
+    assert len(data["comparisons"]) == 3 and all(c["n"] == 100 and c["test"] == "exact McNemar"
+                                                 for c in data["comparisons"])
