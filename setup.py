@@ -24,6 +24,7 @@ setup(
         "tensorboardX",
         "soundfile",
         "scikit-learn",
+        "scipy",                   # (already required by scikit-learn) report: Wilson interval, exact McNemar
         "joblib",
         "omegaconf>=2.1.1",
         "transformers<5",          # transformers 5 needs huggingface_hub>=1, which breaks s3prl's runner

@@ -230,3 +230,11 @@ def test_report_refuses_to_compare_different_test_sets(engine_runs, tmp_path):
     out = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "report", str(engine_runs["pt_s0"]), str(other),
                           "--compare"], capture_output=True, text=True, env=runner_env())
     assert out.returncode == 2 and out.stdout == "" and "not scored on the same test utterances" in out.stderr
+
+
+def test_compare_leaves_out_pairs_on_other_test_sets_when_others_compare(engine_runs, tmp_path):
+    other = _engine_run(tmp_path / "cpc_pt", "pt", 0, np.ones(600, bool), ids=[f"cpc-{i}" for i in range(600)])
+    rows = report.build_report([engine_runs["pt_s0"], engine_runs["ftlm_s0"], other], references="none")
+    comps, skipped = compare_runs(rows)
+    assert {(c.a, c.b) for c in comps} == {("pt_s0", "ftlm_s0")}
+    assert len(skipped) == 2 and all("different test sets" in s and "cpc_pt" in s for s in skipped)

@@ -73,6 +73,8 @@ def run(args) -> int:
         except ValueError as e:          # different test sets, unknown --reference: say so, print no number
             print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
             return 2
+        for why in skipped:
+            print(f"speechprompt {NAME}: warning: not compared: {why}", file=sys.stderr)
     text = render(rows, args.format, comparisons=comparisons, not_compared=skipped, stats_note=statistics_note(**stat))
     if args.output:
         Path(args.output).write_text(text)

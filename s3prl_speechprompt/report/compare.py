@@ -4,7 +4,7 @@ For two runs A and B of one task, each metric's difference ``A - B`` (percentage
 bootstrap interval (the same resampled utterances for both runs) and a two-sided p-value: exact McNemar on
 the discordant utterances for accuracy, the paired bootstrap for every other metric (WER, CER, slot F1,
 slot-value CER). Runs are paired by utterance id; runs whose id sets (or reference labels) differ are not
-comparable and raise :class:`TestSetMismatch` naming both and the counts.
+comparable: :class:`TestSetMismatch` names both and the counts.
 """
 from __future__ import annotations
 
@@ -120,8 +120,10 @@ def _find(rows: Sequence[Row], wanted: str) -> Row:
 
 def compare_runs(rows: Sequence[Row], reference: Optional[str] = None, resamples: int = stats.RESAMPLES,
                  seed: int = stats.SEED, confidence: float = stats.CONFIDENCE) -> Tuple[List[Comparison], List[str]]:
-    """Every pair of runs of the same task (or each run against ``reference``), plus the runs left out and
-    why. p-values are also Holm-adjusted over all comparisons of one metric returned together."""
+    """Every pair of runs of the same task (or each run against ``reference``), plus the runs and pairs left out
+    and why. Pairs scored on different test sets are left out (listed) when other pairs can be compared; when
+    none can, :class:`TestSetMismatch` is raised, so two runs on different test sets never give a number.
+    p-values are also Holm-adjusted over all comparisons of one metric returned together."""
     runs = [r for r in rows if r.source == "run"]
     skipped = [f"{r.name}: no per-utterance predictions for its test result" for r in runs
                if r.metrics and not r.predictions]
@@ -135,8 +137,15 @@ def compare_runs(rows: Sequence[Row], reference: Optional[str] = None, resamples
     else:
         pairs = [(a, b) for a, b in combinations(usable, 2) if a.task == b.task]
     out: List[Comparison] = []
+    mismatched: List[str] = []
     for a, b in pairs:
-        out += compare_pair(a, b, resamples, seed, confidence)
+        try:
+            out += compare_pair(a, b, resamples, seed, confidence)
+        except TestSetMismatch as e:      # e.g. HuBERT- and CPC-unit runs in one folder: compare the others
+            mismatched.append(str(e))
+    if mismatched and not out:
+        raise TestSetMismatch(" ; ".join(mismatched))
+    skipped += [f"different test sets: {m}" for m in mismatched]
     for metric in {c.metric for c in out}:
         same = [c for c in out if c.metric == metric]
         for c, adj in zip(same, stats.holm([c.p for c in same])):
