@@ -141,7 +141,7 @@ def compare_runs(rows: Sequence[Row], reference: Optional[str] = None, resamples
     for a, b in pairs:
         try:
             out += compare_pair(a, b, resamples, seed, confidence)
-        except TestSetMismatch as e:      # e.g. HuBERT- and CPC-unit runs in one folder: compare the others
+        except TestSetMismatch as e:      # e.g. dev- and test-evaluated runs in one folder: compare the rest
             mismatched.append(str(e))
     if mismatched and not out:
         raise TestSetMismatch(" ; ".join(mismatched))
