@@ -78,6 +78,12 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
     torch.set_num_threads(threads or default_threads())
     config = load_experiment(exp)
     records = read_records(units_path, split)
+    seen = {}
+    for i, r in enumerate(records, 1):
+        if r.id in seen:       # checked before decoding: the per-utterance predictions are keyed by id
+            raise ValueError(f"{units_path}: utterance id {r.id!r} of record {i} repeats record {seen[r.id]}; "
+                             f"ids must be unique (the report pairs runs by utterance id)")
+        seen[r.id] = i
     refs = [list(r.labels) for r in records]
     unfinished = 0
     if config["method"] == "blstm":
