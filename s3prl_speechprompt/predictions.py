@@ -105,3 +105,44 @@ def read_predictions(path) -> Predictions:
         raise ValueError(f"{path}: header says n={header['n']} but the file has {len(out.ids)} utterances "
                          f"(truncated?)")
     return out
+
+
+LEGACY = "predict.txt+truth.txt"
+
+
+def read_predict_truth(predict_path, truth_path, task: str) -> Predictions:
+    """Per-utterance predictions from ``speechprompt evaluate``'s older pair ``<split>_predict.txt`` /
+    ``<split>_truth.txt`` (``id<TAB>label string``), for runs evaluated before the JSON Lines file existed.
+
+    Label strings are turned back into label tokens where that is exact: classification tasks (tokens joined by
+    spaces; ``<unk>`` = a label the verbalizer could not map back) and ASR (one character per token, a space
+    for ``|``). Other sequence tasks (SF) cannot be recovered exactly: ValueError.
+    """
+    if task == "sf":
+        raise ValueError(f"{predict_path}: SF label strings cannot be turned back into label tokens exactly; "
+                         f"re-run `speechprompt evaluate` to write the .jsonl predictions")
+
+    def tokens(text: str) -> tuple:
+        if task == "asr":
+            return tuple("|" if c == " " else c for c in text)
+        return tuple(None if t == "<unk>" else t for t in text.split(" ")) if text else ()
+
+    def read(path) -> dict:
+        out = {}
+        for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if not line:
+                continue
+            uid, sep, text = line.partition("\t")
+            if not sep:
+                raise ValueError(f"{path}:{lineno}: expected 'id<TAB>labels' (speechprompt evaluate's format)")
+            if uid in out:
+                raise ValueError(f"{path}:{lineno}: utterance id {uid!r} repeats")
+            out[uid] = tokens(text)
+        return out
+
+    hyp, ref = read(predict_path), read(truth_path)
+    if set(hyp) != set(ref):
+        raise ValueError(f"{predict_path} and {truth_path} list different utterance ids")
+    ids = sorted(ref)
+    return Predictions(str(predict_path), {"format": LEGACY, "task": task, "n": len(ids)}, ids,
+                       [ref[i] for i in ids], [hyp[i] for i in ids])

@@ -238,3 +238,44 @@ def test_compare_leaves_out_pairs_on_other_test_sets_when_others_compare(engine_
     comps, skipped = compare_runs(rows)
     assert {(c.a, c.b) for c in comps} == {("pt_s0", "ftlm_s0")}
     assert len(skipped) == 2 and all("different test sets" in s and "cpc_pt" in s for s in skipped)
+
+
+def _engine_config(path: Path, task: str, method: str = "pt", seed: int = 0):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({
+        "format": "s3prl-speechprompt-engine/1", "task": task, "method": method, "ulm": "/x/ulm", "ulm_arch": "a",
+        "ulm_width": 8, "ulm_layers": 1, "train": "/x/train.txt", "trainable_params": 100,
+        "train_config": {"seed": seed}}))
+    return path
+
+
+def test_asr_run_gets_bootstrap_intervals_for_wer_and_cer(tmp_path):
+    from s3prl_speechprompt.tasks.asr import error_rates
+    from s3prl_speechprompt.tasks.sequence import text_to_tokens
+    rng = np.random.default_rng(0)
+    words = ["A", "CAT", "SAT", "ON", "THE", "MAT", "DOG"]
+    refs = [text_to_tokens(" ".join(rng.choice(words, 6))) for _ in range(200)]
+    hyps = [r if rng.random() < 0.6 else text_to_tokens(" ".join(rng.choice(words, 5))) for r in refs]
+    exp = _engine_config(tmp_path / "asr_pt", "asr")
+    ids = [f"u{i}" for i in range(200)]
+    write_predictions(exp / "test_predictions.jsonl", ids, refs, hyps, task="asr", split="test", mode="evaluate")
+    full = error_rates(hyps, refs)                        # percent, as SUPERB's ASR expert logs them
+    (exp / "test_scores.json").write_text(json.dumps({**full, "n": 200}))
+    row = report.build_report([exp], references="none")[0]
+    assert row.notes == [] and row.metrics == pytest.approx({"wer": full["wer"], "cer": full["cer"]})
+    assert row.interval_kind == {"wer": "bootstrap", "cer": "bootstrap"}
+    for m in ("wer", "cer"):
+        lo, hi = row.intervals[m]
+        assert lo < row.metrics[m] < hi and hi - lo < 20
+    assert f"WER {full['wer']:.2f} [" in report.render([row], "md")
+
+
+def test_engine_run_evaluated_before_the_jsonl_format_is_read_from_predict_and_truth(tmp_path):
+    exp = _engine_config(tmp_path / "old_pt", "ic")
+    truth = ["action:on object:lights location:kitchen"] * 30 + ["action:off object:music location:none"] * 20
+    pred = truth[:40] + ["action:on <unk> location:none"] * 10
+    (exp / "test_truth.txt").write_text("".join(f"test-{i + 1}\t{t}\n" for i, t in enumerate(truth)))
+    (exp / "test_predict.txt").write_text("".join(f"test-{i + 1}\t{p}\n" for i, p in enumerate(pred)))
+    row = report.build_report([exp], references="none")[0]
+    assert row.metrics == {"accuracy": 80.0} and row.n_test == 50 and row.test_from.startswith("recomputed from")
+    assert row.intervals["accuracy"] == pytest.approx([100 * v for v in stats.wilson_interval(40, 50)])

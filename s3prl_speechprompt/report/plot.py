@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from s3prl_speechprompt.report.published import SPEECHPROMPT_SRC, SUPERB_SRC
 from s3prl_speechprompt.report.rows import METRIC_LABELS, TASK_LABELS, TASK_METRICS, TASK_ORDER, Row

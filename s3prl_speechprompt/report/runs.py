@@ -390,8 +390,14 @@ def collect_engine_run(expdir, split: str = "test") -> Row:
         except Exception as e:                      # noqa: BLE001 - listed, not hidden
             row.notes.append(f"checkpoint_last.pt unreadable ({type(e).__name__})")
     row.total_steps = tc.get("max_updates") or None
+    pred = expdir / predictions_name(split)
+    legacy = expdir / f"{split}_predict.txt"
+    row.predictions = str(pred) if pred.is_file() else (str(legacy) if (expdir / f"{split}_truth.txt").is_file()
+                                                        and legacy.is_file() else "")
     scores = expdir / f"{split}_scores.json"
-    if scores.is_file():
+    if not scores.is_file() and row.predictions:
+        _metrics_from_predictions(row, split)
+    elif scores.is_file():
         result = json.loads(scores.read_text())
         specs = TASK_METRICS.get(row.task)
         names = [m for m, _, _ in specs] if specs else [k for k in ("accuracy",) if k in result]
@@ -403,9 +409,24 @@ def collect_engine_run(expdir, split: str = "test") -> Row:
         row.test_from = "missing"
         row.notes.append(f"no {split} result ({scores.name}; run `speechprompt evaluate --exp {expdir} "
                          f"--split {split} UNITS`)")
-    pred = expdir / predictions_name(split)
-    row.predictions = str(pred) if pred.is_file() else ""
     return row
+
+
+def _metrics_from_predictions(row: Row, split: str) -> None:
+    """Test metrics recomputed from the predictions (an engine run evaluated before ``<split>_scores.json``)."""
+    from s3prl_speechprompt.report.scores import load_scores
+    try:
+        scores = load_scores(row.predictions, row.task)
+    except (OSError, ValueError) as e:
+        row.test_from = "missing"
+        row.notes.append(f"no {split} result: {e}")
+        row.predictions = ""
+        return
+    specs = TASK_METRICS.get(row.task)
+    names = [m for m, _, _ in specs] if specs else list(scores.metrics)
+    row.metrics = {m: scores.percent(m) for m in names if m in scores.metrics}
+    row.n_test = len(scores.ids)
+    row.test_from = f"recomputed from {Path(row.predictions).name} (speechprompt evaluate, {split})"
 
 
 def _wall_time(events: List[list], train_args: List[Path]) -> Tuple[Optional[float], Optional[float]]:

@@ -45,7 +45,11 @@ class UtteranceScores:
 @lru_cache(maxsize=64)
 def load_scores(path: str, task: Optional[str] = None) -> UtteranceScores:
     """Read ``path`` and score every utterance (cached per path: the report may need a run several times)."""
-    pred = read_predictions(path)
+    if path.endswith("_predict.txt"):         # an older `speechprompt evaluate` run: the id<TAB>labels pair
+        from s3prl_speechprompt.predictions import read_predict_truth
+        pred = read_predict_truth(path, path[:-len("_predict.txt")] + "_truth.txt", task or "")
+    else:
+        pred = read_predictions(path)
     name = task or pred.task
     per_utt = task_scorer(name).utterance_scores(list(pred.predictions), list(pred.truths))
     metrics = {m: (np.asarray(n, dtype=np.float64), np.asarray(d, dtype=np.float64)) for m, (n, d) in per_utt.items()}
