@@ -191,7 +191,7 @@ def collect_run(expdir) -> Row:
     else:
         up += " (continuous)"
     row.total_steps = (config.get("runner") or {}).get("total_steps")
-    row.seed = main_args.get("seed")
+    row.seed = main_args.get("seed", info.get("seed"))
     row.config_key = settings_key(
         {k: main_args.get(k) for k in ("downstream", "upstream", "upstream_layer_selection",
                                        "upstream_feature_selection", "upstream_trainable")},

@@ -6,7 +6,7 @@ Per evaluated split: tensorboard scalars ``<tag>/<split>-<metric|loss>``, a ``lo
 format of :mod:`s3prl_speechprompt.predictions`, read by ``speechprompt report``; during training also kept
 per step as ``predictions/<split>-step<N>.jsonl`` for the latest and the best-dev step of every split but the
 best split), and ``dev-best.ckpt`` whenever the task's primary metric on its
-``best_split`` (default ``dev``) improves. Once per run: ``speechprompt_info.json`` (sizes).
+``best_split`` (default ``dev``) improves. Once per run: ``speechprompt_info.json`` (sizes, and the runner's ``--seed``).
 
 The expert provides ``log_tag``, ``log_prefix``, ``size_info() -> dict`` and may override
 ``extra_metrics(records) -> dict``; it sets ``self._logged_size = False`` and a ``best_score`` buffer.
@@ -77,6 +77,7 @@ class RecordLogger:
 
     def _log_size(self, logger, tag):
         info = self.size_info()
+        info.setdefault("seed", (getattr(self, "kwargs", None) or {}).get("seed"))   # s3prl's --seed (seed groups)
         logger.add_scalar(f"{tag}/trainable_params", info["trainable_params"], global_step=0)
         logger.add_scalar(f"{tag}/checkpoint_bytes", info["checkpoint_bytes"], global_step=0)
         atomic_write_text(self.expdir / "speechprompt_info.json", json.dumps(info, indent=1))
