@@ -370,14 +370,15 @@ def collect_engine_run(expdir, split: str = "test") -> Row:
     row = Row("run", task=config.get("task", "?"), method=METHOD_LABELS.get(method, method), expdir=str(expdir))
     row.trainable_params = config.get("trainable_params")
     row.seed = tc.get("seed")
+    units = "/".join(Path(str(config.get("train", "?"))).parts[-3:])       # e.g. speechprompt-hubert100/ks/train.txt
     if method == "blstm":
-        row.upstream = f"units of {Path(str(config.get('train', '?'))).name} (from scratch)"
+        row.upstream = f"units of {units} (from scratch)"
     else:
-        row.upstream = (f"units of {Path(str(config.get('train', '?'))).name}, uLM {Path(str(config.get('ulm'))).name}"
+        row.upstream = (f"units of {units}, uLM {Path(str(config.get('ulm'))).name}"
                         f" ({config.get('ulm_arch')}, d={config.get('ulm_width')} x{config.get('ulm_layers')})")
     tc_key = {k: v for k, v in tc.items() if k not in ("seed", "threads", "max_epochs", "patience")}
     row.config_key = settings_key(method, config.get("task"), Path(str(config.get("ulm"))).name,
-                                  config.get("ulm_arch"), Path(str(config.get("train"))).name, tc_key)
+                                  config.get("ulm_arch"), units, tc_key)
     weights = expdir / ("model.pt" if method == "blstm" else "prompt.pt")
     row.bytes_per_task = weights.stat().st_size if weights.is_file() else None
     last = expdir / "checkpoint_last.pt"
