@@ -46,6 +46,7 @@ class Comparison:
     p_holm: Optional[float] = None  # Holm-adjusted over all comparisons reported together
     resamples: int = stats.RESAMPLES
     seed: int = stats.SEED
+    confidence: float = stats.CONFIDENCE
 
     def verdict(self, alpha: float = 0.05) -> str:
         if not self.p < alpha:
@@ -99,7 +100,7 @@ def compare_pair(a: Row, b: Row, resamples: int = stats.RESAMPLES, seed: int = s
         boot = stats.paired_bootstrap(na, da, nb, db, resamples, seed, confidence)
         c = Comparison(a.task, metric, a.name, b.name, a.method, b.method, 100 * stats.ratio(na, da),
                        100 * stats.ratio(nb, db), 100 * boot.diff, 100 * boot.low, 100 * boot.high, boot.p,
-                       "paired bootstrap", len(ia), resamples=resamples, seed=seed)
+                       "paired bootstrap", len(ia), resamples=resamples, seed=seed, confidence=confidence)
         if metric == "accuracy":
             mc = stats.mcnemar_exact(na > 0.5, nb > 0.5)
             c.p, c.test, c.only_a, c.only_b = mc.p, "exact McNemar", mc.only_a, mc.only_b

@@ -115,7 +115,8 @@ def render(rows: List[Row], fmt: str = "md", comparisons: Optional[Sequence[Comp
         lines.append(f"- [low, high]: {stats_note}")
     if comparisons is not None:
         lines += ["", "### Paired comparisons (same test utterances)", ""]
-        lines += ["| A | B | metric | A | B | A - B (points) | 95% CI | p | test | p (Holm) | n |",
+        level = f"{100 * comparisons[0].confidence:g}%" if comparisons else "95%"
+        lines += [f"| A | B | metric | A | B | A - B (points) | {level} CI | p | test | p (Holm) | n |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in comparisons:
             test = c.test + (f" ({c.only_a} vs {c.only_b} discordant)" if c.only_a is not None else "")
