@@ -5,8 +5,8 @@ Per evaluated split: tensorboard scalars ``<tag>/<split>-<metric|loss>``, a ``lo
 (id + label string, sorted by id; s3prl's convention), ``<split>_predictions.jsonl`` (the per-utterance
 format of :mod:`s3prl_speechprompt.predictions`, read by ``speechprompt report``; during training also kept
 per step as ``predictions/<split>-step<N>.jsonl`` for the latest and the best-dev step of every split but the
-best split), and ``dev-best.ckpt`` whenever the task's primary metric on its
-``best_split`` (default ``dev``) improves. Once per run: ``speechprompt_info.json`` (sizes, and the runner's ``--seed``).
+best split), and ``dev-best.ckpt`` whenever the task's primary metric on its ``best_split`` (default ``dev``)
+improves. Once per run: ``speechprompt_info.json`` (sizes, and the runner's ``--seed``).
 
 The expert provides ``log_tag``, ``log_prefix``, ``size_info() -> dict`` and may override
 ``extra_metrics(records) -> dict``; it sets ``self._logged_size = False`` and a ``best_score`` buffer.
