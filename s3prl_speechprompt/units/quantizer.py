@@ -218,9 +218,10 @@ def _inert_factory(*args, **kwargs):
 
 _KMEANS_CLASSES = {"KMeans": KMeansState, "MiniBatchKMeans": MiniBatchKMeansState}
 # a RandomState passed as random_state pickles through these; they are replaced, not called
-_RANDOM_STATE_GLOBALS = {("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
-                         ("numpy.random._pickle", "__generator_ctor"), ("numpy.random", "__RandomState_ctor"),
-                         ("numpy.random.mtrand", "RandomState"), ("numpy.random._mt19937", "MT19937")}
+_RANDOM_STATE_GLOBALS = {("numpy.random._pickle", "__randomstate_ctor"),
+                         ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__generator_ctor"),
+                         ("numpy.random", "__RandomState_ctor"), ("numpy.random.mtrand", "RandomState"),
+                         ("numpy.random._mt19937", "MT19937")}
 
 
 def _km_unpickler_class():
