@@ -167,3 +167,25 @@ def test_gslm_kmeans_name_offline(tmp_path, monkeypatch):
         resolve_kmeans("cpc100")
     assert KMEANS_URLS["cpc100"] in str(e.value) and str(cached_path(KMEANS_URLS["cpc100"])) in str(e.value)
     assert not list(tmp_path.rglob("*.part"))                       # no partial file left behind
+
+
+def test_s3prl_upstream_download_offline_names_url_and_path(tmp_path, monkeypatch):
+    """``-u hubert`` offline: s3prl's own download error becomes one DownloadError with URL and target path."""
+    from s3prl_speechprompt.s3prl_plugin import compat
+    from s3prl_speechprompt.s3prl_plugin.run_downstream import explain_upstream_downloads
+
+    compat.apply()
+    from s3prl.util import download
+
+    port = closed_port()
+    for key in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(key, f"http://127.0.0.1:{port}")
+    for key in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(download, "_download_dir", tmp_path)
+    explain_upstream_downloads()
+    url = "https://huggingface.co/s3prl/converted_ckpts/resolve/main/hubert_base_ls960.pt"
+    with pytest.raises(DownloadError) as e:
+        download._urls_to_filepaths(url)
+    assert is_user_error(e.value)
+    assert f"s3prl cannot download {url} (" in str(e.value) and f"place it at {tmp_path}/" in str(e.value)

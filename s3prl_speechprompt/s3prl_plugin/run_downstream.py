@@ -30,7 +30,7 @@ import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
-from s3prl_speechprompt.errors import DeviceError, run_reporting_errors
+from s3prl_speechprompt.errors import DeviceError, DownloadError, run_reporting_errors
 from s3prl_speechprompt.s3prl_plugin import compat, registry, schedulers
 
 PROG = "speechprompt-run-downstream"
@@ -188,6 +188,27 @@ def choose_device(argv: List[str], cuda_devices: Optional[int] = None) -> Tuple[
     return list(argv), None
 
 
+def explain_upstream_downloads() -> None:
+    """s3prl downloads upstream checkpoints (``-u hubert``, ...) on first use; offline that ends in a
+    requests/urllib traceback. Make a failed download a :class:`~s3prl_speechprompt.errors.DownloadError`
+    naming the URL and the path to place the file at (s3prl's cache: ``<dir>/<sha256(url)>.<name>``)."""
+    from s3prl.util import download
+
+    original = download._download
+    if getattr(original, "_speechprompt", False):
+        return
+
+    def _download(filepath, url, *args, **kwargs):
+        try:
+            return original(filepath, url, *args, **kwargs)
+        except Exception as e:
+            raise DownloadError(f"s3prl cannot download {url} ({type(e).__name__}: {e}); no network? Download it "
+                                f"on another machine and place it at {filepath}") from e
+
+    _download._speechprompt = True
+    download._download = _download
+
+
 def run(argv: List[str], prog: str = PROG) -> int:
     """Run s3prl's downstream runner on ``argv``; exceptions propagate (see :func:`main` for the command)."""
     compat.apply()
@@ -202,6 +223,7 @@ def run(argv: List[str], prog: str = PROG) -> int:
     if "--help" in options:
         print(_help_header(names), flush=True)
     compat.atomic_runner_checkpoints()
+    explain_upstream_downloads()
     if "--local_rank" in options:
         if str(options.get("--device", "cuda")).startswith("cpu"):
             compat.enable_cpu_ddp()

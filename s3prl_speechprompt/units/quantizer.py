@@ -5,7 +5,7 @@ GSLM's ``km.bin`` is a joblib pickle of an sklearn (MiniBatch)KMeans, applied wi
 and do the argmin in torch, so quantization runs on the GPU inside s3prl without sklearn in the
 loop and without the pickle's sklearn-version fragility.
 
-The pickle is read by a restricted unpickler (:class:`_KMeansUnpickler`, joblib's own reader with
+The pickle is read by a restricted unpickler (:func:`read_km_bin`: joblib's own reader with
 ``find_class`` narrowed): sklearn's KMeans classes, under any module path sklearn has used, become a
 plain :class:`KMeansState`; numpy arrays are rebuilt; any other global the file names is refused. So
 reading a km.bin needs neither sklearn nor trust in the file (``joblib.load`` would run whatever the
@@ -203,7 +203,7 @@ class MiniBatchKMeansState(KMeansState):
 
 
 class _Inert:
-    """Stands in for a numpy RandomState given as ``random_state``: never constructed, never used."""
+    """Stands in for a numpy RandomState given as ``random_state`` (the real one is never built; this is unused)."""
 
     def __init__(self, *args, **kwargs):
         pass
