@@ -153,6 +153,12 @@ def test_device_cuda_without_cuda_and_missing_corpus_are_one_line_exit_2(corpus,
     with pytest.raises(FileNotFoundError):                     # --verbose: the traceback (the exception itself)
         _runner_main(*args, "--verbose")
 
+    for flag, what in (("-c", "--config"), ("-e", "--past_exp")):                   # paths s3prl would open itself
+        assert _runner_main("-m", "train", "-u", "fbank", "-d", "speechprompt_csv", flag, tmp_path / "nope") == 2
+        assert error_lines(capsys.readouterr().err) == [PREFIX + f"{what} {tmp_path / 'nope'}: no such " +
+                                                        ("config file" if flag == "-c" else
+                                                         "checkpoint or experiment directory")]
+
 
 def test_gslm_kmeans_name_offline(tmp_path, monkeypatch):
     from s3prl_speechprompt.ulm.pretrained import KMEANS_URLS, cached_path, resolve_kmeans

@@ -30,7 +30,7 @@ import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
-from s3prl_speechprompt.errors import DeviceError, DownloadError, run_reporting_errors
+from s3prl_speechprompt.errors import DeviceError, DownloadError, UserError, run_reporting_errors
 from s3prl_speechprompt.s3prl_plugin import compat, registry, schedulers
 
 PROG = "speechprompt-run-downstream"
@@ -209,6 +209,18 @@ def explain_upstream_downloads() -> None:
     download._download = _download
 
 
+_PATH_OPTIONS = {"--config": "config file", "--past_exp": "checkpoint or experiment directory",
+                 "--init_ckpt": "checkpoint file"}
+
+
+def check_paths(options: dict) -> None:
+    """``-c`` / ``-e`` / ``-i`` must exist (s3prl would open them inside its own code: a traceback)."""
+    for flag, what in _PATH_OPTIONS.items():
+        value = options.get(flag)
+        if isinstance(value, str) and not os.path.exists(value):
+            raise UserError(f"{flag} {value}: no such {what}")
+
+
 def run(argv: List[str], prog: str = PROG) -> int:
     """Run s3prl's downstream runner on ``argv``; exceptions propagate (see :func:`main` for the command)."""
     compat.apply()
@@ -222,6 +234,8 @@ def run(argv: List[str], prog: str = PROG) -> int:
     options = parse_options(argv)
     if "--help" in options:
         print(_help_header(names), flush=True)
+    else:
+        check_paths(options)
     compat.atomic_runner_checkpoints()
     explain_upstream_downloads()
     if "--local_rank" in options:
