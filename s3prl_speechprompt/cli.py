@@ -3,10 +3,16 @@
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
 Modules are imported lazily by name so ``speechprompt --help`` stays fast and one broken
 optional dependency cannot take down unrelated subcommands.
+
+Errors: a user error (missing file, bad value, failed download; rule in :mod:`s3prl_speechprompt.errors`)
+ends any subcommand with one line ``speechprompt: error: ...`` and exit code 2; a bug keeps its traceback
+(exit 1); ``speechprompt --verbose COMMAND`` or ``SPEECHPROMPT_TRACEBACK=1`` shows every traceback.
 """
 import argparse
 import importlib
 import sys
+
+from s3prl_speechprompt.errors import TRACEBACK_ENV, run_reporting_errors
 
 # subcommand name -> module under s3prl_speechprompt.commands
 COMMANDS = {
@@ -32,7 +38,11 @@ def build_parser(argv=None):
     parser = argparse.ArgumentParser(
         prog="speechprompt",
         description="SpeechPrompt for s3prl: prompt tuning a frozen GSLM unit LM (see README.md).",
+        epilog="Exit codes: 0 success, 2 user error (one line 'speechprompt: error: ...': bad input, config, "
+               "missing file, failed download), 1 unexpected error (with traceback).",
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"show the traceback of every error, also of user errors (same as {TRACEBACK_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = None
     if argv:
@@ -50,7 +60,13 @@ def build_parser(argv=None):
     return parser
 
 
-def main(argv=None):
+def main(argv=None, *, report_errors=None):
+    """The ``speechprompt`` command. As a command (``argv`` None, or ``report_errors=True``) user errors become
+    one line and exit code 2; called from Python with ``argv``, exceptions propagate to the caller."""
+    if report_errors is None:
+        report_errors = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    sys.exit(args._run(args) or 0)
+    if not report_errors:
+        sys.exit(args._run(args) or 0)
+    sys.exit(run_reporting_errors("speechprompt", lambda: args._run(args), verbose=args.verbose))

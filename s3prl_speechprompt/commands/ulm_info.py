@@ -1,7 +1,7 @@
 """Describe a GSLM / fairseq unit LM: architecture, vocabulary, parameter count, training state.
 
-PATH is a directory holding checkpoint_best.pt and dict.txt (a GSLM tarball, unpacked) or a checkpoint
-file with dict.txt next to it. Nothing from fairseq is imported.
+PATH is a directory holding checkpoint_best.pt and dict.txt (a GSLM tarball, unpacked), a checkpoint
+file with dict.txt next to it, or a GSLM name (hubert100, cpc100; downloaded once into s3prl's cache). Nothing from fairseq is imported.
 """
 import json
 
@@ -10,19 +10,17 @@ HELP = "print architecture, vocabulary and parameter count of a unit LM checkpoi
 
 
 def add_arguments(parser):
-    parser.add_argument("path", help="unit-LM directory (checkpoint_best.pt + dict.txt) or checkpoint file")
+    parser.add_argument("path", help="unit-LM directory (checkpoint_best.pt + dict.txt), checkpoint file, or GSLM name (hubert100, cpc100)")
     parser.add_argument("--dict", default=None, help="dict.txt to use instead of the one next to the checkpoint")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
 def run(args) -> int:
-    from s3prl_speechprompt.ulm.checkpoint import CheckpointError, load_ulm
+    from s3prl_speechprompt.ulm.checkpoint import load_ulm
+    from s3prl_speechprompt.ulm.pretrained import resolve_ulm
 
-    try:
-        model, dictionary, info = load_ulm(args.path, dict_path=args.dict)
-    except (FileNotFoundError, CheckpointError, KeyError, ValueError) as e:
-        print(f"error: {e}")
-        return 2
+    # errors (missing file, bad checkpoint, failed download) reach the terminal as one line through cli.main
+    model, dictionary, info = load_ulm(resolve_ulm(args.path), dict_path=args.dict)
     cfg = model.cfg
     units = dictionary.units
     report = {

@@ -12,8 +12,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from s3prl_speechprompt.errors import UnitFileError
 from s3prl_speechprompt.ulm.dictionary import Dictionary
-from s3prl_speechprompt.units.manifest import UnitRecord, read_unit_file
+from s3prl_speechprompt.units.manifest import UnitRecord, check_unit_indices, list_problems, read_unit_file
 
 
 def default_threads() -> int:
@@ -24,22 +25,47 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def read_records(path, what: str) -> List[UnitRecord]:
+def read_records(path, what: str, dictionary: Optional[Dictionary] = None) -> List[UnitRecord]:
+    """A unit file's utterances, checked before any training: every line well formed, every unit a k-means
+    index (a line ``foo bar <s> no`` is an error naming ``file:line``, with all such lines listed) and, given
+    the LM's ``dictionary``, one of its units."""
     records = read_unit_file(path)
     if not records:
         raise ValueError(f"{path}: no utterances in the {what} unit file")
+    check_unit_indices(path, records)
+    if dictionary is not None:
+        check_in_dictionary(path, records, dictionary)
     return records
 
 
-def encode_sources(records: Sequence[UnitRecord], dictionary: Dictionary, path) -> List[List[int]]:
-    """Unit symbols -> LM ids through dict.txt; an unknown unit is an error naming the file and line."""
-    out = []
+def _describe(dictionary: Dictionary) -> str:
+    units = dictionary.units
+    if units == [str(i) for i in range(len(units))]:
+        return f"{len(units)} units, 0..{len(units) - 1}"
+    return f"{len(units)} units, e.g. {', '.join(units[:5])}"
+
+
+def check_in_dictionary(path, records: Sequence[UnitRecord], dictionary: Dictionary) -> None:
+    """Every unit must be one of the dictionary's units (not a special symbol such as ``<unk>``); one
+    :class:`~s3prl_speechprompt.errors.UnitFileError` lists every line that has others."""
+    known = set(dictionary.units)
+    problems = []
     for i, r in enumerate(records):
-        try:
-            out.append(dictionary.encode(r.units))
-        except KeyError as e:
-            raise ValueError(f"{path}: utterance {r.id} (record {i + 1}): {e.args[0]}") from None
-    return out
+        missing = [u for u in dict.fromkeys(r.units) if u not in known]
+        if missing:
+            where = f"{path}:{r.line}" if r.line else f"{path}: utterance {r.id} (record {i + 1})"
+            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            problems.append(f"{where}: unit{'s' if len(missing) > 1 else ''} {shown} not in the dictionary")
+    if problems:
+        raise UnitFileError(list_problems(
+            path, problems, f"of {len(records)} lines have units outside the LM's dictionary (dict.txt: "
+                            f"{_describe(dictionary)}; units must come from the k-means the LM was trained on)"))
+
+
+def encode_sources(records: Sequence[UnitRecord], dictionary: Dictionary, path) -> List[List[int]]:
+    """Unit symbols -> LM ids through dict.txt, after :func:`check_in_dictionary`."""
+    check_in_dictionary(path, records, dictionary)
+    return [dictionary.encode(r.units) for r in records]
 
 
 def bucketed_batches(lengths: Sequence[int], *, max_sentences: int, max_tokens: Optional[int] = None,

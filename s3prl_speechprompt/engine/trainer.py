@@ -233,7 +233,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     L = cfg.prompt_length if cfg.prompt_length is not None else default_L
     lm, dictionary, _ = load_ulm(ulm_path)
     sha = fingerprint(lm.state_dict())
-    train_rec, valid_rec = read_records(train_path, "training"), read_records(valid_path, "dev")
+    train_rec, valid_rec = read_records(train_path, "training", dictionary), read_records(valid_path, "dev", dictionary)
     verbalizer = build_verbalizer(cfg.verbalizer, [r.labels for r in train_rec], [r.units for r in train_rec],
                                   dictionary.units, seed=cfg.seed)
 

@@ -116,11 +116,8 @@ def read_events(path: Path):
 def _ckpt_info(path: Path) -> dict:
     """``Step`` and featurizer parameter count of an s3prl checkpoint (memory-mapped; {} if unreadable)."""
     try:
-        import torch
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError:            # legacy (non-zip) serialization cannot be mapped
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        from s3prl_speechprompt.ulm.checkpoint import load_container
+        ckpt = load_container(path)     # restricted: reading a run's checkpoint never runs code from it
         feat = ckpt.get("Featurizer") or {}
         return {"step": int(ckpt.get("Step", 0)),
                 "featurizer_params": int(sum(v.numel() for v in feat.values() if hasattr(v, "numel")))}

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from s3prl_speechprompt.tasks.audio import audit_split
 from s3prl_speechprompt.tasks.base import Item, get_task, read_item_audio
+from s3prl_speechprompt.ulm.checkpoint import load_container
 
 
 class ItemDataset(Dataset):
@@ -91,7 +92,7 @@ class ExpertData:
         recognised by ``key``; None for a fresh run."""
         if not init_ckpt:
             return None
-        ckpt = torch.load(init_ckpt, map_location="cpu", weights_only=False)
+        ckpt = load_container(init_ckpt)          # restricted: reading a checkpoint never runs code from it
         extra = (ckpt.get("Downstream") or {}).get("_extra_state")
         return extra if isinstance(extra, dict) and key in extra else None
 

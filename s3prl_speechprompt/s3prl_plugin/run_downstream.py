@@ -18,12 +18,19 @@ What it adds before handing over to ``s3prl.run_downstream.main()``:
    (which sets ``LOCAL_RANK``/``WORLD_SIZE`` in the environment and passes no flag) the flag is added;
    ``--local-rank`` (what ``torch.distributed.launch`` passes since torch 2.0) is renamed. With
    ``--device cpu`` the backend defaults to ``gloo`` (s3prl's default ``nccl`` needs GPUs) and
-   :func:`~s3prl_speechprompt.s3prl_plugin.compat.enable_cpu_ddp` is applied.
+   :func:`~s3prl_speechprompt.s3prl_plugin.compat.enable_cpu_ddp` is applied;
+6. a device that exists (:func:`choose_device`): without ``--device`` and without CUDA the run goes to the CPU
+   with a one-line notice (s3prl's default ``cuda`` would end in a CUDA traceback); ``--device cuda`` without
+   CUDA stops with one line;
+7. user errors (missing corpus, bad config, failed download, no GPU) as one line and exit code 2, bugs with
+   their traceback (``--verbose`` / ``SPEECHPROMPT_TRACEBACK=1``: always the traceback); see
+   :mod:`s3prl_speechprompt.errors`.
 """
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
+from s3prl_speechprompt.errors import DeviceError, DownloadError, UserError, run_reporting_errors
 from s3prl_speechprompt.s3prl_plugin import compat, registry, schedulers
 
 PROG = "speechprompt-run-downstream"
@@ -143,19 +150,94 @@ def _help_header(names: List[str]) -> str:
             f"  All other options are s3prl 0.4.18's:\n")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Run s3prl's downstream runner on ``argv`` (default ``sys.argv[1:]``)."""
-    prog = sys.argv[0] if argv is None else PROG
-    argv = list(sys.argv[1:] if argv is None else argv)
+def cuda_device_count() -> int:
+    """Visible CUDA devices (0 when torch has no CUDA, no driver, or ``CUDA_VISIBLE_DEVICES=""``)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def choose_device(argv: List[str], cuda_devices: Optional[int] = None) -> Tuple[List[str], Optional[str]]:
+    """``argv`` with a device that exists, and a notice to print (or None).
+
+    s3prl's ``--device`` defaults to ``cuda``, which on a machine without CUDA ends in a CUDA traceback at the
+    first ``.to(device)``. Without ``--device`` and without CUDA we add ``--device cpu`` (and, in a distributed
+    run, :func:`distributed_args` then picks the ``gloo`` backend) and return a one-line notice. An explicit
+    ``--device cuda[:N]`` that cannot be honoured raises :class:`~s3prl_speechprompt.errors.DeviceError`.
+    """
+    options = parse_options(argv)
+    if "--help" in options:
+        return list(argv), None
+    count = cuda_device_count() if cuda_devices is None else cuda_devices
+    device = options.get("--device")
+    if device is None:
+        if count == 0:
+            return list(argv) + ["--device", "cpu"], (
+                f"{PROG}: no CUDA device available; running on CPU (pass --device cpu to silence this notice)")
+        return list(argv), None
+    device = str(device)
+    if device.startswith("cuda"):
+        if count == 0:
+            raise DeviceError(f"--device {device}: no CUDA device is available here (torch.cuda.is_available() is "
+                              f"False: no GPU, no driver, a CPU-only torch or CUDA_VISIBLE_DEVICES=''); "
+                              f"run with --device cpu")
+        index = device.partition(":")[2]
+        if index.isdigit() and int(index) >= count:
+            raise DeviceError(f"--device {device}: only {count} CUDA device(s) are visible (cuda:0 .. "
+                              f"cuda:{count - 1}); pick one of them or check CUDA_VISIBLE_DEVICES")
+    return list(argv), None
+
+
+def explain_upstream_downloads() -> None:
+    """s3prl downloads upstream checkpoints (``-u hubert``, ...) on first use; offline that ends in a
+    requests/urllib traceback. Make a failed download a :class:`~s3prl_speechprompt.errors.DownloadError`
+    naming the URL and the path to place the file at (s3prl's cache: ``<dir>/<sha256(url)>.<name>``)."""
+    from s3prl.util import download
+
+    original = download._download
+    if getattr(original, "_speechprompt", False):
+        return
+
+    def _download(filepath, url, *args, **kwargs):
+        try:
+            return original(filepath, url, *args, **kwargs)
+        except Exception as e:
+            raise DownloadError(f"s3prl cannot download {url} ({type(e).__name__}: {e}); no network? Download it "
+                                f"on another machine and place it at {filepath}") from e
+
+    _download._speechprompt = True
+    download._download = _download
+
+
+_PATH_OPTIONS = {"--config": "config file", "--past_exp": "checkpoint or experiment directory",
+                 "--init_ckpt": "checkpoint file"}
+
+
+def check_paths(options: dict) -> None:
+    """``-c`` / ``-e`` / ``-i`` must exist (s3prl would open them inside its own code: a traceback)."""
+    for flag, what in _PATH_OPTIONS.items():
+        value = options.get(flag)
+        if isinstance(value, str) and not os.path.exists(value):
+            raise UserError(f"{flag} {value}: no such {what}")
+
+
+def run(argv: List[str], prog: str = PROG) -> int:
+    """Run s3prl's downstream runner on ``argv``; exceptions propagate (see :func:`main` for the command)."""
     compat.apply()
     schedulers.register()
     names = registry.register()
+    argv, notice = choose_device(argv)
+    if notice and os.environ.get("RANK", "0") == "0":
+        print(notice, file=sys.stderr, flush=True)
     argv = distributed_args(argv)
     argv = inject_default_config(argv)
     options = parse_options(argv)
     if "--help" in options:
         print(_help_header(names), flush=True)
+    else:
+        check_paths(options)
     compat.atomic_runner_checkpoints()
+    explain_upstream_downloads()
     if "--local_rank" in options:
         if str(options.get("--device", "cuda")).startswith("cpu"):
             compat.enable_cpu_ddp()
@@ -166,6 +248,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.argv = [prog] + argv
     s3prl_main()
     return 0
+
+
+def main(argv: Optional[List[str]] = None, *, report_errors: Optional[bool] = None) -> int:
+    """The ``speechprompt-run-downstream`` command: s3prl's runner on ``argv`` (default ``sys.argv[1:]``).
+
+    As a command (``argv`` None, or ``report_errors=True``) a user error - missing corpus, bad config value,
+    failed download, ``--device cuda`` without CUDA - ends with one line ``speechprompt-run-downstream: error:
+    ...`` and exit code 2; other exceptions keep their traceback (exit 1). ``--verbose`` or
+    ``SPEECHPROMPT_TRACEBACK=1`` shows the traceback of user errors too (rule: :mod:`s3prl_speechprompt.errors`).
+    Called from Python with ``argv``, exceptions propagate to the caller.
+    """
+    if report_errors is None:
+        report_errors = argv is None
+    prog = sys.argv[0] if argv is None else PROG
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not report_errors:
+        return run(argv, prog)
+    return run_reporting_errors(PROG, lambda: run(argv, prog), verbose="--verbose" in parse_options(argv))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ fairseq wrote three container shapes over the years: ``args`` (an ``argparse.Nam
 ``cfg`` as a dict whose values may be pickled fairseq ``ChoiceEnum`` members (late 2020 - mid 2021),
 and ``cfg`` as a plain dict. All hold the weights under ``model``. We unpickle with torch's
 ``weights_only`` loader first (plus ``argparse.Namespace``); only if the file needs other classes do we
-fall back to an unpickler that resolves a short allow-list (torch, numpy, omegaconf, collections,
-argparse) and turns every other class - fairseq's included - into an inert placeholder. No code from
+fall back to an unpickler that resolves a short allow-list of exact globals (torch's own weights-only
+set, numpy arrays, omegaconf's classes, collections, argparse) and turns every other global - fairseq's
+included, and any function such as ``os.system`` - into an inert placeholder. No code from
 the checkpoint is ever imported or run, and fairseq need not be installed.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from s3prl_speechprompt.atomic import atomic_torch_save
+from s3prl_speechprompt.safe_globals import numpy_globals, torch_globals
 from s3prl_speechprompt.ulm.dictionary import Dictionary
 from s3prl_speechprompt.ulm.model import ARCHITECTURES, ULMConfig, UnitLM
 
@@ -75,20 +77,40 @@ def _restore_placeholder(qualname, args, state):
     return obj
 
 
-_ALLOWED_MODULE_PREFIXES = ("torch", "numpy", "omegaconf", "collections", "_codecs", "copyreg", "typing", "enum")
-_ALLOWED_GLOBALS = {("argparse", "Namespace"), ("pathlib", "PosixPath"), ("pathlib", "WindowsPath")} | {
+# resolved for real: exact (module, name) pairs only. No module-prefix rule and no dotted names: with
+# "torch" or "numpy" allowed as a prefix, a pickle could name torch + "os.system" (protocol 4 resolves the
+# attribute chain), numpy.load or torch.utils.cpp_extension.load_inline and run code.
+_ALLOWED_GLOBALS = {("argparse", "Namespace"), ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"),
+                    ("collections", "OrderedDict"), ("collections", "defaultdict"), ("collections", "Counter"),
+                    ("copyreg", "_reconstructor"), ("_codecs", "encode"), ("typing", "Any")} | {
     ("builtins", n) for n in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "str", "bool",
                               "bytes", "bytearray", "complex", "slice", "object", "type", "NoneType")
 }
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    _resolved: Optional[Dict[Tuple[str, str], Any]] = None
+
+    @classmethod
+    def _allowed(cls) -> Dict[Tuple[str, str], Any]:
+        if cls._resolved is None:
+            cls._resolved = {**numpy_globals(), **torch_globals()}
+        return cls._resolved
+
     def find_class(self, module, name):
-        if (module, name) in _ALLOWED_GLOBALS or module.split(".")[0] in _ALLOWED_MODULE_PREFIXES:
-            try:
+        if "." not in name:
+            if (module, name) in _ALLOWED_GLOBALS:
                 return super().find_class(module, name)
-            except (ImportError, AttributeError):
-                pass
+            allowed = self._allowed()
+            if (module, name) in allowed:
+                return allowed[(module, name)]
+            if module == "omegaconf" or module.startswith("omegaconf."):     # DictConfig, ListConfig, nodes
+                try:
+                    obj = super().find_class(module, name)
+                except (ImportError, AttributeError):
+                    obj = None
+                if isinstance(obj, type):
+                    return obj
         return _placeholder_class(module, name)
 
 

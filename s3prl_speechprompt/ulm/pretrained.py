@@ -3,7 +3,8 @@
 ``hubert100`` / ``cpc100`` resolve to the unit-LM tarballs (``checkpoint_best.pt`` + ``dict.txt``) and
 k-means ``km.bin`` files at dl.fbaipublicfiles.com. Downloads land in
 ``$S3PRL_CACHE/download/<sha256(url)>.<basename>`` (default ``~/.cache/s3prl/download``), the naming
-s3prl uses, so a file placed there by hand works offline.
+s3prl uses, so a file placed there by hand works offline. A failed download raises
+:class:`~s3prl_speechprompt.errors.DownloadError` naming the URL and that path (one line on the terminal).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
+
+from s3prl_speechprompt.errors import DownloadError
 
 _BASE = "https://dl.fbaipublicfiles.com/textless_nlp/gslm"
 ULM_URLS = {
@@ -48,8 +51,9 @@ def fetch(url: str, refresh: bool = False) -> Path:
     except Exception as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise RuntimeError(f"cannot download {url} ({type(e).__name__}: {e}). Offline? Download it elsewhere and "
-                           f"place it at {path}") from e
+        raise DownloadError(f"cannot download {url} ({type(e).__name__}: {e}); no network? Download it on another "
+                            f"machine and place it at {path} (the cache root is $S3PRL_CACHE/download, default "
+                            f"~/.cache/s3prl/download)") from e
     return path
 
 
@@ -65,11 +69,18 @@ def resolve_ulm(name_or_path: str) -> Path:
     out = tarball.with_suffix("")
     if not (out / "dict.txt").is_file():
         tmp = Path(tempfile.mkdtemp(dir=tarball.parent))
-        with tarfile.open(tarball) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(tarball) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DownloadError(f"{tarball}: not a readable tarball ({type(e).__name__}: {e}); the download may be "
+                                f"incomplete: delete it and retry, or place a good copy of "
+                                f"{ULM_URLS[name_or_path]} there") from None
         found = next(iter(sorted(tmp.rglob("dict.txt"))), None)
         if found is None:
-            raise RuntimeError(f"{tarball}: no dict.txt inside; the download may be corrupt (delete it and retry)")
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DownloadError(f"{tarball}: no dict.txt inside; the download may be corrupt (delete it and retry)")
         if out.exists():
             shutil.rmtree(out)
         os.replace(found.parent, out)

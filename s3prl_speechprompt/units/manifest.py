@@ -8,27 +8,59 @@ Two formats are read, auto-detected per file (TSV if the first non-blank line ha
   characters with ``|`` as the word boundary).
 
 Units and labels stay strings exactly as written: the unit -> LM index mapping belongs to the
-GSLM ``dict.txt`` and label -> unit mapping to the verbalizer, not to this reader.
+GSLM ``dict.txt`` and label -> unit mapping to the verbalizer, not to this reader. What the reader does
+check is the form: a malformed line, and (``check_unit_indices``) a unit that is not a non-negative
+integer, are errors naming ``file:line``, every such line in one error.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 from s3prl_speechprompt.atomic import atomic_write_text
+from s3prl_speechprompt.errors import UnitFileError
 
 SEPARATOR = "<s>"
+MAX_LISTED = 20            # bad lines listed in one error (the rest are counted)
+_UNIT_INDEX = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
 class UnitRecord:
-    """One utterance: ``units`` (n,) unit symbols, ``labels`` (k,) label tokens (may be empty)."""
+    """One utterance: ``units`` (n,) unit symbols, ``labels`` (k,) label tokens (may be empty);
+    ``line``: its 1-based line in the file it was read from (0 if not read from a file)."""
 
     id: str
     units: Tuple[str, ...]
     labels: Tuple[str, ...]
+    line: int = field(default=0, compare=False)
+
+
+def list_problems(path, problems: Sequence[str], what: str) -> str:
+    """One error text for many bad lines: a headline, then up to MAX_LISTED ``file:line: ...`` entries."""
+    shown = "\n  ".join(problems[:MAX_LISTED])
+    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return f"{path}: {len(problems)} {what}:\n  {shown}{more}"
+
+
+def check_unit_indices(path, records: Sequence[UnitRecord]) -> None:
+    """Every unit symbol must be a non-negative integer (a k-means cluster index). Raises
+    :class:`~s3prl_speechprompt.errors.UnitFileError` naming every bad line (``file:line``), e.g. a line
+    ``foo bar <s> no``, a special symbol such as ``<unk>`` written as a unit, or ``-1``."""
+    problems = []
+    for i, r in enumerate(records):
+        bad = [u for u in dict.fromkeys(r.units) if not _UNIT_INDEX.fullmatch(u)]
+        if bad:
+            where = f"{path}:{r.line}" if r.line else f"{path}: record {i + 1} (id {r.id})"
+            shown = ", ".join(repr(u) for u in bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+            verb = "is not an integer unit" if len(bad) == 1 else "are not integer units"
+            problems.append(f"{where}: {shown} {verb}")
+    if problems:
+        raise UnitFileError(list_problems(path, problems, f"of {len(records)} lines have unit symbols that are not "
+                                          f"k-means unit indices (non-negative integers, e.g. '71 12 57 <s> label')"))
 
 
 def _malformed(path: Path, lineno: int, line: str, why: str) -> ValueError:
@@ -49,7 +81,7 @@ def _parse_speechprompt(path: Path, lineno: int, line: str) -> UnitRecord:
     units, labels = tokens[:cut], tokens[cut + 1:]
     if not units:
         raise _malformed(path, lineno, line, f"no units before '{SEPARATOR}'")
-    return UnitRecord(f"{path.stem}-{lineno}", tuple(units), tuple(labels))
+    return UnitRecord(f"{path.stem}-{lineno}", tuple(units), tuple(labels), lineno)
 
 
 def _parse_tsv(path: Path, lineno: int, line: str) -> UnitRecord:
@@ -65,11 +97,14 @@ def _parse_tsv(path: Path, lineno: int, line: str) -> UnitRecord:
     if SEPARATOR in units or SEPARATOR in labels:
         raise _malformed(path, lineno, line,
                          f"'{SEPARATOR}' inside a TSV field; TSV keeps units and labels in separate columns")
-    return UnitRecord(uid, tuple(units), tuple(labels))
+    return UnitRecord(uid, tuple(units), tuple(labels), lineno)
 
 
 def read_unit_file(path: str | os.PathLike) -> List[UnitRecord]:
-    """Read a SpeechPrompt ``units <s> labels`` file or our TSV manifest (blank lines are skipped)."""
+    """Read a SpeechPrompt ``units <s> labels`` file or our TSV manifest (blank lines are skipped).
+
+    Every malformed line is reported in one :class:`~s3prl_speechprompt.errors.UnitFileError` (``file:line:
+    what``, the first MAX_LISTED of them and a count), not just the first."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: unit file not found")
@@ -78,7 +113,18 @@ def read_unit_file(path: str | os.PathLike) -> List[UnitRecord]:
     if first is None:
         return []
     parse = _parse_tsv if "\t" in first else _parse_speechprompt
-    return [parse(path, lineno, line) for lineno, line in enumerate(lines, 1) if line.strip()]
+    records, problems = [], []
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                records.append(parse(path, lineno, line))
+            except ValueError as e:
+                problems.append(str(e))
+    if problems:
+        if len(problems) == 1:
+            raise UnitFileError(problems[0])
+        raise UnitFileError(list_problems(path, problems, "malformed lines"))
+    return records
 
 
 def _check_writable(i: int, rec: UnitRecord) -> None:

@@ -4,11 +4,17 @@ GSLM's ``km.bin`` is a joblib pickle of an sklearn (MiniBatch)KMeans, applied wi
 (nearest centroid, Euclidean). We unpickle it once, keep only ``cluster_centers_`` as a buffer
 and do the argmin in torch, so quantization runs on the GPU inside s3prl without sklearn in the
 loop and without the pickle's sklearn-version fragility.
+
+The pickle is read by a restricted unpickler (:func:`read_km_bin`: joblib's own reader with
+``find_class`` narrowed): sklearn's KMeans classes, under any module path sklearn has used, become a
+plain :class:`KMeansState`; numpy arrays are rebuilt; any other global the file names is refused. So
+reading a km.bin needs neither sklearn nor trust in the file (``joblib.load`` would run whatever the
+pickle names). sklearn is needed only to *fit* k-means.
 """
 from __future__ import annotations
 
 import os
-import warnings
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -17,6 +23,8 @@ import numpy as np
 import torch
 
 from s3prl_speechprompt.atomic import atomic_torch_save
+from s3prl_speechprompt.errors import KMeansFileError
+from s3prl_speechprompt.safe_globals import numpy_globals
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -82,35 +90,15 @@ class KMeansQuantizer(torch.nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_km_bin(cls, path: Union[str, os.PathLike]) -> "KMeansQuantizer":
-        """Load GSLM's ``km.bin`` (joblib pickle of sklearn MiniBatchKMeans/KMeans)."""
+        """Load GSLM's ``km.bin`` (a joblib pickle of an sklearn MiniBatchKMeans/KMeans) without sklearn.
+
+        Read by :func:`read_km_bin`: only ``cluster_centers_`` is used, and no code named by the file is run.
+        """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: k-means file not found (GSLM ships it as km.bin next to the "
-                                    f"unit LM, e.g. hubert/km100/km.bin)")
-        try:
-            import joblib
-        except ImportError:
-            raise ImportError(f"{path}: reading a GSLM km.bin needs joblib and scikit-learn; "
-                              f"pip install joblib scikit-learn") from None
-        with warnings.catch_warnings():
-            # GSLM pickles were written by old sklearn versions; only the centroids are used
-            warnings.simplefilter("ignore")
-            try:
-                model = joblib.load(path)
-            except ModuleNotFoundError as e:
-                raise ImportError(f"{path}: unpickling needs module {e.name!r}; pip install scikit-learn") from None
-            except Exception as e:
-                raise ValueError(f"{path}: could not unpickle as a joblib k-means model "
-                                 f"({type(e).__name__}: {e}); expected GSLM's km.bin") from None
-        centers = getattr(model, "cluster_centers_", None)
-        if centers is None:
-            raise ValueError(f"{path}: found a {type(model).__module__}.{type(model).__name__} without "
-                             f"cluster_centers_; expected a fitted sklearn KMeans/MiniBatchKMeans (GSLM km.bin)")
-        centers = np.asarray(centers)
-        if centers.ndim != 2:
-            raise ValueError(f"{path}: cluster_centers_ has shape {centers.shape}, expected (K, D)")
-        return cls(centers, meta={"source": str(path), "n_clusters": int(centers.shape[0]),
-                                  "kind": type(model).__name__})
+        state = read_km_bin(path)
+        centers = np.asarray(state.cluster_centers_)
+        return cls(centers, meta={"source": str(path), "n_clusters": int(centers.shape[0]), "kind": state.kind,
+                                  "sklearn_version": str(state.__dict__.get("_sklearn_version", "unknown"))})
 
     @classmethod
     def fit(cls, features: Union[ArrayLike, Iterable[ArrayLike]], n_clusters: int = 100, seed: int = 1369,
@@ -194,3 +182,126 @@ def dedup(units: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"dedup expects a 1-D unit sequence, got shape {tuple(units.shape)}; "
                          f"dedup each utterance separately (lengths differ afterwards)")
     return torch.unique_consecutive(units)
+
+
+# ------------------------------------------------------------------------------------------ km.bin reading
+class KMeansState:
+    """The attributes of a pickled sklearn (MiniBatch)KMeans, as plain data: no sklearn class, no methods."""
+
+    kind = "KMeans"
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
+            state = state[0]                            # (dict, slots) form
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{self.kind} state is a {type(state).__name__}, expected a dict")
+        self.__dict__.update(state)
+
+
+class MiniBatchKMeansState(KMeansState):
+    kind = "MiniBatchKMeans"
+
+
+class _Inert:
+    """Stands in for a numpy RandomState given as ``random_state`` (the real one is never built; this is unused)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def _inert_factory(*args, **kwargs):
+    return _Inert()
+
+
+_KMEANS_CLASSES = {"KMeans": KMeansState, "MiniBatchKMeans": MiniBatchKMeansState}
+# a RandomState passed as random_state pickles through these; they are replaced, not called
+_RANDOM_STATE_GLOBALS = {("numpy.random._pickle", "__randomstate_ctor"),
+                         ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__generator_ctor"),
+                         ("numpy.random", "__RandomState_ctor"), ("numpy.random.mtrand", "RandomState"),
+                         ("numpy.random._mt19937", "MT19937")}
+
+
+def _km_unpickler_class():
+    """joblib's NumpyUnpickler (decompression, its array container) with ``find_class`` narrowed."""
+    from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
+
+    class CheckedArrayWrapper(NumpyArrayWrapper):
+        """joblib's array container, refusing object arrays (they would be a nested, unrestricted pickle
+        in older joblib) and array subclasses."""
+
+        def read_array(self, unpickler, *args, **kwargs):
+            dtype = self.dtype
+            if not isinstance(dtype, np.dtype) or dtype.hasobject:
+                raise KMeansFileError(f"{unpickler.filename}: holds an array of dtype {dtype!r}; only numeric "
+                                      f"arrays are read from a k-means file")
+            if self.subclass not in (np.ndarray, np.memmap):
+                raise KMeansFileError(f"{unpickler.filename}: holds an array of type {self.subclass!r}; only "
+                                      f"numpy.ndarray is read from a k-means file")
+            return super().read_array(unpickler, *args, **kwargs)
+
+    allowed = numpy_globals()
+    for mod in ("joblib.numpy_pickle", "sklearn.externals.joblib.numpy_pickle"):   # sklearn <= 0.22 vendored joblib
+        allowed[(mod, "NumpyArrayWrapper")] = CheckedArrayWrapper
+
+    class KMeansUnpickler(NumpyUnpickler):
+        def find_class(self, module, name):
+            if (module == "sklearn.cluster" or module.startswith("sklearn.cluster.")) and name in _KMEANS_CLASSES:
+                return _KMEANS_CLASSES[name]            # sklearn.cluster.k_means_ (<= 0.23), ._kmeans (>= 0.22), ...
+            if (module, name) in allowed:
+                return allowed[(module, name)]
+            if (module, name) in _RANDOM_STATE_GLOBALS:
+                return _inert_factory
+            raise KMeansFileError(
+                f"{self.filename}: refusing to load: the pickle names {module}.{name}, which is not part of an "
+                f"sklearn k-means model (only KMeans/MiniBatchKMeans state and numpy arrays are read from a "
+                f"km.bin; nothing the file names is run). Use a km.bin written by sklearn's (MiniBatch)KMeans")
+
+    return KMeansUnpickler
+
+
+def read_km_bin(path: Union[str, os.PathLike]) -> KMeansState:
+    """A joblib-pickled sklearn KMeans/MiniBatchKMeans (compressed or not) as a :class:`KMeansState`.
+
+    Needs joblib (for its container format) but not sklearn; refuses any global outside a k-means model
+    and numpy arrays with :class:`~s3prl_speechprompt.errors.KMeansFileError` naming it and the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: k-means file not found (GSLM ships it as km.bin next to the "
+                                f"unit LM, e.g. hubert/km100/km.bin)")
+    try:
+        from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
+    except ImportError:
+        raise ImportError(f"{path}: reading a GSLM km.bin needs joblib (its container format); "
+                          f"pip install joblib") from None
+    unpickler_class = _km_unpickler_class()
+    try:
+        with open(path, "rb") as raw, _validate_fileobject_and_memmap(raw, str(path)) as (fobj, _):
+            if isinstance(fobj, str):
+                raise KMeansFileError(f"{path}: written by joblib < 0.10 (2016), whose format keeps arrays in "
+                                      f"side files; re-save it with a current joblib")
+            try:
+                unpickler = unpickler_class(str(path), fobj, ensure_native_byte_order=True)
+            except TypeError:                           # joblib < 1.3 has no ensure_native_byte_order
+                unpickler = unpickler_class(str(path), fobj)
+            obj = unpickler.load()
+    except (KMeansFileError, FileNotFoundError):
+        raise
+    except Exception as e:
+        raise KMeansFileError(f"{path}: could not unpickle as a joblib k-means model ({type(e).__name__}: {e}); "
+                              f"expected GSLM's km.bin (or a .npy of centroids / a file saved by "
+                              f"KMeansQuantizer.save)") from None
+    if not isinstance(obj, KMeansState):
+        raise KMeansFileError(f"{path}: found a {type(obj).__module__}.{type(obj).__name__} without "
+                              f"cluster_centers_; expected a fitted sklearn KMeans/MiniBatchKMeans (GSLM km.bin)")
+    centers = obj.__dict__.get("cluster_centers_")
+    if not isinstance(centers, np.ndarray):
+        raise KMeansFileError(f"{path}: the {obj.kind} has no cluster_centers_ array (found "
+                              f"{type(centers).__name__}); was it fitted before saving?")
+    if centers.ndim != 2 or not np.issubdtype(centers.dtype, np.number):
+        raise KMeansFileError(f"{path}: cluster_centers_ has shape {centers.shape} and dtype {centers.dtype}, "
+                              f"expected a numeric (K, D) array")
+    return obj
