@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from s3prl_speechprompt.s3prl_plugin import compat
+from s3prl_speechprompt import compat
 
 from conftest import runner_env
 

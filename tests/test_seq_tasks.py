@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from s3prl_speechprompt.s3prl_plugin import compat
+from conftest import record_outcome, runner_seed_args, seed_offset, thread_count
+from s3prl_speechprompt import compat
 
 REPO = Path(__file__).resolve().parents[1]
 compat.apply()
@@ -99,8 +100,8 @@ def asr_corpus(tmp_path_factory):
     from s3prl_speechprompt.synth.seq_corpora import make_asr
 
     out = tmp_path_factory.mktemp("synth_asr")
-    return out, make_asr(out, seed=0, utterances=(160, 24, 24), vocabulary=8, words=(1, 3), speakers=(4, 1, 1),
-                         progress=False)
+    return out, make_asr(out, seed=seed_offset(), utterances=(160, 24, 24), vocabulary=8, words=(1, 3),
+                         speakers=(4, 1, 1), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def sf_corpus(tmp_path_factory):
     from s3prl_speechprompt.synth.seq_corpora import make_sf
 
     out = tmp_path_factory.mktemp("synth_sf")
-    return out, make_sf(out, seed=0, texts=(80, 12, 12), speakers=(2, 1, 1), templates=4, progress=False)
+    return out, make_sf(out, seed=seed_offset(), texts=(80, 12, 12), speakers=(2, 1, 1), templates=4, progress=False)
 
 
 def test_asr_corpus_reader(asr_corpus):
@@ -247,7 +248,7 @@ def tiny_ulm(tmp_path_factory):
     from s3prl_speechprompt.ulm.dictionary import Dictionary
     from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed_offset())
     d = Dictionary([str(u) for u in range(K)])
     out = tmp_path_factory.mktemp("seq_ulm")
     save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(d))), d, out)
@@ -290,7 +291,7 @@ def _config(task, method, ulm, datarc, steps, lr, eval_step, eval_splits, cache_
 def _run(cmd, cwd, timeout=240):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"
+    env["OMP_NUM_THREADS"] = str(thread_count())
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
@@ -320,8 +321,8 @@ def _train_and_untrained(tmp_path, name, task, method, ulm, datarc, steps, lr):
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(_config(task, method, ulm, datarc, steps, lr, steps // 2, "[dev]", tmp_path / "units"))
     exp = tmp_path / name
-    _run(_runner("-m", "train", "-u", "fbank", "-d", f"speechprompt_{name}", "-c", str(cfg), "-p", str(exp)),
-         tmp_path)
+    _run(_runner("-m", "train", "-u", "fbank", "-d", f"speechprompt_{name}", "-c", str(cfg), "-p", str(exp),
+                 *runner_seed_args()), tmp_path)
     assert (exp / "dev-best.ckpt").is_file()
     out = _run(_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt")), tmp_path)
     trained = _scores(out, "test")
@@ -329,8 +330,8 @@ def _train_and_untrained(tmp_path, name, task, method, ulm, datarc, steps, lr):
     cfg0 = tmp_path / f"{name}_untrained.yaml"
     cfg0.write_text(_config(task, method, ulm, datarc, 1, 0.0, 1, "[test]", tmp_path / "units"))
     exp0 = tmp_path / f"{name}_untrained"
-    out0 = _run(_runner("-m", "train", "-u", "fbank", "-d", f"speechprompt_{name}", "-c", str(cfg0), "-p", str(exp0)),
-                tmp_path)
+    out0 = _run(_runner("-m", "train", "-u", "fbank", "-d", f"speechprompt_{name}", "-c", str(cfg0), "-p", str(exp0),
+                        *runner_seed_args()), tmp_path)
     return exp, trained, exp0, _scores(out0, "test")
 
 
@@ -352,7 +353,8 @@ def test_runner_asr_ftlm_beats_untrained_and_length_analysis(asr_corpus, tiny_ul
     datarc = {"libri_root": str(out_dir / "LibriSpeech"), "batch_size": 8, "eval_batch_size": 24, "num_workers": 0}
     exp, trained, exp0, untrained = _train_and_untrained(tmp_path, "asr_ftlm", "asr", "ftlm", tiny_ulm, datarc,
                                                          steps=300, lr=3.0e-3)
-    print(f"ASR test (FT-LM, 300 steps): {trained}; untrained: {untrained}")
+    record_outcome("asr_ftlm", wer=trained["wer"], cer=trained["cer"], untrained_wer=untrained["wer"],
+                   untrained_cer=untrained["cer"])
     assert trained["wer"] < untrained["wer"] and trained["cer"] < untrained["cer"]
     assert trained["cer"] < 100.0
     # the logged figures are SUPERB's: recompute them with the ASR expert's own _compute_metrics from the files
@@ -384,7 +386,9 @@ def test_runner_sf_ftlm_beats_untrained(sf_corpus, tiny_ulm, tmp_path):
               "test_speakers": "[Brian]", "batch_size": 8, "eval_batch_size": 12, "num_workers": 0}
     exp, trained, exp0, untrained = _train_and_untrained(tmp_path, "sf_ftlm", "sf", "ftlm", tiny_ulm, datarc,
                                                          steps=300, lr=3.0e-3)
-    print(f"SF test (FT-LM, 300 steps): {trained}; untrained: {untrained}")
+    record_outcome("sf_ftlm", slot_type_f1=trained["slot_type_f1"], slot_value_cer=trained["slot_value_cer"],
+                   untrained_slot_type_f1=untrained["slot_type_f1"],
+                   untrained_slot_value_cer=untrained["slot_value_cer"])
     assert trained["slot_type_f1"] > untrained["slot_type_f1"]
     assert trained["slot_value_cer"] < untrained["slot_value_cer"]
     hyps, refs = _read_pairs(exp)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
-from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig, train
+from s3prl_speechprompt.engine.methods import train
+from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig
 from s3prl_speechprompt.prompt.verbalizer import METHODS as VERBALIZERS
 
 NAME = "train"
