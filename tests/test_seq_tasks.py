@@ -288,7 +288,9 @@ def _config(task, method, ulm, datarc, steps, lr, eval_step, eval_splits, cache_
         """) + prompt + "  datarc:\n" + data
 
 
-def _run(cmd, cwd, timeout=240):
+def _run(cmd, cwd, timeout=1800):
+    """Run a runner subprocess; the timeout only guards against a hang (a 300-step run takes ~2 min on 2 idle cores,
+    but > 4 min on a loaded machine)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = str(thread_count())
