@@ -1,9 +1,12 @@
 """SpeechPrompt for s3prl: prompt tuning a frozen GSLM unit language model on SUPERB tasks.
 
-Layers (each imports only the ones listed before it):
-``ulm`` (fairseq-compatible unit LM) -> ``prompt`` (deep prompts, verbalizers, prompted LM)
--> ``units`` (k-means quantizer, dedup) -> ``tasks`` (SUPERB task adapters) -> front ends
-(``s3prl_plugin``, ``commands``/``cli``).
+Layers (each imports only the ones listed before it; tests/test_layering.py checks this and that no
+module imports itself back through others):
+``atomic``, ``compat`` (atomic file writes; s3prl on today's torch/torchaudio) -> ``ulm`` (fairseq-compatible
+unit LM) -> ``prompt`` (deep prompts, verbalizers, prompted LM) -> ``units`` (k-means quantizer, dedup)
+-> ``tasks`` (SUPERB task adapters) -> back ends, which do not import one another (``s3prl_plugin``: s3prl's
+runner; ``engine``: training from unit files; ``synth``, ``analysis``, ``report``, ``bench``) -> front ends
+(``commands``/``cli``).
 """
 
 __version__ = "0.1.0"

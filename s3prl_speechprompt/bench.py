@@ -384,7 +384,7 @@ def random_hubert(path: Path, size: str) -> Path:
 def bench_units(cfg: BenchConfig) -> dict:
     import soundfile as sf
 
-    from s3prl_speechprompt.s3prl_plugin import compat
+    from s3prl_speechprompt import compat
     compat.apply()
     from s3prl import hub
     from s3prl.upstream.interfaces import Featurizer

@@ -1,6 +1,7 @@
 """Shared fixtures: fairseq as a test oracle, peer data location, tiny unit LMs."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -33,14 +34,43 @@ def peer_dir(name: str) -> Path:
     return d
 
 
+def seed_offset() -> int:
+    """``SPEECHPROMPT_TEST_SEED`` (default 0), added to every seed of the outcome tests (synthetic corpora, k-means,
+    unit LMs, the runner's ``--seed``): benchmarks/outcome_spread.py reruns them under other seeds to measure how
+    far each asserted outcome moves. 0 reproduces the seeds the thresholds were set with."""
+    return int(os.environ.get("SPEECHPROMPT_TEST_SEED", "0"))
+
+
+def thread_count() -> int:
+    """``SPEECHPROMPT_TEST_THREADS`` (default 1): torch/OMP threads of the outcome tests' training, in process and in
+    runner subprocesses (another thread count changes float summation order, as another machine does)."""
+    return int(os.environ.get("SPEECHPROMPT_TEST_THREADS", "1"))
+
+
+def runner_seed_args() -> list:
+    """``--seed`` for s3prl's runner: its own default (1337) shifted by :func:`seed_offset`."""
+    return ["--seed", str(1337 + seed_offset())]
+
+
+def record_outcome(name: str, **metrics) -> None:
+    """Print an outcome test's measured figures and, if ``SPEECHPROMPT_OUTCOMES`` names a file, append them there
+    as one JSON line (with the seed offset and thread count) for benchmarks/outcome_spread.py to tabulate."""
+    print(f"outcome {name}: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+    path = os.environ.get("SPEECHPROMPT_OUTCOMES")
+    if path:
+        row = {"test": name, "seed": seed_offset(), "threads": thread_count(),
+               "cpu": os.environ.get("ATEN_CPU_CAPABILITY", "default"), "metrics": metrics}
+        with open(path, "a") as f:           # one short append per line: safe across xdist workers
+            f.write(json.dumps(row) + "\n")
+
+
 def runner_env() -> dict:
     """Environment for runner subprocesses: one OMP thread (tiny per-utterance ops only add contention
-    on 2 cores), no warnings."""
+    on 2 cores; :func:`thread_count` to measure another count), no warnings."""
     env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "1"
+    env["OMP_NUM_THREADS"] = str(thread_count())
     env["PYTHONWARNINGS"] = "ignore"
     return env
-
 
 def fairseq_env() -> dict:
     env = dict(os.environ)
@@ -48,20 +78,17 @@ def fairseq_env() -> dict:
     env["PYTHONWARNINGS"] = "ignore"
     return env
 
-
 def require_fairseq():
     try:
         import fairseq  # noqa: F401
     except Exception as e:  # pragma: no cover - depends on the environment
         pytest.skip(f"fairseq oracle not importable ({e}); install fairseq-fixed==0.12.3.1 (see .ci/run)")
 
-
 def write_unit_corpus(path: Path, n: int, n_units: int = 20, seed: int = 0, max_len: int = 30) -> None:
     rng = random.Random(seed)
     with open(path, "w") as f:
         for _ in range(n):
             f.write(" ".join(str(rng.randrange(n_units)) for _ in range(rng.randint(5, max_len))) + "\n")
-
 
 def train_fairseq_lm(workdir: Path, *extra: str, n_units: int = 20) -> Path:
     """Preprocess a random unit corpus and train a tiny transformer_lm for 3 updates with fairseq's CLI."""
@@ -83,7 +110,6 @@ def train_fairseq_lm(workdir: Path, *extra: str, n_units: int = 20) -> Path:
                    check=True, env=env, capture_output=True)
     (ck / "dict.txt").write_text((workdir / "bin" / "dict.txt").read_text())
     return ck
-
 
 @pytest.fixture(scope="session")
 def tiny_ulm_dir(tmp_path_factory):

@@ -22,7 +22,7 @@ import yaml
 
 from conftest import runner_env
 from s3prl_speechprompt import report
-from s3prl_speechprompt.s3prl_plugin import compat
+from s3prl_speechprompt import compat
 from s3prl_speechprompt.tasks.base import Item, Task
 
 RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from s3prl_speechprompt.s3prl_plugin import compat
+from s3prl_speechprompt import compat
 
 
 def test_extract_units_matches_the_experts_on_the_fly_units(tmp_path):

@@ -20,7 +20,8 @@ import soundfile as sf
 import torch
 import yaml
 
-from s3prl_speechprompt.s3prl_plugin import compat
+from s3prl_speechprompt import compat
+from s3prl_speechprompt.s3prl_plugin import registry
 
 from conftest import runner_env
 
@@ -297,15 +298,11 @@ def test_sources_past_lm_positions_and_unfinished_generation_are_reported(env, t
 
 
 # ------------------------------------------------------------------------------------ SIGKILL + -a
-def test_sigkill_mid_run_then_auto_resume_equals_the_uninterrupted_run(env, tmp_path):
-    """A real training subprocess killed with SIGKILL while it trains and saves; `-a` finishes it; the
-    final prompts and the final dev metrics are bitwise those of an uninterrupted run (same seed)."""
-    steps = 16
-    cfg = _cfg(env, tmp_path, {"csv": str(env["csv"])})
-    data = yaml.safe_load(cfg.read_text())
-    data["runner"].update(total_steps=steps, save_step=2, eval_step=8, max_keep=1, log_step=4)
-    cfg.write_text(yaml.safe_dump(data))
-    args = ["-m", "train", "-u", "fbank", "-d", "speechprompt_csv", "-c", str(cfg), "--device", "cpu"]
+def _kill_resume_matches_uninterrupted(cfg: Path, downstream: str, tmp_path: Path, steps: int, prefixes) -> None:
+    """A real training subprocess killed with SIGKILL while it trains and saves, once in the first run and once
+    after the step-8 evaluation inside the resumed one; `-a` finishes it; the final weights whose names start with
+    ``prefixes`` and the final dev metrics are bitwise those of an uninterrupted run (same seed)."""
+    args = ["-m", "train", "-u", "fbank", "-d", downstream, "-c", str(cfg), "--device", "cpu"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     subprocess.run(RUNNER + args + ["-p", str(full)], check=True, env=runner_env(), capture_output=True)
 
@@ -335,7 +332,35 @@ def test_sigkill_mid_run_then_auto_resume_equals_the_uninterrupted_run(env, tmp_
     assert f"Resume from {cut}/states-{max(killed_at[-1])}.ckpt" in out.stdout
     load = lambda p: torch.load(p, map_location="cpu", weights_only=False)["Downstream"]
     a, b = load(full / f"states-{steps}.ckpt"), load(cut / f"states-{steps}.ckpt")
-    keys = [k for k in a if k.startswith("model.")]
+    keys = [k for k in a if k.startswith(tuple(prefixes))]
     assert keys and all(torch.equal(a[k], b[k]) for k in keys), f"killed after states {killed_at}"
     last = lambda p: [ln for ln in (p / "log.log").read_text().splitlines() if ln.startswith(f"step {steps}:")]
     assert last(full) == last(cut) and last(full)
+
+
+def _resume_runner(cfg: Path, steps: int) -> None:
+    data = yaml.safe_load(cfg.read_text())
+    data["runner"].update(total_steps=steps, save_step=2, eval_step=8, max_keep=1, log_step=4, eval_dataloaders=["dev"])
+    cfg.write_text(yaml.safe_dump(data))
+
+
+def test_sigkill_mid_run_then_auto_resume_equals_the_uninterrupted_run(env, tmp_path):
+    """The prompt expert: final prompts and dev metrics after two kills and `-a` equal an uninterrupted run's."""
+    steps = 16
+    cfg = _cfg(env, tmp_path, {"csv": str(env["csv"])})
+    _resume_runner(cfg, steps)
+    _kill_resume_matches_uninterrupted(cfg, "speechprompt_csv", tmp_path, steps, ["model."])
+
+
+def test_baseline_sigkill_mid_run_then_auto_resume_equals_the_uninterrupted_run(env, tmp_path):
+    """The baseline expert (SUPERB's linear head, ``-d speechprompt_csv_linear``): its training order comes from the
+    same resumable sampler, so after two kills and `-a` its head weights equal an uninterrupted run's, bitwise.
+    18 training utterances in batches of 4: the kills fall mid-epoch, where `-a` must skip what was consumed."""
+    steps = 16
+    cfg = yaml.safe_load(Path(registry.default_config_path("speechprompt_csv_linear")).read_text())
+    cfg["optimizer"]["lr"] = 1e-2
+    cfg["downstream_expert"]["datarc"].update(csv=str(env["csv"]), batch_size=4, eval_batch_size=8, num_workers=0)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    _resume_runner(path, steps)
+    _kill_resume_matches_uninterrupted(path, "speechprompt_csv_linear", tmp_path, steps, ["projector.", "model."])

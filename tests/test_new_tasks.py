@@ -20,7 +20,7 @@ import soundfile as sf
 import yaml
 
 import test_s3prl_expert as tse
-from conftest import runner_env
+from conftest import record_outcome, runner_env, runner_seed_args, seed_offset
 from s3prl_speechprompt.s3prl_plugin import registry
 from s3prl_speechprompt.tasks import base
 from s3prl_speechprompt.tasks.base import get_task
@@ -167,8 +167,8 @@ def corpora(tmp_path_factory):
     from s3prl_speechprompt.synth.cls_corpora import make_csv, make_er
     root = tmp_path_factory.mktemp("new_tasks")
     out = {"root": root}
-    out["csv"] = make_csv(root / "csv", seed=0, per_class=(12, 3, 3), progress=False)
-    out["er"] = make_er(root / "er", seed=0, per_emotion=6, progress=False)
+    out["csv"] = make_csv(root / "csv", seed=seed_offset(), per_class=(12, 3, 3), progress=False)
+    out["er"] = make_er(root / "er", seed=seed_offset(), per_emotion=6, progress=False)
     return out
 
 
@@ -256,7 +256,7 @@ def _run(args, extra_env=None):
 
 def _train_and_evaluate(name, cfg, exp, extra_env=None, upstream="fbank"):
     train = ["-m", "train", "-u", upstream, "-d", name, "-p", str(exp), "--device", "cpu"]
-    _run(train + (["-c", str(cfg)] if cfg else []), extra_env)
+    _run(train + (["-c", str(cfg)] if cfg else []) + runner_seed_args(), extra_env)
     _run(["-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu"], extra_env)
     return tse.last_metrics(exp, "test")
 
@@ -315,7 +315,7 @@ def test_csv_prompt_tuning_through_s3prl_runner(runs):
     0.30, seed 1 0.26 (7/27); chance 0.111; asserted >= 0.22 (6/27, 2x chance). More data (16,4,4 per class,
     300 steps: 0.22 / 0.75) or more training speakers (12: 0.22 / 0.22) did not make it steadier."""
     exp, test = _result(runs, "csv")
-    print(f"CSV PT test accuracy {test['accuracy']:.3f} (9 classes, chance 0.111)")
+    record_outcome("csv_pt", accuracy=test["accuracy"])
     assert test["accuracy"] >= 0.22
     assert (exp / "test_predict.txt").is_file()
 
@@ -325,7 +325,7 @@ def test_er_prompt_tuning_through_s3prl_runner(runs):
     0.417, seed 1 0.417 (20/48); chance 0.25; asserted >= 0.35 (17/48). With per_emotion 4 and 250 steps it
     was 0.375 / 0.50 on 32 utterances."""
     exp, test = _result(runs, "er")
-    print(f"ER PT test accuracy {test['accuracy']:.3f} (4 balanced classes, chance 0.25)")
+    record_outcome("er_pt", accuracy=test["accuracy"])
     assert test["accuracy"] >= 0.35
 
 
@@ -333,7 +333,7 @@ def test_task_module_outside_the_package_through_s3prl_runner(runs):
     """-d speechprompt_shapes: module on PYTHONPATH, YAML in SPEECHPROMPT_CONFIG_PATH, no -c."""
     exp, test = _result(runs, "outside")
     info = json.loads((exp / "speechprompt_info.json").read_text())
-    print(f"outside-package task (3 shapes) PT test accuracy {test['accuracy']:.3f} (chance 0.333)")
+    record_outcome("outside_pt", accuracy=test["accuracy"])
     assert info["task"] == "my_shape_task" and info["trainable_params"] > 0
     assert {"circle", "square", "triangle"} <= set((exp / "test_truth.txt").read_text().split())
     assert test["accuracy"] > 0.333

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 import test_new_tasks as tnt
+from conftest import record_outcome, seed_offset
 from s3prl_speechprompt.s3prl_plugin import registry
 from s3prl_speechprompt.tasks.base import get_task
 
@@ -30,8 +31,9 @@ def corpora(tmp_path_factory):
     from s3prl_speechprompt.synth.cls_corpora import make_csv, make_sid
     root = tmp_path_factory.mktemp("new_tasks_sid")
     return {"root": root,
-            "sid": make_sid(root / "sid", seed=0, speakers=SID_SPEAKERS, per_speaker=SID_PER_SPEAKER, progress=False),
-            "csv": make_csv(root / "csv", seed=0, per_class=(4, 2, 2), progress=False)}
+            "sid": make_sid(root / "sid", seed=seed_offset(), speakers=SID_SPEAKERS, per_speaker=SID_PER_SPEAKER,
+                            progress=False),
+            "csv": make_csv(root / "csv", seed=seed_offset(), per_class=(4, 2, 2), progress=False)}
 
 
 def test_sid_reader_on_synthetic_voxceleb1(corpora):
@@ -123,8 +125,7 @@ def test_sid_more_speakers_than_units_through_s3prl_runner(runs, corpora):
     exp = corpora["root"] / "exp_sid"
     info = json.loads((exp / "speechprompt_info.json").read_text())
     chance = 1 / SID_SPEAKERS
-    print(f"SID FT-LM test accuracy {test['accuracy']:.3f} ({SID_SPEAKERS} speakers > {SID_UNITS} units, "
-          f"chance {chance:.3f})")
+    record_outcome("sid_ftlm", accuracy=test["accuracy"])
     assert (info["verbalizer"], info["code_length"], info["k"]) == ("multi", 2, SID_UNITS)
     state = torch.load(exp / "dev-best.ckpt", map_location="cpu", weights_only=False)["Downstream"]["_extra_state"]
     codes = state["verbalizer"]["codes"]

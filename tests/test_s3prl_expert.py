@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from s3prl_speechprompt.s3prl_plugin import compat
+from s3prl_speechprompt import compat
 
-from conftest import runner_env
+from conftest import record_outcome, runner_env, runner_seed_args, seed_offset, thread_count
 
 RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
 N_CLUSTERS = 50
@@ -37,7 +37,7 @@ def last_metrics(expdir: Path, split: str) -> dict:
 def _prepare(task_name, datarc, root: Path, lm_updates=250):
     """Units of the train/dev splits via the expert's own cached preparation, then a pretrained tiny LM."""
     compat.apply()
-    torch.set_num_threads(1)
+    torch.set_num_threads(thread_count())
     from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
     from s3prl_speechprompt.tasks.base import get_task, read_item_audio
@@ -47,7 +47,7 @@ def _prepare(task_name, datarc, root: Path, lm_updates=250):
     task = get_task(task_name)(**datarc)
     featurize = runner_featurizer(FBANK)
     quantizer, train = prepare_units(task.read_split("train"), featurize, read_item_audio,
-                                     key_parts=upstream_key(FBANK), n_clusters=N_CLUSTERS, seed=0,
+                                     key_parts=upstream_key(FBANK), n_clusters=N_CLUSTERS, seed=seed_offset(),
                                      cache_dir=root / "cache")
     dev = [UnitRecord(it.id, tuple(to_units(quantizer, featurize(read_item_audio(it)))), it.labels)
            for it in task.read_split("dev")]
@@ -56,7 +56,8 @@ def _prepare(task_name, datarc, root: Path, lm_updates=250):
     (root / "dict.txt").write_text("".join(f"{k} 1\n" for k in range(N_CLUSTERS)))
     pretrain_ulm(root / "train.tsv", root / "ulm", valid_path=root / "dev.tsv", dict_path=root / "dict.txt",
                  cfg=PretrainConfig(arch="ulm_tiny", max_updates=lm_updates, max_tokens=2048, warmup_updates=50,
-                                    valid_interval=lm_updates, seed=0, threads=1), log=lambda *a: None)
+                                    valid_interval=lm_updates, seed=seed_offset(),
+                                    threads=thread_count()), log=lambda *a: None)
     return root / "ulm"
 
 
@@ -80,7 +81,7 @@ def write_config(path: Path, name: str, datarc: dict, ulm: Path, cache: Path, st
 def ks(tmp_path_factory):
     from s3prl_speechprompt.synth import make_ks
     root = tmp_path_factory.mktemp("ks")
-    make_ks(root / "corpus", seed=0, per_class=24, progress=False)
+    make_ks(root / "corpus", seed=seed_offset(), per_class=24, progress=False)
     datarc = {"speech_commands_root": str(root / "corpus" / "speech_commands_v0.01"),
               "speech_commands_test_root": str(root / "corpus" / "speech_commands_test_set_v0.01")}
     return {"root": root, "datarc": datarc, "ulm": _prepare("ks", datarc, root)}
@@ -90,7 +91,8 @@ def _train_and_evaluate(env, name, steps, lr=None, **expert):
     root = env["root"]
     cfg = write_config(root / f"{name}.yaml", name, env["datarc"], env["ulm"], root / "cache", steps, lr, **expert)
     exp = root / f"exp_{name}"
-    run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg), "-p", str(exp), "--device", "cpu")
+    run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg), "-p", str(exp), "--device", "cpu",
+               *runner_seed_args())
     run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
     return exp, last_metrics(exp, "test")
 
@@ -101,7 +103,7 @@ def test_ks_prompt_tuning_through_s3prl_runner(ks):
     exp, test = _train_and_evaluate(ks, "speechprompt_ks", steps=500, lr=3e-2, verbalizer="learnable",
                                     prompt={"prompt_length": 16})
     info = json.loads((exp / "speechprompt_info.json").read_text())
-    print(f"KS PT test accuracy {test['accuracy']:.3f}, trainable {info['trainable_params']}")
+    record_outcome("ks_pt", accuracy=test["accuracy"])
     assert info["trainable_params"] == 2 * 2 * 16 * 64 + 64 + (N_CLUSTERS + 4) * (12 + 4)
     assert test["accuracy"] >= 0.25          # chance: 1/12 = 0.083
     assert (exp / "test_predict.txt").is_file() and (exp / "test_truth.txt").is_file()
@@ -114,7 +116,7 @@ def test_ks_prompt_tuning_through_s3prl_runner(ks):
 
 def test_ks_ftlm_through_s3prl_runner(ks):
     exp, test = _train_and_evaluate(ks, "speechprompt_ks_ftlm", steps=300, lr=2e-3)
-    print(f"KS FT-LM test accuracy {test['accuracy']:.3f}")
+    record_outcome("ks_ftlm", accuracy=test["accuracy"])
     assert test["accuracy"] >= 0.4
 
 

@@ -2,6 +2,7 @@
 CI's two xdist workers split the end-to-end runs evenly)."""
 import pytest
 
+from conftest import record_outcome, seed_offset
 from test_s3prl_expert import _prepare, _train_and_evaluate
 
 
@@ -9,7 +10,7 @@ from test_s3prl_expert import _prepare, _train_and_evaluate
 def ic(tmp_path_factory):
     from s3prl_speechprompt.synth import make_ic
     root = tmp_path_factory.mktemp("ic")
-    make_ic(root / "corpus", seed=0, progress=False)
+    make_ic(root / "corpus", seed=seed_offset(), progress=False)
     datarc = {"file_path": str(root / "corpus" / "fluent_speech_commands_dataset")}
     return {"root": root, "datarc": datarc, "ulm": _prepare("ic", datarc, root)}
 
@@ -17,5 +18,5 @@ def ic(tmp_path_factory):
 def test_ic_prompt_tuning_through_s3prl_runner(ic):
     exp, test = _train_and_evaluate(ic, "speechprompt_ic", steps=500, lr=3e-2, verbalizer="learnable",
                                     prompt={"prompt_length": 16})
-    print(f"IC PT test accuracy (all three slots) {test['accuracy']:.3f}")
+    record_outcome("ic_pt", accuracy=test["accuracy"])
     assert test["accuracy"] >= 0.15          # 22 intents: chance for all three slots ~0.05

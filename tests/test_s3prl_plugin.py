@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from s3prl_speechprompt.s3prl_plugin import compat, registry, run_downstream
+from s3prl_speechprompt import compat
+from s3prl_speechprompt.s3prl_plugin import registry, run_downstream
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_MODULE = "s3prl_plugin_toy_expert"
@@ -151,7 +152,7 @@ def test_compat_makes_s3prl_importable_and_is_idempotent():
     torchaudio.set_audio_backend("sox_io")  # what s3prl calls; must not raise
     from torchaudio.sox_effects import apply_effects_tensor
 
-    if compat._is_ours(apply_effects_tensor):
+    if compat.is_marked(apply_effects_tensor):
         with pytest.raises(NotImplementedError, match="speech_commands"):
             apply_effects_tensor(torch.zeros(1, 10), 16000, [["gain", "-3"]])
     import s3prl.hub  # noqa: F401
@@ -355,5 +356,5 @@ def test_torchrun_ddp_cpu(toy_dir, tmp_path):
     assert ckpt["WorldSize"] == 2 and ckpt["Step"] == 4
     assert ckpt["Args"].local_rank == 0 and ckpt["Args"].backend == "gloo"
     # s3prl 0.4.18's runner never advanced non-leader ranks' step counter (they trained until rank 0 exited);
-    # compat.fix_runner_ddp makes every rank stop at total_steps, so torchrun exits cleanly
+    # runner_patches.fix_runner_ddp makes every rank stop at total_steps, so torchrun exits cleanly
     assert rc == 0, out[-4000:]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import record_outcome, runner_seed_args
 from test_seq_tasks import _config as seq_config
 from test_seq_tasks import _read_pairs, _run, _runner, _scores, asr_corpus, tiny_ulm  # noqa: F401
 
@@ -42,7 +43,8 @@ def _pt_and_untrained(tmp_path, task, ulm, datarc, eval_step=STEPS // 2, lr=PT["
     cfg = tmp_path / f"{task}_pt.yaml"
     cfg.write_text(_config(task, ulm, datarc, STEPS, lr, eval_step, "[dev]", tmp_path / "units"))
     exp = tmp_path / f"{task}_pt"
-    _run(_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg), "-p", str(exp)), tmp_path)
+    _run(_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg), "-p", str(exp), *runner_seed_args()),
+         tmp_path)
     state = torch.load(exp / "dev-best.ckpt", map_location="cpu", weights_only=False)["Downstream"]
     assert not [k for k in state if k.startswith("model.lm.")]        # the LM stayed frozen and is not stored
     assert "model.verbalizer_head.weight" in state and "model.deep_prompt.key" in state
@@ -51,8 +53,8 @@ def _pt_and_untrained(tmp_path, task, ulm, datarc, eval_step=STEPS // 2, lr=PT["
 
     cfg0 = tmp_path / f"{task}_untrained.yaml"
     cfg0.write_text(_config(task, ulm, datarc, 1, 0.0, 1, "[test]", tmp_path / "units"))
-    out0 = _run(_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg0), "-p", str(tmp_path / "u")),
-                tmp_path)
+    out0 = _run(_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg0), "-p", str(tmp_path / "u"),
+                        *runner_seed_args()), tmp_path)
     return exp, trained, _scores(out0, "test")
 
 
@@ -64,7 +66,8 @@ def test_runner_asr_pt_beats_untrained_cer(asr_corpus, tiny_ulm, tmp_path):  # n
     out_dir, _ = asr_corpus
     datarc = {"libri_root": str(out_dir / "LibriSpeech"), "batch_size": 8, "eval_batch_size": 24, "num_workers": 0}
     exp, trained, untrained = _pt_and_untrained(tmp_path, "asr", tiny_ulm, datarc)
-    print(f"ASR test (PT, {STEPS} steps): {trained}; untrained: {untrained}")
+    record_outcome("asr_pt", cer=trained["cer"], untrained_cer=untrained["cer"], unfinished=trained["unfinished"],
+                   untrained_unfinished=untrained["unfinished"])
     assert trained["cer"] < 0.75 * untrained["cer"], (trained, untrained)
     assert trained["unfinished"] < untrained["unfinished"], (trained, untrained)
     hyps, refs = _read_pairs(exp)

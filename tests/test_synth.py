@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from s3prl_speechprompt import cli
-from s3prl_speechprompt.synth import corpora, tts
+from s3prl_speechprompt.synth import corpora, render, tts
 from s3prl_speechprompt.synth import (FSC_INTENTS, KS_CLASSES, KS_COMMANDS, KS_UNKNOWN_WORDS, ks_split_of,
                                       make_ic, make_ks, synthesize)
 
@@ -127,7 +127,7 @@ def test_ks_layout_and_s3prl_reader(ks):
     root, test_root = out / "speech_commands_v0.01", out / "speech_commands_test_set_v0.01"
     assert Path(summary["root"]) == root.absolute() and Path(summary["test_root"]) == test_root.absolute()
     assert sorted(p.name for p in (root / "_background_noise_").glob("*.wav")) == sorted(
-        f"{k}.wav" for k in corpora.NOISE_KINDS)
+        f"{k}.wav" for k in render.NOISE_KINDS)
     assert {p.name for p in test_root.iterdir()} == set(KS_CLASSES)
 
     sc = _s3prl_corpus_module("speech_commands")
@@ -292,13 +292,13 @@ def test_cli_ic_and_flag_checks(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
-    real_render_all = corpora._render_all
+    real_render_all = corpora.render_all
 
     def interrupted(jobs, *args, **kwargs):
         real_render_all(jobs[:5], *args, **kwargs)  # some files are written, then the user hits Ctrl-C
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(corpora, "_render_all", interrupted)
+    monkeypatch.setattr(corpora, "render_all", interrupted)
     with pytest.raises(KeyboardInterrupt):
         make_ks(tmp_path / "out", per_class=2, progress=False)
     assert not (tmp_path / "out").exists()

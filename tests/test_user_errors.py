@@ -177,7 +177,7 @@ def test_gslm_kmeans_name_offline(tmp_path, monkeypatch):
 
 def test_s3prl_upstream_download_offline_names_url_and_path(tmp_path, monkeypatch):
     """``-u hubert`` offline: s3prl's own download error becomes one DownloadError with URL and target path."""
-    from s3prl_speechprompt.s3prl_plugin import compat
+    from s3prl_speechprompt import compat
     from s3prl_speechprompt.s3prl_plugin.run_downstream import explain_upstream_downloads
 
     compat.apply()

@@ -50,7 +50,7 @@ def _run(cmd, log_path: Path):
 
 
 def run(args) -> int:
-    from s3prl_speechprompt.s3prl_plugin import compat
+    from s3prl_speechprompt import compat
     compat.apply()
     from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key

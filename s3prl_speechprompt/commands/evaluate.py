@@ -7,9 +7,7 @@ Example: speechprompt evaluate --exp exp/ks_pt --split test ks/test.txt
 """
 from __future__ import annotations
 
-import json
-import sys
-
+from s3prl_speechprompt.commands._json_run import add_threads_argument, log_to_stderr, run_json
 from s3prl_speechprompt.engine.evaluate import evaluate
 
 NAME = "evaluate"
@@ -23,16 +21,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--ulm", metavar="DIR", default=None,
                         help="unit-LM directory, if it moved since training (its weights must be the same)")
-    parser.add_argument("--threads", type=int, default=0)
+    add_threads_argument(parser)
 
 
 def run(args) -> int:
     name, path = args.split
-    try:
-        result = evaluate(args.exp, name, path, batch_size=args.batch_size, ulm=args.ulm, threads=args.threads,
-                          log=lambda m: print(m, file=sys.stderr))
-    except (ValueError, OSError, KeyError) as e:
-        print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+    return run_json(NAME, lambda: evaluate(args.exp, name, path, batch_size=args.batch_size, ulm=args.ulm,
+                                           threads=args.threads, log=log_to_stderr))

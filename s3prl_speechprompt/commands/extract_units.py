@@ -59,7 +59,7 @@ def _datarc(args) -> dict:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from s3prl_speechprompt.s3prl_plugin import compat
+    from s3prl_speechprompt import compat
     compat.apply()
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
     from s3prl_speechprompt.tasks.audio import audit_split

@@ -5,9 +5,7 @@ Example: speechprompt pretrain-ulm --train ks/train.txt --valid ks/valid.txt --o
 """
 from __future__ import annotations
 
-import json
-import sys
-
+from s3prl_speechprompt.commands._json_run import add_threads_argument, log_to_stderr, run_json
 from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
 from s3prl_speechprompt.ulm.model import ARCHITECTURES
 
@@ -30,7 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dropout", type=float, default=d.dropout)
     parser.add_argument("--valid-interval", type=int, default=d.valid_interval, help="updates between checkpoints")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores available)")
+    add_threads_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_last.pt if present")
 
@@ -39,11 +37,6 @@ def run(args) -> int:
     cfg = PretrainConfig(arch=args.arch, max_updates=args.max_updates, max_tokens=args.max_tokens, lr=args.lr,
                          warmup_updates=args.warmup, dropout=args.dropout, valid_interval=args.valid_interval,
                          seed=args.seed, threads=args.threads)
-    try:
-        summary = pretrain_ulm(args.train, args.out, valid_path=args.valid, dict_path=args.dict_path, cfg=cfg,
-                               resume=args.resume, log=lambda m: print(m, file=sys.stderr))
-    except (ValueError, OSError) as e:
-        print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    return run_json(NAME, lambda: pretrain_ulm(args.train, args.out, valid_path=args.valid, dict_path=args.dict_path,
+                                               cfg=cfg, resume=args.resume, log=log_to_stderr),
+                    errors=(ValueError, OSError))

@@ -6,10 +6,9 @@ Example: speechprompt train --task ks --train ks/train.txt --valid ks/valid.txt 
 """
 from __future__ import annotations
 
-import json
-import sys
-
-from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig, train
+from s3prl_speechprompt.commands._json_run import add_threads_argument, log_to_stderr, run_json
+from s3prl_speechprompt.engine.methods import train
+from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig
 from s3prl_speechprompt.prompt.verbalizer import METHODS as VERBALIZERS
 
 NAME = "train"
@@ -41,14 +40,14 @@ def add_arguments(parser) -> None:
                                                                                      "(0 = once per epoch)")
     parser.add_argument("--clip-norm", type=float, default=d.clip_norm)
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores available)")
+    add_threads_argument(parser)
     parser.add_argument("--blstm-hidden", type=int, default=d.blstm_hidden)
     parser.add_argument("--out", required=True, metavar="EXP")
     parser.add_argument("--resume", action="store_true", help="continue from EXP/checkpoint_last.pt if present")
 
 
 def run(args) -> int:
-    try:
+    def work():
         cfg = TrainConfig(task=args.task, method=args.method, prompt_length=args.prompt_length,
                           verbalizer=args.verbalizer, lr=args.lr, lr_schedule=args.lr_schedule,
                           warmup=args.warmup, dropout=args.dropout,
@@ -56,10 +55,6 @@ def run(args) -> int:
                           max_updates=args.max_updates, valid_interval=args.valid_interval,
                           clip_norm=args.clip_norm, seed=args.seed, threads=args.threads,
                           blstm_hidden=args.blstm_hidden)
-        summary = train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume,
-                        log=lambda m: print(m, file=sys.stderr))
-    except (ValueError, OSError, KeyError) as e:
-        print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+        return train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume, log=log_to_stderr)
+
+    return run_json(NAME, work)

@@ -19,6 +19,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from s3prl_speechprompt.atomic import atomic_torch_save
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, read_records
+from s3prl_speechprompt.engine.trainer import (FORMAT, Fitter, TrainConfig, check_resume_config, lr_schedule,
+                                               write_config)
 from s3prl_speechprompt.prompt.verbalizer import natural_order
 
 PAD_ID, UNK_ID = 0, 1
@@ -88,9 +90,7 @@ def build_model(meta: dict) -> UnitBLSTM:
                      hidden=meta["hidden"], dropout=meta["dropout"])
 
 
-def train_blstm(train_path, valid_path, exp, cfg, resume=False, log=print) -> dict:
-    from s3prl_speechprompt.engine.trainer import FORMAT, Fitter, check_resume_config, lr_schedule, write_config
-
+def train_blstm(train_path, valid_path, exp, cfg: TrainConfig, resume=False, log=print) -> dict:
     exp = Path(exp)
     torch.set_num_threads(cfg.threads or default_threads())
     train_rec, valid_rec = read_records(train_path, "training"), read_records(valid_path, "dev")

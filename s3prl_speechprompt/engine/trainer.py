@@ -1,6 +1,7 @@
-"""Train a task from unit files: prompt tuning (PT), full LM fine-tuning (FT-LM) or the unit BLSTM.
+"""Train a task from unit files: the training loop, and prompt tuning (PT) / full LM fine-tuning (FT-LM) on it.
 
-One loop serves all three methods: length-bucketed batches whose order depends only on
+One loop (:class:`Fitter`) serves all three methods (the unit BLSTM's trainer, engine.baseline, uses it too;
+engine.methods picks the trainer for ``--method``): length-bucketed batches whose order depends only on
 ``(seed, epoch)``, gradient clipping, validation on the dev loss every epoch (or every
 ``valid_interval`` updates), early stopping after ``patience`` validations without improvement (the
 reference's fairseq rule), the best state kept in EXP/prompt.pt (EXP/model.pt for the BLSTM) and
@@ -333,12 +334,3 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     summary.update(trainable_params=model.num_trainable(), exp=str(exp))
     return summary
 
-
-def train(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resume=False, log=print) -> dict:
-    if cfg.method == "blstm":
-        from s3prl_speechprompt.engine.baseline import train_blstm
-        return train_blstm(train_path, valid_path, exp, cfg, resume=resume, log=log)
-    if not ulm_path:
-        raise ValueError(f"--ulm is required for --method {cfg.method} (a unit-LM directory with "
-                         f"checkpoint_best.pt and dict.txt, e.g. from `speechprompt pretrain-ulm`)")
-    return train_prompted(train_path, valid_path, ulm_path, exp, cfg, resume=resume, log=log)

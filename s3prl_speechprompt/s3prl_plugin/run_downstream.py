@@ -8,17 +8,17 @@ Usage is exactly s3prl 0.4.18's (every flag is passed through), e.g.::
 
 What it adds before handing over to ``s3prl.run_downstream.main()``:
 
-1. :func:`s3prl_speechprompt.s3prl_plugin.compat.apply` (s3prl on torchaudio >= 2.9 / torch >= 2.6);
+1. :func:`s3prl_speechprompt.compat.apply` (s3prl on torchaudio >= 2.9 / torch >= 2.6);
 2. registration of every ``speechprompt_*`` downstream (:mod:`.registry`);
 3. ``-c <packaged yaml>`` when ``-d`` is one of ours and neither ``-c/--config`` nor
    ``-e/--past_exp`` was given (s3prl's own default is ``./downstream/<name>/config.yaml``);
-4. crash-safe checkpoints: :func:`~s3prl_speechprompt.s3prl_plugin.compat.atomic_runner_checkpoints`
+4. crash-safe checkpoints: :func:`~s3prl_speechprompt.s3prl_plugin.runner_patches.atomic_runner_checkpoints`
    (``states-*.ckpt`` / ``dev-best.ckpt`` written atomically; older states deleted only after the new one);
 5. distributed runs: s3prl reads the local rank only from ``--local_rank``. Under ``torchrun``
    (which sets ``LOCAL_RANK``/``WORLD_SIZE`` in the environment and passes no flag) the flag is added;
    ``--local-rank`` (what ``torch.distributed.launch`` passes since torch 2.0) is renamed. With
    ``--device cpu`` the backend defaults to ``gloo`` (s3prl's default ``nccl`` needs GPUs) and
-   :func:`~s3prl_speechprompt.s3prl_plugin.compat.enable_cpu_ddp` is applied;
+   :func:`~s3prl_speechprompt.s3prl_plugin.runner_patches.enable_cpu_ddp` is applied;
 6. a device that exists (:func:`choose_device`): without ``--device`` and without CUDA the run goes to the CPU
    with a one-line notice (s3prl's default ``cuda`` would end in a CUDA traceback); ``--device cuda`` without
    CUDA stops with one line;
@@ -30,8 +30,9 @@ import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
+from s3prl_speechprompt import compat
 from s3prl_speechprompt.errors import DeviceError, DownloadError, UserError, run_reporting_errors
-from s3prl_speechprompt.s3prl_plugin import compat, registry, schedulers
+from s3prl_speechprompt.s3prl_plugin import registry, runner_patches, schedulers
 
 PROG = "speechprompt-run-downstream"
 
@@ -236,12 +237,12 @@ def run(argv: List[str], prog: str = PROG) -> int:
         print(_help_header(names), flush=True)
     else:
         check_paths(options)
-    compat.atomic_runner_checkpoints()
+    runner_patches.atomic_runner_checkpoints()
     explain_upstream_downloads()
     if "--local_rank" in options:
         if str(options.get("--device", "cuda")).startswith("cpu"):
-            compat.enable_cpu_ddp()
-        compat.fix_runner_ddp()
+            runner_patches.enable_cpu_ddp()
+        runner_patches.fix_runner_ddp()
 
     from s3prl.run_downstream import main as s3prl_main
 

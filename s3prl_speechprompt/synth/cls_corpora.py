@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpora import _check_out_dir, _draw_speakers, _random_string, _render_all, _staging, _write_info
+from .render import check_out_dir, draw_speakers, random_string, render_all, staging, write_info
 
 # neutral sentences: every emotion / speaker says the same texts, so the words carry no label
 SENTENCES = [
@@ -64,7 +64,7 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
     Returns a summary with the root and per-session counts of the 4 SUPERB classes (exc counted as hap).
     """
     t0 = time.time()
-    out_dir = _check_out_dir(out_dir, force)
+    out_dir = check_out_dir(out_dir, force)
     if per_emotion < 1:
         raise ValueError("per_emotion must be >= 1")
     if sessions != 5:
@@ -73,7 +73,7 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
     # one base pitch/range for every speaker (voices differ in timbre and rate): pitch carries the emotion,
     # and the offsets stay inside espeak's 0..100
     voices = [dict(v, pitch=int(rng.integers(47, 54)), range=int(rng.integers(45, 55)))
-              for v in _draw_speakers(rng, 2 * sessions)]
+              for v in draw_speakers(rng, 2 * sessions)]
     jobs, labels, counts = [], {}, OrderedDict()
     for s in range(1, sessions + 1):
         pair = {"F": voices[2 * s - 2], "M": voices[2 * s - 1]}
@@ -105,10 +105,10 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
                     counts[f"Session{s}"][merged] += 1
             labels[Path(IEMOCAP_DIR, f"Session{s}", "dialog", "EmoEvaluation", f"{dialog}.txt")] = entries
 
-    with _staging(out_dir) as tmp:
+    with staging(out_dir) as tmp:
         for job in jobs:
             job["path"] = tmp / job["path"]
-        _render_all(jobs, progress, "synth er", workers)
+        render_all(jobs, progress, "synth er", workers)
         for rel, entries in labels.items():
             lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
             for start, end, name, emotion in entries:
@@ -123,7 +123,7 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
             prosody={e: dict(rate=r, pitch=p, range=g) for e, (r, p, g) in ER_PROSODY.items()},
             params=dict(per_emotion=per_emotion, sessions=sessions),
         )
-        _write_info(tmp / "speechprompt_synth_er.json", summary, out_dir)
+        write_info(tmp / "speechprompt_synth_er.json", summary, out_dir)
     summary["seconds"] = round(time.time() - t0, 2)
     return summary
 
@@ -137,11 +137,11 @@ _VIDEO_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 
 def _distinct_speakers(rng, n):
     """``n`` speakers spread over voice variants x pitch levels (a random draw puts many near each other)."""
-    from .corpora import ACCENTS, PITCHES, RATES_WPM, VARIANTS
+    from .render import ACCENTS, PITCHES, RATES_WPM, VARIANTS
 
     cells = [(v, p) for p in PITCHES for v in VARIANTS]
     if n > len(cells):
-        return _draw_speakers(rng, n)
+        return draw_speakers(rng, n)
     picks = rng.permutation(len(cells))[:n]
     return [dict(voice=ACCENTS[int(rng.integers(len(ACCENTS)))] + cells[i][0], pitch=cells[i][1],
                  rate=RATES_WPM[int(rng.integers(len(RATES_WPM)))], range=int(rng.integers(30, 80))) for i in picks]
@@ -193,7 +193,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
     Returns a summary with the root, the split file and the counts.
     """
     t0 = time.time()
-    out_dir = _check_out_dir(out_dir, force)
+    out_dir = check_out_dir(out_dir, force)
     n_train, n_dev, n_test = (int(n) for n in per_speaker)
     if speakers < 2 or min(n_train, n_dev, n_test) < 1:
         raise ValueError("need >= 2 speakers and >= 1 utterance per speaker in every split")
@@ -208,7 +208,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
         spk_id = f"id{10001 + k}"
         folder = "test" if k >= speakers - n_test_spk else "dev"
         for code, n in ((1, n_train), (2, n_dev), (3, n_test)):
-            videos = [_random_string(rng, 11, _VIDEO_ALPHABET) for _ in range(max(1, n // 4))]
+            videos = [random_string(rng, 11, _VIDEO_ALPHABET) for _ in range(max(1, n // 4))]
             for j in range(n):
                 video = videos[j % len(videos)]
                 uid = f"{spk_id}/{video}/{j // len(videos) + 1:05d}.wav"
@@ -216,17 +216,17 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
                 text = " ".join(SENTENCES[int(i)] for i in rng.choice(len(SENTENCES), size=1))
                 jobs.append(dict(path=Path(VOX_DIR, folder, "wav", uid), text=text, speaker=voice, length=None,
                                  seed=int(rng.integers(2 ** 63))))
-    with _staging(out_dir) as tmp:
+    with staging(out_dir) as tmp:
         for job in jobs:
             job["path"] = tmp / job["path"]
-        _render_all(jobs, progress, "synth sid", workers)
+        render_all(jobs, progress, "synth sid", workers)
         if timbre:
             import soundfile as sf
 
-            from .corpora import _write_wav
+            from .render import write_wav
             for job in jobs:
                 wav, _ = sf.read(str(job["path"]), dtype="float64")
-                _write_wav(job["path"], apply_timbre(wav, job["speaker"]["warp"], job["speaker"]["tilt"]))
+                write_wav(job["path"], apply_timbre(wav, job["speaker"]["warp"], job["speaker"]["tilt"]))
         (tmp / VOX_DIR / "iden_split.txt").write_text("\n".join(lines) + "\n")
         summary = OrderedDict(
             corpus="sid", seed=seed, root=str(out_dir / VOX_DIR),
@@ -236,7 +236,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
                         timbre=timbre),
             voices=[dict(v) for v in voices],
         )
-        _write_info(tmp / "speechprompt_synth_sid.json", summary, out_dir)
+        write_info(tmp / "speechprompt_synth_sid.json", summary, out_dir)
     summary["meta_data"] = str(out_dir / VOX_DIR / "iden_split.txt")
     summary["seconds"] = round(time.time() - t0, 2)
     return summary
@@ -265,7 +265,7 @@ def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speaker
     ``per_class`` and ``speakers`` are (train, dev, test); speakers are disjoint across splits.
     """
     t0 = time.time()
-    out_dir = _check_out_dir(out_dir, force)
+    out_dir = check_out_dir(out_dir, force)
     if not (1 <= colours <= len(CSV_COLOURS) and 1 <= shapes <= len(CSV_SHAPES)):
         raise ValueError(f"colours must be in 1..{len(CSV_COLOURS)} and shapes in 1..{len(CSV_SHAPES)}")
     n_per = dict(zip(("train", "dev", "test"), (int(n) for n in per_class)))
@@ -273,7 +273,7 @@ def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speaker
     if min(n_per.values()) < 1 or min(n_spk.values()) < 1:
         raise ValueError("every split needs at least one utterance per class and one speaker")
     rng = np.random.default_rng([seed, 0x435356])  # "CSV"
-    voices = _draw_speakers(rng, sum(n_spk.values()))
+    voices = draw_speakers(rng, sum(n_spk.values()))
     classes = [(c, s) for c in CSV_COLOURS[:colours] for s in CSV_SHAPES[:shapes]]
     rows, jobs, k, n = [], [], 0, 0
     for split in ("train", "dev", "test"):
@@ -289,10 +289,10 @@ def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speaker
                 rows.append(dict(path=rel, colour=colour, shape=shape, split=split))
                 jobs.append(dict(path=Path(CSV_DIR, rel), text=text, speaker=spk, length=None,
                                  seed=int(rng.integers(2 ** 63))))
-    with _staging(out_dir) as tmp:
+    with staging(out_dir) as tmp:
         for job in jobs:
             job["path"] = tmp / job["path"]
-        _render_all(jobs, progress, "synth csv", workers)
+        render_all(jobs, progress, "synth csv", workers)
         root = tmp / CSV_DIR
         with open(root / "all.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -313,6 +313,6 @@ def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speaker
             params=dict(colours=colours, shapes=shapes, per_class=list(n_per.values()),
                         speakers=list(n_spk.values())),
         )
-        _write_info(tmp / "speechprompt_synth_csv.json", summary, out_dir)
+        write_info(tmp / "speechprompt_synth_csv.json", summary, out_dir)
     summary["seconds"] = round(time.time() - t0, 2)
     return summary

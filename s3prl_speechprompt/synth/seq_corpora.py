@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpora import _check_out_dir, _draw_speakers, _render_all, _staging, _write_info
+from .render import check_out_dir, draw_speakers, render_all, staging, write_info
 
 # ----------------------------------------------------------------------------------------------------------------
 # ASR: LibriSpeech
@@ -51,7 +51,7 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
     Returns a summary with the root (``libri_root``), counts and the longest transcript per split.
     """
     t0 = time.time()
-    out_dir = _check_out_dir(out_dir, force)
+    out_dir = check_out_dir(out_dir, force)
     vocab = ASR_WORDS[:vocabulary] if vocabulary else list(ASR_WORDS)
     if len(vocab) < 2:
         raise ValueError("vocabulary must be >= 2 words")
@@ -64,7 +64,7 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
         raise ValueError("every split needs at least one utterance and one speaker")
 
     rng = np.random.default_rng([seed, 0x415352])  # "ASR"
-    voices = _draw_speakers(rng, sum(n_spk.values()))
+    voices = draw_speakers(rng, sum(n_spk.values()))
     ids = sorted(int(i) for i in rng.choice(np.arange(19, 9000), size=len(voices), replace=False))
     ids = [ids[i] for i in rng.permutation(len(ids))]
     jobs, speakers_rows, trans, longest = [], [], {}, {}
@@ -93,10 +93,10 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
             jobs.append(dict(path=rel / f"{uid}.flac", text=text.lower(), speaker=spk, length=None,
                              seed=int(rng.integers(2 ** 63))))
 
-    with _staging(out_dir) as tmp:
+    with staging(out_dir) as tmp:
         for job in jobs:
             job["path"] = tmp / job["path"]
-        _render_all(jobs, progress, "synth asr", workers)
+        render_all(jobs, progress, "synth asr", workers)
         for rel, lines in trans.items():
             (tmp / rel).write_text("\n".join(lines) + "\n")
         (tmp / LIBRI_DIR / "SPEAKERS.TXT").write_text(_speakers_txt(speakers_rows))
@@ -108,7 +108,7 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
             params=dict(utterances=list(utterances), words=[lo, hi], speakers=list(speakers),
                         chapters_per_speaker=chapters_per_speaker),
         )
-        _write_info(tmp / "speechprompt_synth_asr.json", summary, out_dir)
+        write_info(tmp / "speechprompt_synth_asr.json", summary, out_dir)
     summary["seconds"] = round(time.time() - t0, 2)
     return summary
 
@@ -181,7 +181,7 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
     Returns a summary with the root, the slot types and the counts.
     """
     t0 = time.time()
-    out_dir = _check_out_dir(out_dir, force)
+    out_dir = check_out_dir(out_dir, force)
     n_txt = dict(zip(("train", "valid", "test"), (int(n) for n in texts)))
     n_spk = dict(zip(("train", "valid", "test"), (int(n) for n in speakers)))
     for split, n in n_spk.items():
@@ -193,7 +193,7 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
     slot_types = sorted({p[1:-1] for _, t in use for p in t.split(" ") if p.startswith("{")})
 
     rng = np.random.default_rng([seed, 0x5346])  # "SF"
-    voices = _draw_speakers(rng, sum(n_spk.values()))
+    voices = draw_speakers(rng, sum(n_spk.values()))
     jobs, lines, k = [], [], 0
     for split in ("train", "valid", "test"):
         names = SNIPS_SPEAKERS[split][:n_spk[split]]
@@ -208,10 +208,10 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
                 jobs.append(dict(path=Path(SNIPS_DIR, split, f"{uid}.wav"), text=" ".join(words).lower(),
                                  speaker=spk, length=None, seed=int(rng.integers(2 ** 63))))
 
-    with _staging(out_dir) as tmp:
+    with staging(out_dir) as tmp:
         for job in jobs:
             job["path"] = tmp / job["path"]
-        _render_all(jobs, progress, "synth sf", workers)
+        render_all(jobs, progress, "synth sf", workers)
         (tmp / SNIPS_DIR / "all.iob.snips.txt").write_text("\n".join(lines) + "\n")
         # the first line is skipped by SUPERB's CharacterTextSlotEncoder.load_from_file; no trailing newline
         # (its reader splits on "\n" and would make an empty slot of it)
@@ -223,6 +223,6 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
             speakers={s: SNIPS_SPEAKERS[s][:n_spk[s]] for s in n_spk}, slot_types=slot_types,
             params=dict(texts=list(texts), speakers=list(speakers), templates=len(use)),
         )
-        _write_info(tmp / "speechprompt_synth_sf.json", summary, out_dir)
+        write_info(tmp / "speechprompt_synth_sf.json", summary, out_dir)
     summary["seconds"] = round(time.time() - t0, 2)
     return summary

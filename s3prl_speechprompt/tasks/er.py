@@ -59,7 +59,7 @@ class EmotionRecognition(Task):
                 f"downstream_expert.datarc.root: {str(self.root) or '(empty)'} is not an IEMOCAP root (missing "
                 f"{', '.join(missing)}); point it at IEMOCAP_full_release/ (or make a synthetic one with "
                 f"`speechprompt synth er --out DIR`)")
-        from s3prl_speechprompt.s3prl_plugin import compat
+        from s3prl_speechprompt import compat
         compat.apply()
         from s3prl.dataio.corpus.iemocap import IEMOCAP
         return IEMOCAP(str(self.root), n_jobs=1)

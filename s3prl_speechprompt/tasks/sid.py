@@ -48,7 +48,7 @@ class SpeakerIdentification(Task):
             if not self.meta.is_file():
                 raise FileNotFoundError(f"downstream_expert.datarc.meta_data: {self.meta} not found; it is VoxCeleb1's "
                                         f"iden_split.txt (lines '<1|2|3> idXXXXX/<video>/<n>.wav')")
-            from s3prl_speechprompt.s3prl_plugin import compat
+            from s3prl_speechprompt import compat
             compat.apply()
             from s3prl.dataio.corpus.voxceleb1sid import VoxCeleb1SID
 

@@ -1,0 +1,19 @@
+"""``speechprompt train --method``: which trainer serves which method.
+
+The one module that knows both trainers, so neither imports the other: :mod:`.trainer` holds the loop
+(``Fitter``) and PT / FT-LM, :mod:`.baseline` the unit BLSTM, which reuses the loop.
+"""
+from __future__ import annotations
+
+from s3prl_speechprompt.engine.baseline import train_blstm
+from s3prl_speechprompt.engine.trainer import TrainConfig, train_prompted
+
+
+def train(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resume=False, log=print) -> dict:
+    """Train ``cfg.method`` (pt | ftlm | blstm) from unit files into ``exp``; returns the run's summary."""
+    if cfg.method == "blstm":
+        return train_blstm(train_path, valid_path, exp, cfg, resume=resume, log=log)
+    if not ulm_path:
+        raise ValueError(f"--ulm is required for --method {cfg.method} (a unit-LM directory with "
+                         f"checkpoint_best.pt and dict.txt, e.g. from `speechprompt pretrain-ulm`)")
+    return train_prompted(train_path, valid_path, ulm_path, exp, cfg, resume=resume, log=log)
