@@ -2,9 +2,10 @@
 
 Layers (each imports only the ones listed before it; tests/test_layering.py checks this and that no
 module imports itself back through others):
-``atomic``, ``compat`` (atomic file writes; s3prl on today's torch/torchaudio) -> ``ulm`` (fairseq-compatible
+``atomic``, ``compat``, ``errors``, ``safe_globals`` (atomic file writes; s3prl on today's torch/torchaudio;
+one-line user errors; the globals a checkpoint or km.bin may name) -> ``ulm`` (fairseq-compatible
 unit LM) -> ``prompt`` (deep prompts, verbalizers, prompted LM) -> ``units`` (k-means quantizer, dedup)
--> ``tasks`` (SUPERB task adapters) -> back ends, which do not import one another (``s3prl_plugin``: s3prl's
+-> ``tasks`` (SUPERB task adapters), ``predictions`` (the per-utterance predictions file) -> back ends, which do not import one another (``s3prl_plugin``: s3prl's
 runner; ``engine``: training from unit files; ``synth``, ``analysis``, ``report``, ``bench``) -> front ends
 (``commands``/``cli``).
 """

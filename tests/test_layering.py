@@ -14,11 +14,11 @@ NAME = PKG.name
 
 # the docstring's layers, bottom first; a module's layer is that of its first component under the package
 LAYERS = [
-    {"atomic", "compat"},
+    {"atomic", "compat", "errors", "safe_globals"},
     {"ulm"},
     {"prompt"},
     {"units"},
-    {"tasks"},
+    {"tasks", "predictions"},
     {"s3prl_plugin", "engine", "synth", "analysis", "report", "bench"},
     {"commands", "cli", "__main__"},
 ]

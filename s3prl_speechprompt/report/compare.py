@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from s3prl_speechprompt.report import stats
+import s3prl_speechprompt.report.stats as stats
 from s3prl_speechprompt.report.rows import METRIC_LABELS, Row, higher_is_better
 from s3prl_speechprompt.report.scores import UtteranceScores, load_scores
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from s3prl_speechprompt.predictions import read_predictions
-from s3prl_speechprompt.report import stats
+import s3prl_speechprompt.report.stats as stats
 from s3prl_speechprompt.report.rows import Row
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-from s3prl_speechprompt.report import stats
+import s3prl_speechprompt.report.stats as stats
 from s3prl_speechprompt.report.rows import Row
 
 
