@@ -50,6 +50,7 @@ def _run(cmd, log_path: Path):
 
 
 def run(args) -> int:
+    import torch
     from s3prl_speechprompt.s3prl_plugin import compat
     compat.apply()
     from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
@@ -78,6 +79,11 @@ def run(args) -> int:
                                            seed=args.seed, cache_dir=cache)
     dev_units = [UnitRecord(it.id, tuple(to_units(quantizer, featurize(read_item_audio(it)))), it.labels)
                  for it in task.read_split("dev")]
+    # the expert must quantize with this very k-means: the LM below is pretrained on its unit ids, and a
+    # k-means refitted inside the runner (its own seed) numbers the clusters differently
+    km_path = out / "units" / "kmeans.pt"
+    km_path.parent.mkdir(parents=True, exist_ok=True)
+    quantizer.save(km_path)
     write_unit_manifest(out / "units" / "train.tsv", train_units)
     write_unit_manifest(out / "units" / "dev.tsv", dev_units)
     dict_path = out / "units" / "dict.txt"
@@ -88,7 +94,8 @@ def run(args) -> int:
         print(f"[3/4] pretraining a {args.lm_arch} unit LM for {args.lm_updates} updates -> {lm_dir}", flush=True)
         pretrain_ulm(out / "units" / "train.tsv", lm_dir, valid_path=out / "units" / "dev.tsv", dict_path=dict_path,
                      cfg=PretrainConfig(arch=args.lm_arch, max_updates=args.lm_updates, max_tokens=2048,
-                                        warmup_updates=50, valid_interval=max(args.lm_updates // 3, 1), seed=args.seed),
+                                        warmup_updates=50, valid_interval=max(args.lm_updates // 3, 1), seed=args.seed,
+                                        threads=torch.get_num_threads()),   # honours OMP_NUM_THREADS
                      log=lambda *a: None)
 
     config = yaml.safe_load(_packaged_config(f"speechprompt_{args.task}" + ("_ftlm" if args.method == "ftlm" else "")))
@@ -99,7 +106,7 @@ def run(args) -> int:
     if "scheduler" in config:
         config["scheduler"]["num_warmup_steps"] = max(args.steps // 10, 1)
     de = config["downstream_expert"]
-    de.update(ulm=str(lm_dir), km=None, n_clusters=args.n_clusters, cache_dir=str(cache), verbalizer=args.verbalizer)
+    de.update(ulm=str(lm_dir), km=str(km_path), n_clusters=args.n_clusters, cache_dir=str(cache), verbalizer=args.verbalizer)
     de["datarc"].update(datarc, batch_size=32, eval_batch_size=64, num_workers=0)
     if args.method == "pt":
         de["prompt"] = {**de.get("prompt", {}), "prompt_length": args.prompt_length}
