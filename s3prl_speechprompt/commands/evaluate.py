@@ -9,6 +9,7 @@ import json
 import sys
 
 from s3prl_speechprompt.engine.evaluate import evaluate
+from s3prl_speechprompt.precision import PRECISIONS
 
 NAME = "evaluate"
 HELP = "decode + score a trained PT / FT-LM / BLSTM experiment on a unit file"
@@ -22,13 +23,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ulm", metavar="DIR", default=None,
                         help="unit-LM directory, if it moved since training (its weights must be the same)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="autocast of the unit LM while decoding: fp32 (default), bf16 or fp16")
 
 
 def run(args) -> int:
     name, path = args.split
     try:
         result = evaluate(args.exp, name, path, batch_size=args.batch_size, ulm=args.ulm, threads=args.threads,
-                          log=lambda m: print(m, file=sys.stderr))
+                          log=lambda m: print(m, file=sys.stderr), precision=args.precision)
     except (ValueError, OSError, KeyError) as e:
         print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
         return 2
