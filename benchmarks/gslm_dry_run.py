@@ -177,6 +177,19 @@ def _hwm_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def memory_cap_bytes(max_gib: float) -> int:
+    """``max_gib``, lowered to what the machine has available now minus 1 GiB (``MemAvailable``): on a shared
+    machine a measurement must fail cleanly rather than push others into the OOM killer."""
+    cap = int(max_gib * 2 ** 30)
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        cap = min(cap, max(avail - 2 ** 30, 2 ** 30))
+    except (OSError, StopIteration):
+        pass
+    return cap
+
+
 def child(spec: dict) -> dict:
     """One measurement in this (fresh) process: resolve + load, one training step, one greedy decode."""
     import torch
@@ -213,7 +226,8 @@ def child(spec: dict) -> dict:
         import resource
         with open("/proc/self/status") as f:
             vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-        resource.setrlimit(resource.RLIMIT_AS, (vm + int(spec["max_gib"] * 2 ** 30), resource.RLIM_INFINITY))
+        out["cap_mib"] = memory_cap_bytes(spec["max_gib"]) / 2 ** 20
+        resource.setrlimit(resource.RLIMIT_AS, (vm + int(out["cap_mib"] * 2 ** 20), resource.RLIM_INFINITY))
     t0 = phase_start()
     path = resolve_ulm("hubert100")
     lm, dictionary, info = load_ulm(path)
@@ -241,7 +255,7 @@ def child(spec: dict) -> dict:
     precision.optimizer_step(loss, opt, params, scaler, clip_norm=1.0)
     opt.zero_grad(set_to_none=True)
     phase_end("step", t0)
-    out["loss"] = float(loss)
+    out["loss"] = loss.detach().item()
     del loss
 
     orig_logits = model.logits
@@ -273,7 +287,8 @@ def run_child(spec: dict, env: dict, timeout: float) -> dict:
     if res.returncode:
         tail = (res.stderr.strip().splitlines()[-1:] or ["(no stderr)"])[0]
         if "allocate" in tail or "MemoryError" in tail:
-            return {**spec, "error": f"does not fit in the --max-gib {spec.get('max_gib')} GiB cap ({tail[:160]})"}
+            return {**spec, "error": f"over the memory cap (--max-gib {spec.get('max_gib')}, lowered to the "
+                                     f"machine's available memory - 1 GiB): {tail[:160]}"}
         return {**spec, "error": f"exit {res.returncode}: {tail[:300]}"}
     row = json.loads(res.stdout.strip().splitlines()[-1])
     row["wall_s"] = time.perf_counter() - t0

@@ -24,7 +24,7 @@ def _amp_step(model, opt, params, inputs, targets, prec: str, device: str, losse
         opt.zero_grad(set_to_none=True)
         with precision.autocast(prec, device):
             loss = model.loss(inputs, targets)
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
         precision.optimizer_step(loss, opt, params, scaler, clip_norm=1.0)
     return step
 
