@@ -33,36 +33,30 @@ def bench_precision(cfg: BenchConfig, regime: str) -> List[dict]:
     src_len, lab_len, L, B = ((cfg.asr_src, cfg.asr_label, cfg.asr_prompt, cfg.asr_train_batch)
                               if regime == "asr" else (cfg.ks_src, cfg.ks_label, cfg.ks_prompt, cfg.ks_batch))
     inputs, targets = build_batch(random_rows(cfg, B, src_len, 21), random_rows(cfg, B, lab_len, 22), cfg.device)
-    contenders, losses = {}, {}
-    for method in ("pt", "ftlm"):
-        for prec in PRECISIONS:
-            name = f"{method}_{prec}"
-            model, opt, params = trainer(make_lm(cfg), method, L)
-            losses[name] = []
-            contenders[name] = (model, opt, _amp_step(model, opt, params, inputs, targets, prec, cfg.device,
-                                                      losses[name]), params)
-    memory = {}
-    for name, (model, opt, step, params) in contenders.items():
-        step()                                                  # warm-up: Adam state; the same first batch
-        memory[name] = peak_step_bytes(model, opt, step, cfg.device)
-    dtypes = sorted({str(t.dtype) for _, opt, _, params in contenders.values() for t in params}
-                    | {str(v.dtype) for _, opt, _, _ in contenders.values() for st in opt.state.values()
-                       for v in st.values() if hasattr(v, "dtype") and v.dim()})
-    times = interleaved({n: c[2] for n, c in contenders.items()}, cfg.reps, cfg.device)
-    secs = median_s(times)
-    mb = {n: m["peak_bytes"] / 2 ** 20 for n, m in memory.items()}
     shape = f"{regime.upper()}: B={B} x T={inputs.size(1)}, L={L}"
-    first_loss = {n: v[0] for n, v in losses.items()}          # same weights, same batch: fp32 vs bf16 loss
     rows = []
-    for method in ("pt", "ftlm"):
-        r = ratio(times, f"{method}_bf16", f"{method}_fp32")
-        mem = memory[f"{method}_bf16"]["peak_bytes"] / memory[f"{method}_fp32"]["peak_bytes"]
-        rel = abs(first_loss[f"{method}_bf16"] - first_loss[f"{method}_fp32"]) / abs(first_loss[f"{method}_fp32"])
+    for method in ("pt", "ftlm"):              # one method's pair at a time: half the memory of all four at once
+        contenders, losses, memory = {}, {}, {}
+        for prec in PRECISIONS:
+            model, opt, params = trainer(make_lm(cfg), method, L)
+            losses[prec] = []
+            contenders[prec] = (model, opt, _amp_step(model, opt, params, inputs, targets, prec, cfg.device,
+                                                      losses[prec]), params)
+        for prec, (model, opt, step, _) in contenders.items():
+            step()                                              # warm-up: Adam state; the same first batch
+            memory[prec] = peak_step_bytes(model, opt, step, cfg.device)
+        dtypes = sorted({str(t.dtype) for _, _, _, params in contenders.values() for t in params}
+                        | {str(v.dtype) for _, opt, _, _ in contenders.values() for st in opt.state.values()
+                           for v in st.values() if hasattr(v, "dtype") and v.dim()})
+        times = interleaved({p: c[2] for p, c in contenders.items()}, cfg.reps, cfg.device)
+        del contenders
+        r = ratio(times, "bf16", "fp32")
+        first = {p: v[0] for p, v in losses.items()}        # same weights, same batch: the first-step losses
         rows.append({"id": f"precision.{regime}.{method}", "section": "precision",
                      "what": f"{shape}: {method.upper()} bf16 / fp32 step time (autocast; {cfg.device})",
-                     "value": r["median"], "unit": "x", "ratio": r, "seconds": secs,
-                     "memory_ratio": mem, "peak_mib": {k: v for k, v in mb.items() if k.startswith(method)},
-                     "memory": {k: v for k, v in memory.items() if k.startswith(method)},
-                     "first_loss": {k: v for k, v in first_loss.items() if k.startswith(method)},
-                     "loss_rel_diff": rel, "trainable_dtypes": dtypes, "target": None, "met": None})
+                     "value": r["median"], "unit": "x", "ratio": r, "seconds": median_s(times),
+                     "memory_ratio": memory["bf16"]["peak_bytes"] / memory["fp32"]["peak_bytes"],
+                     "peak_mib": {p: m["peak_bytes"] / 2 ** 20 for p, m in memory.items()}, "memory": memory,
+                     "first_loss": first, "loss_rel_diff": abs(first["bf16"] - first["fp32"]) / abs(first["fp32"]),
+                     "trainable_dtypes": dtypes, "target": None, "met": None})
     return rows
