@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -154,7 +155,7 @@ def place_in_cache(tarball: Path, cache: Path) -> Path:
     url = ULM_URLS["hubert100"]
     dest = cache / "download" / f"{hashlib.sha256(url.encode()).hexdigest()}.{url.rsplit('/', 1)[-1]}"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tarball, dest)
+    shutil.move(tarball, dest)                 # --cache-dir may be on another filesystem than the temp dir
     return dest
 
 
