@@ -285,6 +285,8 @@ def run_child(spec: dict, env: dict, timeout: float) -> dict:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {**spec, "error": f"timeout after {timeout:.0f} s"}
+    if res.returncode == -9:
+        return {**spec, "error": "killed (SIGKILL: the OOM killer, the machine ran out of memory)"}
     if res.returncode:
         tail = (res.stderr.strip().splitlines()[-1:] or ["(no stderr)"])[0]
         if "allocate" in tail or "MemoryError" in tail:
@@ -294,6 +296,10 @@ def run_child(spec: dict, env: dict, timeout: float) -> dict:
     row = json.loads(res.stdout.strip().splitlines()[-1])
     row["wall_s"] = time.perf_counter() - t0
     return row
+
+
+def _key(row: dict) -> tuple:
+    return row["task"], row["batch"], row["method"], row["precision"]
 
 
 def markdown(rows, header: str) -> str:
@@ -333,6 +339,8 @@ def main(argv=None) -> int:
                    help="CPU only: cap on the memory a measurement may add after its imports (RLIMIT_AS); a shape "
                         "over it is reported as not fitting instead of waking the OOM killer (0 = no cap)")
     p.add_argument("--out", default="gslm_dry_run", help="directory for results.json and table.md")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the successful measurements in OUT/results.json and run only the missing/failed ones")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -375,12 +383,20 @@ def main(argv=None) -> int:
         return 1
     print(f"resolve (extract) + load: {first['load_s']:.1f} s; {first['params']:,} parameters; "
           f"{first['resolved']}", flush=True)
+    done = {}
+    if args.resume and (out / "results.json").is_file():      # keep the finished measurements of an earlier run
+        old = json.loads((out / "results.json").read_text())
+        if (old["size"], old["device"]) == (args.size, args.device):
+            done = {_key(r): r for r in old["rows"] if "error" not in r}
     rows = []
     for task, batch in shapes:
         for method in methods:
             for prec in precs:
                 spec = {"method": method, "precision": prec, "task": task, "batch": batch, "device": args.device,
                         "threads": args.threads, "max_gib": args.max_gib}
+                if _key(spec) in done:
+                    rows.append(done[_key(spec)])
+                    continue
                 row = run_child(spec, env, args.timeout)
                 rows.append(row)
                 msg = row.get("error") or (f"load {row['load_s']:.1f} s / {row['load_mib']:,.0f} MiB, step "
