@@ -13,7 +13,7 @@ from s3prl_speechprompt.ulm.model import KVCache, ULMConfig, UnitLM
 
 ROWS = ["decode.ks", "decode.asr", "train.ks.time", "train.ks.memory", "peft.ks.time", "peft.ks.params",
         "train.asr.time", "train.asr.memory", "peft.asr.time", "peft.asr.params", "units.epoch",
-        "flops.ks", "flops.asr"]
+        "flops.ks", "flops.asr", "precision.ks.pt", "precision.ks.ftlm", "precision.asr.pt", "precision.asr.ftlm"]
 
 
 def test_bench_quick_emits_every_row(tmp_path):
@@ -37,6 +37,8 @@ def test_bench_quick_emits_every_row(tmp_path):
     assert rows["decode.asr"]["generated_lengths"] == [cfg["asr_label"] + 1]
     for row in result["rows"]:
         assert row["value"] > 0
+    for regime in ("ks", "asr"):        # bf16 autocast leaves every trainable tensor and Adam state in fp32
+        assert rows[f"precision.{regime}.pt"]["trainable_dtypes"] == ["torch.float32"]
 
 
 def test_kv_cache_growth_and_reorder_match_full_forward():

@@ -1,6 +1,6 @@
 """Efficiency benchmark (see docs/bench.md): KV-cached decoding vs full recomputation, PT vs FT-LM step time and
-peak memory, PEFT prefix tuning on GPT-2 as a peer, on-the-fly quantization vs precomputed units, and LM
-forward FLOP/s vs plain matmuls.
+peak memory, PEFT prefix tuning on GPT-2 as a peer, on-the-fly quantization vs precomputed units, LM
+forward FLOP/s vs plain matmuls, and bf16 vs fp32 autocast (step time and peak memory).
 
 Contenders run interleaved in one process; each row is the median of per-repetition ratios (the count is
 printed). Absolute seconds depend on the machine's load and are only shown for orientation. Uses one
@@ -10,7 +10,7 @@ import json
 import sys
 
 NAME = "bench"
-HELP = "efficiency benchmark: decoding, PT vs FT-LM, PEFT peer, unit cache, FLOP/s (table + JSON)"
+HELP = "efficiency benchmark: decoding, PT vs FT-LM, PEFT peer, unit cache, FLOP/s, bf16 vs fp32 (table + JSON)"
 
 
 def add_arguments(parser):
@@ -21,8 +21,8 @@ def add_arguments(parser):
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions per comparison "
                         "(default 3; 1 with --quick)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (CUDA peak memory via max_memory_allocated)")
-    parser.add_argument("--sections", default="decode,train,units,flops",
-                        help="comma-separated subset of decode,train,units,flops")
+    parser.add_argument("--sections", default="decode,train,units,flops,precision",
+                        help="comma-separated subset of decode,train,units,flops,precision")
     parser.add_argument("--layers", type=int, default=None, help="LM layers (default 6; 2 with --quick)")
     parser.add_argument("--dim", type=int, default=None, help="LM width (default 512; 64 with --quick)")
     parser.add_argument("--heads", type=int, default=None, help="LM heads (default 8; 4 with --quick)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from s3prl_speechprompt.commands._json_run import add_threads_argument, log_to_stderr, run_json
 from s3prl_speechprompt.engine.evaluate import evaluate
+from s3prl_speechprompt.precision import PRECISIONS
 
 NAME = "evaluate"
 HELP = "decode + score a trained PT / FT-LM / BLSTM experiment on a unit file"
@@ -22,9 +23,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ulm", metavar="DIR", default=None,
                         help="unit-LM directory, if it moved since training (its weights must be the same)")
     add_threads_argument(parser)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="autocast of the unit LM while decoding: fp32 (default), bf16 or fp16")
 
 
 def run(args) -> int:
     name, path = args.split
     return run_json(NAME, lambda: evaluate(args.exp, name, path, batch_size=args.batch_size, ulm=args.ulm,
-                                           threads=args.threads, log=log_to_stderr))
+                                           threads=args.threads, log=log_to_stderr, precision=args.precision))

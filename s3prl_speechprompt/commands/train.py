@@ -9,6 +9,7 @@ from __future__ import annotations
 from s3prl_speechprompt.commands._json_run import add_threads_argument, log_to_stderr, run_json
 from s3prl_speechprompt.engine.methods import train
 from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig
+from s3prl_speechprompt.precision import PRECISIONS
 from s3prl_speechprompt.prompt.verbalizer import METHODS as VERBALIZERS
 
 NAME = "train"
@@ -39,6 +40,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--valid-interval", type=int, default=d.valid_interval, help="updates between validations "
                                                                                      "(0 = once per epoch)")
     parser.add_argument("--clip-norm", type=float, default=d.clip_norm)
+    parser.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                        help="how the unit LM runs: fp32 (default, the reference), bf16 or fp16 autocast (fp16 with "
+                             "a grad scaler); prompts, heads and optimizer state stay fp32")
     parser.add_argument("--seed", type=int, default=d.seed)
     add_threads_argument(parser)
     parser.add_argument("--blstm-hidden", type=int, default=d.blstm_hidden)
@@ -53,7 +57,7 @@ def run(args) -> int:
                           warmup=args.warmup, dropout=args.dropout,
                           batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
                           max_updates=args.max_updates, valid_interval=args.valid_interval,
-                          clip_norm=args.clip_norm, seed=args.seed, threads=args.threads,
+                          clip_norm=args.clip_norm, precision=args.precision, seed=args.seed, threads=args.threads,
                           blstm_hidden=args.blstm_hidden)
         return train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume, log=log_to_stderr)
 

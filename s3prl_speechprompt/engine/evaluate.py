@@ -73,8 +73,11 @@ def load_prompted(exp: Path, config: dict, ulm_override: Optional[str] = None):
 
 
 def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[str] = None, threads: int = 0,
-             log=print) -> dict:
+             log=print, precision: str = "fp32") -> dict:
+    """Decode and score; ``precision`` (fp32 | bf16 | fp16) is the autocast of the LM during decoding."""
+    from s3prl_speechprompt import precision as amp
     exp = Path(exp)
+    amp.check(precision, "--precision")
     torch.set_num_threads(threads or default_threads())
     config = load_experiment(exp)
     records = read_records(units_path, split)
@@ -100,7 +103,8 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
         stats = {}
         batches = bucketed_batches([len(s) for s in sources], max_sentences=batch_size, shuffle=False)
         for idx in tqdm(batches, desc=f"evaluate {split}", unit="batch", mininterval=5):
-            out = greedy_decode(model, [sources[i] for i in idx], budget, use_cache=True, stats=stats)
+            with amp.autocast(precision, next(model.parameters()).device):
+                out = greedy_decode(model, [sources[i] for i in idx], budget, use_cache=True, stats=stats)
             for i, ids in zip(idx, out):
                 hyps[i] = verbalizer.decode(dictionary.decode(ids))
         unfinished = stats.get("unfinished", 0)
@@ -117,6 +121,6 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
     result = {k: round(float(v), 6) for k, v in metrics.items()}
     result.update(trainable_params=config["trainable_params"], prompt_bytes=weights.stat().st_size, split=split,
                   n=len(records), unfinished=unfinished, method=config["method"], task=config["task"], seed=seed,
-                  units=str(units_path))
+                  units=str(units_path), precision=precision)
     atomic_write_text(exp / f"{split}_scores.json", json.dumps(result, indent=1) + "\n")
     return result

@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from tqdm import tqdm
 
+from s3prl_speechprompt import precision
 from s3prl_speechprompt.atomic import atomic_torch_save, atomic_write_text
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
@@ -53,6 +54,7 @@ class TrainConfig:
     max_updates: int = 0                     # 0 = no limit
     valid_interval: int = 0                  # updates between validations; 0 = once per epoch
     clip_norm: float = 1.0
+    precision: str = "fp32"                  # fp32 | bf16 | fp16: autocast of the LM forward (s3prl_speechprompt.precision)
     seed: int = 100501
     threads: int = 0
     blstm_hidden: int = 256                  # BLSTM baseline sizes
@@ -68,6 +70,10 @@ class TrainConfig:
             raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine" and self.max_updates <= 0:
             raise ValueError("--lr-schedule cosine decays to 0 at --max-updates; give --max-updates N (N > 0)")
+        precision.check(self.precision, "--precision")
+        if self.method == "blstm" and self.precision != "fp32":
+            raise ValueError(f"--precision {self.precision} applies to the unit LM (pt, ftlm); the BLSTM baseline "
+                             f"runs in fp32: drop --precision")
 
 
 def task_defaults(task: str):
@@ -88,12 +94,14 @@ class Fitter:
                  lr_at: Callable[[int], float], log=print):
         self.exp, self.cfg, self.params, self.lr_at, self.log = exp, cfg, params, lr_at, log
         self.opt = torch.optim.Adam(params, lr=lr_at(1), betas=(0.9, 0.98), eps=1e-8)
+        self.scaler = precision.grad_scaler(cfg.precision, params[0].device if params else "cpu")  # fp16 only
         self.prog = {"epoch": 0, "batch": 0, "updates": 0, "best_loss": None, "best_update": 0,
                      "bad": 0, "done": False, "seconds": 0.0, "history": []}
 
     def checkpoint(self, state: Dict[str, torch.Tensor]) -> None:
         atomic_torch_save({"format": FORMAT, "state": state, "optimizer": self.opt.state_dict(),
-                           "progress": self.prog, "rng": torch.get_rng_state()}, self.exp / "checkpoint_last.pt")
+                           "scaler": self.scaler.state_dict(), "progress": self.prog, "rng": torch.get_rng_state()},
+                          self.exp / "checkpoint_last.pt")
 
     def restore(self, load_state: Callable[[dict], None]) -> bool:
         path = self.exp / "checkpoint_last.pt"
@@ -105,6 +113,8 @@ class Fitter:
                              f"use a fresh --out")
         load_state(ck["state"])
         self.opt.load_state_dict(ck["optimizer"])
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
         self.prog = ck["progress"]
         self.prog["done"] = False             # re-decided by should_stop() under the new limits
         torch.set_rng_state(ck["rng"])
@@ -152,10 +162,7 @@ class Fitter:
                     g["lr"] = lr
                 loss = batch_loss(batches[p["batch"]])
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.clip_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(self.params, c.clip_norm)
-                self.opt.step()
+                precision.optimizer_step(loss, self.opt, self.params, self.scaler, c.clip_norm)
                 p["updates"] += 1
                 p["batch"] += 1
                 bar.update(1)
@@ -286,7 +293,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     write_config(exp, config)
     log(f"train: {cfg.method} on {cfg.task}: LM {lm.cfg.arch} d={d} x{lm.num_layers}, "
         f"{model.num_trainable():,} trainable parameters, {len(tr_src)} train / {len(va_src)} dev utterances, "
-        f"{n_batches} batches per epoch, lr {lr:g}")
+        f"{n_batches} batches per epoch, lr {lr:g}, {cfg.precision}")
 
     params = list(model.trainable_parameters().values())
     fitter = Fitter(exp, cfg, params, lr_schedule(cfg, lr, warmup), log)
@@ -306,7 +313,8 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     def batch_loss(idx):
         model.train()
         inputs, targets = build_batch([tr_src[i] for i in idx], [tr_lab[i] for i in idx])
-        return model.loss(inputs, targets)
+        with precision.autocast(cfg.precision, inputs.device):
+            return model.loss(inputs, targets)
 
     va_lengths = [len(s) + len(y) + 2 for s, y in zip(va_src, va_lab)]
     va_batches = bucketed_batches(va_lengths, max_sentences=128, shuffle=False)
@@ -317,7 +325,8 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
         total, n = 0.0, 0
         for idx in va_batches:
             inputs, targets = build_batch([va_src[i] for i in idx], [va_lab[i] for i in idx])
-            s, c = model.loss(inputs, targets, reduce=False)
+            with precision.autocast(cfg.precision, inputs.device):
+                s, c = model.loss(inputs, targets, reduce=False)
             total, n = total + float(s.sum()), n + int(c.sum())
         model.train()
         return total / max(n, 1)

@@ -150,7 +150,8 @@ class PromptedULM(nn.Module):
         first = cache is None or cache.empty
         out = self.lm(tokens, embeds=self._embed(tokens), cache=cache, **(self._prefixes() if first else {}))
         if self.verbalizer_head is not None:
-            out = self.head_dropout(self.verbalizer_head(out))
+            with torch.autocast(out.device.type, enabled=False):       # the trained head computes in fp32
+                out = self.head_dropout(self.verbalizer_head(out.float()))
         return out
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, reduce: bool = True):

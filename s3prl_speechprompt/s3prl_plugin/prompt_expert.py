@@ -18,6 +18,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from s3prl_speechprompt import precision
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.s3prl_plugin.data import ExpertData
@@ -48,6 +49,7 @@ class ExpertConfig:
     beam_size: int = 1                         # 1 = greedy decoding; >1 = beam search (prompt/beam.py)
     balanced_sampling: bool = True             # class-balanced training batches (SUPERB KS)
     bad_audio: str = "error"                   # unusable audio files: error (name them all) | skip (count, list)
+    precision: str = "fp32"                    # fp32 | bf16 | fp16: autocast of the LM forward and decoding
     cache_dir: Optional[str] = None
 
     @classmethod
@@ -59,13 +61,32 @@ class ExpertConfig:
         for key in ("task", "ulm"):
             if not d.get(key):
                 raise ValueError(f"downstream_expert.{key} is required")
-        return cls(**d)
+        cfg = cls(**d)
+        precision.check(cfg.precision, "downstream_expert.precision")
+        return cfg
+
+
+def check_runner_precision(prec: str, runner: dict, device: str) -> None:
+    """fp16 needs loss scaling, and s3prl's runner owns backward and the optimizer step: its ``runner.fp16``
+    GradScaler (``torch.cuda.amp``: scale, unscale before clipping, step, update) is the scaler, so
+    ``precision: fp16`` requires ``runner.fp16: true`` on CUDA. (``runner.fp16`` also autocasts the upstream
+    to fp16; the LM's precision is still ``downstream_expert.precision``. s3prl does not checkpoint its scaler:
+    a resumed run restarts from the initial scale, which costs at most a few skipped steps.)"""
+    if prec != "fp16":
+        return
+    if not str(device).startswith("cuda"):
+        raise ValueError(f"downstream_expert.precision: fp16 needs CUDA (s3prl's fp16 loss scaler is CUDA-only; "
+                         f"device is {device!r}); use precision: bf16 on CPU")
+    if not runner.get("fp16"):
+        raise ValueError("downstream_expert.precision: fp16 needs loss scaling, which s3prl's runner applies only "
+                         "with runner.fp16: true; add -o config.runner.fp16=True (or use precision: bf16, no scaler)")
 
 
 class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
     def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, **kwargs):
         super().__init__()
         self.cfg = ExpertConfig.from_dict(dict(downstream_expert))
+        check_runner_precision(self.cfg.precision, kwargs.get("runner") or {}, kwargs.get("device", "cuda"))
         self.init_data(expdir, kwargs)
 
         lm, self.dictionary, _ = load_ulm(resolve_ulm(self.cfg.ulm))
@@ -148,18 +169,20 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         sources = [self.dictionary.encode(to_units(self.quantizer, f.detach())) for f in features]
         codes = [self.dictionary.encode(self.verbalizer.encode(y)) for y in labels]
         inputs, targets = build_batch(sources, codes, device)
-        loss = self.model.loss(inputs, targets)
+        with precision.autocast(self.cfg.precision, device):
+            loss = self.model.loss(inputs, targets)
         records["loss"].append(loss.item())
         if split == "train":
             self.train_progress[1] += 1
         if split != "train":
             budget = self.cfg.max_new_tokens or self.verbalizer.code_length * self.task.max_label_tokens + 1
             stats = {}
-            if self.cfg.beam_size > 1:
-                from s3prl_speechprompt.prompt.beam import beam_decode
-                out = beam_decode(self.model, sources, budget, beam_size=self.cfg.beam_size, stats=stats)
-            else:
-                out = greedy_decode(self.model, sources, budget, stats=stats)
+            with precision.autocast(self.cfg.precision, device):
+                if self.cfg.beam_size > 1:
+                    from s3prl_speechprompt.prompt.beam import beam_decode
+                    out = beam_decode(self.model, sources, budget, beam_size=self.cfg.beam_size, stats=stats)
+                else:
+                    out = greedy_decode(self.model, sources, budget, stats=stats)
             records["unfinished"].append(stats["unfinished"])
             for uid, y, gen in zip(ids, labels, out):
                 records["id"].append(uid)
@@ -181,4 +204,4 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         return {"task": self.cfg.task, "method": self.cfg.method, "ulm": str(self.cfg.ulm),
                 "trainable_params": self.model.num_trainable(), "checkpoint_bytes": self.trainable_bytes(),
                 "verbalizer": self.verbalizer.method, "code_length": self.verbalizer.code_length,
-                "k": self.quantizer.n_clusters, "prompt": self.model.cfg.to_dict()}
+                "k": self.quantizer.n_clusters, "prompt": self.model.cfg.to_dict(), "precision": self.cfg.precision}
