@@ -118,13 +118,18 @@ def main(argv=None) -> int:
                     help="outcome names to run (default: all, weakest first)")
     ap.add_argument("--out", type=Path, default=REPO / "result" / "outcome_spread",
                     help="directory for run<i>.{jsonl,xml,log,setting.json} and table.txt")
+    ap.add_argument("--force", action="store_true", help="replace runs already in --out")
     ap.add_argument("--table", type=Path, metavar="DIR", default=None,
                     help="only tabulate the runs already in DIR, run nothing")
     args = ap.parse_args(argv)
     out = args.table or args.out
     if args.table is None:
         out.mkdir(parents=True, exist_ok=True)
-        for i in range(args.first, args.first + args.runs):
+        runs = range(args.first, args.first + args.runs)
+        done = [i for i in runs if any(out.glob(f"run{i}.*"))]
+        if done and not args.force:
+            ap.error(f"{out} already holds run(s) {done}; --first to add others, or --force to replace them")
+        for i in runs:
             for stale in out.glob(f"run{i}.*"):
                 stale.unlink()
             run_once(i, args.tests, out)

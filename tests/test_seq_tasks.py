@@ -385,7 +385,8 @@ def test_runner_sf_ftlm_beats_untrained(sf_corpus, tiny_ulm, tmp_path):
 
     Only F1 is asserted. The slot *values* are not recognised by a 64-wide random LM in 300 steps: slot-value CER stays
     near 1.0, on either side of the untrained model's 1.0 (1.031 with the suite's seeds, on this machine and on a
-    clean one), so "CER below untrained" was a coin toss. The CER figure is still checked against SUPERB's code.
+    clean one; 0.929 with another seed), so "CER below untrained" was a coin toss. The CER figure is still checked
+    against SUPERB's code.
     """
     from s3prl.downstream.ctc import metric
 
@@ -397,8 +398,9 @@ def test_runner_sf_ftlm_beats_untrained(sf_corpus, tiny_ulm, tmp_path):
     record_outcome("sf_ftlm", slot_type_f1=trained["slot_type_f1"], slot_value_cer=trained["slot_value_cer"],
                    untrained_slot_type_f1=untrained["slot_type_f1"],
                    untrained_slot_value_cer=untrained["slot_value_cer"])
-    # measured (python benchmarks/outcome_spread.py --tests sf_ftlm, docs/testing.md): slot_type_f1 0.917 (seed 0,
-    # 1 thread, xdist) vs 0.0 untrained; slot-value CER 1.031 vs 1.0 untrained
+    # measured (python benchmarks/outcome_spread.py --tests sf_ftlm; docs/testing.md), seeds 0/2/4, AVX-512 and AVX2
+    # kernels: slot_type_f1 0.917 / 0.736 / 0.889 vs 0.0 untrained (threshold 0.25: margin >= 0.48);
+    # slot-value CER 1.031 / 1.006 / 0.929 vs 1.0 untrained (below it in 1 of 3 runs: not asserted)
     assert trained["slot_type_f1"] >= untrained["slot_type_f1"] + 0.25, (trained, untrained)
     hyps, refs = _read_pairs(exp)
     assert trained["slot_type_f1"] == pytest.approx(metric.slot_type_f1(hyps, refs), abs=1e-5)
