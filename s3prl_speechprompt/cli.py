@@ -21,6 +21,7 @@ COMMANDS = {
     "analyze-length": "analyze_length",
     "report": "report",
     "bench": "bench",
+    "predict": "predict",
 }
 
 

@@ -6,9 +6,9 @@ what each task's :class:`~s3prl_speechprompt.prompt.prompted.PromptedULM` feeds 
 - deep-prompt key/value *inputs* per layer, ``(N, layers, L_max, C)``; shorter prompts are right-padded
   and masked with the LM's ``prefix_padding`` (so tasks with L=3 and L=16 share a batch);
 - the separator vector per task ``(N, C)`` (the LM's own ``<s>`` row for a task without a trained one);
-- the learnable verbalizer head per task, as ``(N, V, V)`` with the rows past a task's ``classes + 4``
-  outputs masked to -inf (identity for tasks without a head), so the arg-max and the log-softmax equal
-  the task's own over its outputs.
+- the learnable verbalizer head per task, as ``(N, M, V)`` (M = the widest head, or V when a task has
+  none: identity rows) with the outputs past a task's ``classes + 4`` masked to -inf, so the arg-max
+  and the log-softmax equal the task's own over its outputs.
 
 A batch then carries ``task_ids`` (B,) and costs one LM forward, whatever the mix of tasks; decoding keeps
 the prefix keys/values per row in the KV cache. The bank is built from each model's *materialised*
@@ -68,17 +68,21 @@ class PromptBank(nn.Module):
         self.register_buffer("separator", sep)                              # (N, C)
         self.has_head = any(h is not None for h in heads)
         if self.has_head:
-            w = torch.eye(V).repeat(n, 1, 1)                                 # (N, V out, V in)
-            valid = torch.ones(n, V, dtype=torch.bool)
             for t, h in enumerate(heads):
-                if h is None:
-                    continue
-                if h.dim() != 2 or h.size(1) != V or h.size(0) > V:
+                if h is not None and (h.dim() != 2 or h.size(1) != V or h.size(0) > V):
                     raise ValueError(f"task {names[t]!r}: verbalizer head must be (n_out <= {V}, {V}), "
                                      f"got {tuple(h.shape)}")
-                w[t] = 0.0
-                w[t, :h.size(0)] = h.detach().float()
-                valid[t, h.size(0):] = False
+            # outputs: the widest head, or the whole vocabulary if some task has no head (identity rows)
+            M = V if any(h is None for h in heads) else max(h.size(0) for h in heads)
+            w = torch.zeros(n, M, V)                                         # (N, M out, V in)
+            valid = torch.zeros(n, M, dtype=torch.bool)
+            for t, h in enumerate(heads):
+                if h is None:
+                    w[t] = torch.eye(V)
+                    valid[t] = True
+                else:
+                    w[t, :h.size(0)] = h.detach().float()
+                    valid[t, :h.size(0)] = True
             self.register_buffer("head", w)
             self.register_buffer("head_valid", valid)
         self.lm.eval()
@@ -124,8 +128,8 @@ class PromptBank(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def logits(self, tokens: torch.Tensor, task_ids: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
-        """(B, T, V) logits of ``tokens`` (B, T), row b prompted with task ``task_ids[b]``; through a task's
-        verbalizer head, outputs past its ``classes + 4`` are -inf. Prefixes go in with the first call only."""
+        """(B, T, V or M) logits of ``tokens`` (B, T), row b prompted with task ``task_ids[b]``; through a
+        task's verbalizer head, outputs past its ``classes + 4`` are -inf. Prefixes go in with the first call only."""
         first = cache is None or cache.empty
         emb = self.lm.embed(tokens)
         emb = torch.where(tokens.eq(SEP).unsqueeze(-1), self.separator[task_ids].unsqueeze(1).to(emb.dtype), emb)
