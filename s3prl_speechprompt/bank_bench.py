@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -153,12 +153,18 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
                     out += p.predict(names[i:i + cfg.batch], wavs[i:i + cfg.batch])
             return out
 
-        a = sorted((p.file, p.checkpoint, p.prediction) for p in serve([together]))
-        b = sorted((p.file, p.checkpoint, p.prediction) for p in serve(apart))
-        if a != b:
-            raise AssertionError("bank and per-task serving disagree")
+        seen: Dict[str, set] = {}
+
+        def timed(name, predictors):
+            def run():
+                seen.setdefault(name, set()).add(tuple(sorted((p.file, p.checkpoint, p.prediction)
+                                                              for p in serve(predictors))))
+            return run
+
         log(f"end to end: {len(wavs)} utterances x {cfg.tasks} tasks, {cfg.reps} rounds ...")
-        t = _interleaved({"bank": lambda: serve([together]), "sequential": lambda: serve(apart)}, cfg.reps)
+        t = _interleaved({"bank": timed("bank", [together]), "sequential": timed("sequential", apart)}, cfg.reps)
+        if seen["bank"] != seen["sequential"] or len(seen["bank"]) != 1:
+            raise AssertionError("bank and per-task serving disagree")
         rs = [s / b for s, b in zip(t["sequential"], t["bank"])]
         n_pred = len(wavs) * cfg.tasks
         rows.append({"name": "end to end (upstream + k-means + LM): bank throughput / sequential",
@@ -190,7 +196,6 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
                                f"{statistics.median(t['sequential']) * 1e3:.0f} ms"})
 
         lm_b = _bytes(list(lm.parameters()) + list(lm.buffers()))
-        up_module = None
         prompt_b = [_bytes([p for n, p in t_.model.named_parameters() if not n.startswith("lm.")]) for t_ in tasks]
         from s3prl import hub
         up_module = hub.hubert_local(ckpt=str(ckpt))
@@ -205,7 +210,8 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
                                f"the prompts themselves {sum(prompt_b) / 2**10:.1f} KiB)"})
         rows.append({"name": f"memory: 1 LM + bank vs {cfg.tasks} LM copies (LM side only)",
                      "value": (lm_b + bank_b) / (cfg.tasks * lm_b + sum(prompt_b)), "unit": "x",
-                     "detail": f"{(lm_b + bank_b) / 2**20:.2f} MiB vs {(cfg.tasks * lm_b + sum(prompt_b)) / 2**20:.2f} MiB"})
+                     "detail": f"{(lm_b + bank_b) / 2**20:.2f} MiB vs "
+                               f"{(cfg.tasks * lm_b + sum(prompt_b)) / 2**20:.2f} MiB"})
     return rows
 
 

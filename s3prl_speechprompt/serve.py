@@ -27,9 +27,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -312,9 +312,10 @@ def check_files(files: Sequence[str], policy: str) -> Tuple[List[str], List[Tupl
         reason = audio_file_problem(f)
         (good.append(f) if reason is None else bad.append((f, reason)))
     if bad and policy == "error":
-        listing = "\n".join(f"  {f}: {r}" for f, r in bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else "")
-        raise ValueError(f"{len(bad)} of {len(files)} audio files are unusable:\n{listing}\nfix or remove them, or pass "
-                         f"--bad-audio skip to predict the others (the skipped files are listed on stderr)")
+        listing = "\n".join(f"  {f}: {r}" for f, r in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise ValueError(f"{len(bad)} of {len(files)} audio files are unusable:\n{listing}{more}\nfix or remove them, "
+                         f"or pass --bad-audio skip to predict the others (the skipped files are listed on stderr)")
     return good, bad
 
 

@@ -61,6 +61,10 @@ def runs(tmp_path_factory):
                                 lr=3e-2, verbalizer="learnable", prompt={"prompt_length": length})
         cfg = yaml.safe_load(cfg_path.read_text())
         cfg["downstream_expert"]["km"] = str(root / "km.pt")
+        # batch 1: s3prl's Featurizer keeps round(samples / hop) frames per utterance of a padded batch, so in a
+        # batch a shorter clip gains 1-2 padding frames (units) that it does not have alone; -m inference and
+        # predict featurize one file at a time
+        cfg["downstream_expert"]["datarc"]["eval_batch_size"] = 1
         cfg_path.write_text(yaml.safe_dump(cfg))
         exp = root / f"exp_{task}"
         run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg_path), "-p", str(exp), "--device", "cpu")
@@ -109,7 +113,8 @@ def test_predict_two_tasks_equals_each_runs_evaluate(runs, tmp_path, capsys):
     stderr = capsys.readouterr().err
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * (len(ks_items) + len(ic_items))
-    assert set(rows[0]) == {"file", "checkpoint", "task", "method", "prediction", "labels", "score", "finished", "units"}
+    assert set(rows[0]) == {"file", "checkpoint", "task", "method", "prediction", "labels", "score", "finished",
+                            "units"}
     got = {(r["checkpoint"], r["file"]): r for r in rows}
     for task, items, ckpt in (("ks", ks_items, ckpts[0]), ("ic", ic_items, ckpts[1])):
         expected = _predictions(runs["exp"][task] / "test_predict.txt")
@@ -133,7 +138,8 @@ def test_predict_bad_audio_and_mismatched_lm(runs, tmp_path):
     good = _items("ks", runs["datarc"]["ks"], "test")[0].wav_path
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not really a wav")
-    with pytest.raises(ValueError, match=r"1 of 2 audio files are unusable:\n  .*bad.wav: unreadable .*--bad-audio skip"):
+    with pytest.raises(ValueError, match=r"1 of 2 audio files are unusable:\n  .*bad.wav: unreadable .*--bad-audio "
+                                         r"skip"):
         cli.main(["predict", "--ckpt", ckpt, good, str(bad)])
     with pytest.raises(SystemExit) as done:
         cli.main(["predict", "--ckpt", ckpt, good, str(bad), "--bad-audio", "skip", "--out", str(tmp_path / "p.jsonl")])
@@ -146,3 +152,39 @@ def test_predict_bad_audio_and_mismatched_lm(runs, tmp_path):
     with pytest.raises(CheckpointMismatch, match=r"trained on the unit LM with fingerprint \w+, but .*other_ulm "
                                                  r"\(--ulm\) has fingerprint \w+; point --ulm at the LM"):
         cli.main(["predict", "--ckpt", ckpt, "--ulm", str(tmp_path / "other_ulm"), good])
+
+
+def _same_as_forward(expert, features, labels, expdir):
+    """``inference`` returns (and writes) exactly the label strings ``forward`` records for an evaluated split."""
+    from collections import defaultdict
+
+    records = defaultdict(list)
+    names = [f"utt{i}" for i in range(len(features))]
+    with torch.no_grad():
+        expert.eval()
+        expert("test", features, labels, names, records)
+        got = expert.inference(features, names)
+    assert got == [expert.task.label_string(h) for h in records["hyp"]]
+    assert (expdir / "inference.ark").read_text() == "".join(f"{n} {y}\n" for n, y in zip(names, got))
+
+
+def test_inference_of_ftlm_linear_and_lstm_experts_matches_their_evaluation(runs, tmp_path):
+    """FT-LM (prompt expert, the KS run's k-means and verbalizer via init_ckpt), SUPERB linear (KS) and BLSTM-CTC
+    (ASR; its vocabulary needs no corpus) built in inference mode, as the runner builds them for ``-m inference``."""
+    from s3prl_speechprompt.s3prl_plugin.baseline_expert import DownstreamExpert as Baseline
+    from s3prl_speechprompt.s3prl_plugin.prompt_expert import DownstreamExpert as Prompt
+
+    torch.manual_seed(0)
+    feats = [torch.randn(n, 240) for n in (37, 51, 12)]
+    ks_labels = [("yes",), ("no",), ("up",)]
+    kw = {"mode": "inference", "evaluate_split": str(tmp_path / "any.wav")}
+    ftlm = Prompt(240, {"task": "ks", "ulm": str(runs["root"] / "ulm"), "method": "ftlm", "verbalizer": "learnable",
+                        "datarc": runs["datarc"]["ks"]}, str(tmp_path / "ftlm"),
+                  init_ckpt=str(runs["exp"]["ks"] / "dev-best.ckpt"), **kw)
+    _same_as_forward(ftlm, feats, ks_labels, tmp_path / "ftlm")
+    linear = Baseline(240, {"task": "ks", "datarc": runs["datarc"]["ks"]}, str(tmp_path / "linear"),
+                      downstream="speechprompt_ks_linear", **kw)
+    _same_as_forward(linear, feats, ks_labels, tmp_path / "linear")
+    lstm = Baseline(240, {"task": "asr", "modelrc": {"project_dim": 16, "RNNs": {"dim": [16, 16]}}},
+                    str(tmp_path / "lstm"), downstream="speechprompt_asr_lstm", **kw)
+    _same_as_forward(lstm, feats, [tuple("AB|C"), tuple("D"), tuple("EF")], tmp_path / "lstm")

@@ -13,7 +13,8 @@ or ``--ulm``) is not the one it was trained on is an error.
 JSON line: ``file``, ``checkpoint``, ``task``, ``method`` (pt | ftlm), ``prediction`` (the label string, as
 in ``<split>_predict.txt``), ``labels`` (label tokens; null = a code no label maps to), ``score`` (natural-log
 probability of the predicted label sequence incl. ``</s>``; for one-unit class labels, log of the class
-probability), ``finished`` (false = the decoding budget ran out before ``</s>``), ``units`` (LM source length).
+probability), ``finished`` (false = the decoding budget ran out before ``</s>``), ``units`` (the file's
+deduplicated units: the LM source length).
 """
 import json
 import sys

@@ -32,7 +32,8 @@ from s3prl_speechprompt.ulm.model import KVCache, UnitLM
 class PromptBank(nn.Module):
     """``logits(tokens, task_ids)`` for rows of mixed tasks; ``decode`` greedy-decodes them with scores."""
 
-    def __init__(self, lm: UnitLM, names: Sequence[str], prefixes: Sequence[Optional[List[Tuple[torch.Tensor, torch.Tensor]]]],
+    def __init__(self, lm: UnitLM, names: Sequence[str],
+                 prefixes: Sequence[Optional[List[Tuple[torch.Tensor, torch.Tensor]]]],
                  separators: Sequence[Optional[torch.Tensor]], heads: Sequence[Optional[torch.Tensor]]):
         """``prefixes[t]``: one (k_in, v_in) pair per layer, each (L_t, C), or None; ``separators[t]``: (C,) or
         None; ``heads[t]``: (n_out, V) verbalizer-head weight or None. Prefer :meth:`from_models`."""
@@ -60,7 +61,7 @@ class PromptBank(nn.Module):
                                      f"got {tuple(k.shape)} / {tuple(v.shape)}")
                 pk[t, i, :lengths[t]] = k.detach().float()
                 pv[t, i, :lengths[t]] = v.detach().float()
-        sep_default = lm.embed(torch.tensor([SEP], device=lm.decoder.embed_tokens.weight.device))[0].detach().float().cpu()
+        sep_default = lm.decoder.embed_tokens.weight[SEP].detach().float().cpu()      # the LM's own <s> row
         sep = torch.stack([sep_default if s is None else s.detach().float().cpu() for s in separators])
         self.register_buffer("prefix_key", pk)                              # (N, layers, L_max, C)
         self.register_buffer("prefix_value", pv)
