@@ -228,9 +228,13 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=None, help="interleaved rounds (default 3; 1 with --quick)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--utterances", type=int, default=None, help="utterances (default 64; 8 with --quick)")
+    p.add_argument("--upstream", choices=("base", "tiny"), default=None,
+                   help="random HuBERT: Base shape (default) or the 2 x 32 test model (LM-bound serving)")
     p.add_argument("--out", default=None, metavar="FILE", help="write rows and config as JSON")
     args = p.parse_args(argv)
-    kw = {k: getattr(args, k) for k in ("reps", "utterances") if getattr(args, k) is not None}
+    kw = {k: getattr(args, k) for k in ("reps", "utterances", "upstream") if getattr(args, k) is not None}
+    if args.upstream == "tiny":
+        kw["upstream_layer"] = 1
     kw["threads"] = args.threads
     cfg = BankBenchConfig.quick(**kw) if args.quick else BankBenchConfig(**kw)
     t0 = time.time()
