@@ -138,7 +138,7 @@ def test_predict_bad_audio_and_mismatched_lm(runs, tmp_path):
     good = _items("ks", runs["datarc"]["ks"], "test")[0].wav_path
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not really a wav")
-    with pytest.raises(ValueError, match=r"1 of 2 audio files are unusable:\n  .*bad.wav: unreadable .*--bad-audio "
+    with pytest.raises(ValueError, match=r"(?s)1 of 2 audio files are unusable:\n  \S*bad.wav: unreadable .*--bad-audio "
                                          r"skip"):
         cli.main(["predict", "--ckpt", ckpt, good, str(bad)])
     with pytest.raises(SystemExit) as done:
