@@ -27,6 +27,7 @@ COMMANDS = {
     "analyze-length": "analyze_length",
     "report": "report",
     "bench": "bench",
+    "predict": "predict",
 }
 
 

@@ -275,6 +275,19 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
                 hyps.append(tuple(self.vocab[i] for i in ids.tolist() if i != 0))
         return loss, hyps
 
+    @torch.no_grad()
+    def inference(self, features: List[torch.Tensor], filenames: List[str]) -> List[str]:
+        """s3prl's ``-m inference -t FILE``: the head's prediction (arg-max per class slice, or greedy CTC),
+        printed and written to ``<expdir>/inference.ark`` (RecordLogger.log_inference)."""
+        if self.kind == "linear":
+            _, hyps = self._classify(features, [(None,) * len(self.class_index)] * len(features))  # no labels
+        else:
+            logits, out_len = self._encode(features)                                # (B, T, V), (B,)
+            best = logits.argmax(-1).cpu()
+            hyps = [tuple(self.vocab[i] for i in torch.unique_consecutive(best[b, :int(out_len[b])]).tolist() if i)
+                    for b in range(len(features))]
+        return self.log_inference(filenames, hyps)
+
     # ----------------------------------------------------------------- logging (RecordLogger)
     @property
     def log_tag(self) -> str:

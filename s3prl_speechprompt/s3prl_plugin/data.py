@@ -105,6 +105,8 @@ class ExpertData:
         runner's ``eval_dataloaders``, or ``-t`` when evaluating), so bad audio or unseen labels in the
         test set stop the run at start instead of after hours of training."""
         mode = self.kwargs.get("mode", "train")
+        if mode == "inference":      # -t is an audio file there, not a split; nothing of the corpus is read
+            return
         if mode == "train":
             splits = ["train"] + list((self.kwargs.get("runner") or {}).get("eval_dataloaders") or [])
         else:
@@ -125,6 +127,13 @@ class ExpertData:
                 raise ValueError(f"split {split!r} has label(s) never seen in the training split: {listed}. "
                                  f"The model can never output them; add training utterances with these labels, or "
                                  f"remove those utterances from {split!r}")
+
+    @staticmethod
+    def load_audio(filepath) -> torch.Tensor:
+        """s3prl's ``-m inference -t FILE`` reads the file through this hook: 16 kHz mono (resampled /
+        averaged like the corpora), and an unreadable file is an error naming it."""
+        from s3prl_speechprompt.tasks.audio import read_audio_file
+        return torch.from_numpy(read_audio_file(filepath))
 
     @staticmethod
     def _rank_world():

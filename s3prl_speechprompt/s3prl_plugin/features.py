@@ -6,13 +6,14 @@ The expert receives every CLI arg as a keyword, so it rebuilds the pair once, us
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 
-def runner_featurizer(kwargs: dict) -> Callable:
-    """``featurize(wav np.float32) -> (T, D) tensor`` matching ``-u/-k/-g/-s/-l/--upstream_feature_normalize``."""
+def runner_featurizer(kwargs: dict, featurizer_state: Optional[dict] = None) -> Callable:
+    """``featurize(wav np.float32) -> (T, D) tensor`` matching ``-u/-k/-g/-s/-l/--upstream_feature_normalize``;
+    ``featurizer_state``: a runner checkpoint's ``Featurizer`` entry (the trained layer weights, if any)."""
     from s3prl import hub
     from s3prl.upstream.interfaces import Featurizer
 
@@ -25,6 +26,8 @@ def runner_featurizer(kwargs: dict) -> Callable:
     featurizer = Featurizer(upstream, feature_selection=kwargs.get("upstream_feature_selection") or "hidden_states",
                             upstream_device=device, layer_selection=kwargs.get("upstream_layer_selection"),
                             normalize=bool(kwargs.get("upstream_feature_normalize"))).to(device).eval()
+    if featurizer_state:
+        featurizer.load_state_dict(featurizer_state)
 
     @torch.no_grad()
     def featurize(wav) -> torch.Tensor:

@@ -190,6 +190,21 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
                 records["hyp"].append(tuple(self.verbalizer.decode(self.dictionary.decode(gen))))
         return loss
 
+    @torch.no_grad()
+    def inference(self, features: List[torch.Tensor], filenames: List[str]) -> List[str]:
+        """s3prl's ``-m inference -t FILE``: decode with the checkpoint's own k-means and verbalizer, print
+        the label strings and write ``<expdir>/inference.ark`` (RecordLogger.log_inference)."""
+        device = self.best_score.device
+        self.quantizer.to(device)
+        sources = [self.dictionary.encode(to_units(self.quantizer, f.detach())) for f in features]
+        budget = self.cfg.max_new_tokens or self.verbalizer.code_length * self.task.max_label_tokens + 1
+        if self.cfg.beam_size > 1:
+            from s3prl_speechprompt.prompt.beam import beam_decode
+            out = beam_decode(self.model, sources, budget, beam_size=self.cfg.beam_size)
+        else:
+            out = greedy_decode(self.model, sources, budget)
+        return self.log_inference(filenames, [tuple(self.verbalizer.decode(self.dictionary.decode(g))) for g in out])
+
     # ----------------------------------------------------------------- logging (RecordLogger)
     @property
     def log_tag(self) -> str:

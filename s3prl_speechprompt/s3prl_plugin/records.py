@@ -8,6 +8,9 @@ per step as ``predictions/<split>-step<N>.jsonl`` for the latest and the best-de
 best split), and ``dev-best.ckpt`` whenever the task's primary metric on its ``best_split`` (default ``dev``)
 improves. Once per run: ``speechprompt_info.json`` (sizes, and the runner's ``--seed``).
 
+``-m inference -t FILE``: :meth:`RecordLogger.log_inference` prints each prediction and writes
+``<expdir>/inference.ark`` (``<file stem> <label string>`` per line), as s3prl's ASR expert writes its own.
+
 The expert provides ``log_tag``, ``log_prefix``, ``size_info() -> dict`` and may override
 ``extra_metrics(records) -> dict``; it sets ``self._logged_size = False`` and a ``best_score`` buffer.
 """
@@ -74,6 +77,16 @@ class RecordLogger:
             m = re.fullmatch(rf"{re.escape(split)}-step(\d+)\.jsonl", old.name)
             if m and int(m.group(1)) not in (global_step, best):
                 old.unlink()
+
+    def log_inference(self, filenames, hyps) -> list:
+        """Label strings of ``hyps`` (label-token tuples): printed, written to ``<expdir>/inference.ark``, returned."""
+        labels = [self.task.label_string(h) for h in hyps]
+        self.expdir.mkdir(parents=True, exist_ok=True)
+        if filenames:
+            atomic_write_text(self.expdir / "inference.ark", "".join(f"{n} {y}\n" for n, y in zip(filenames, labels)))
+        for name, y in zip(filenames, labels):
+            print(f"[{self.log_prefix}] inference {name}: {y}")
+        return labels
 
     def _log_size(self, logger, tag):
         info = self.size_info()

@@ -138,3 +138,27 @@ def audit_split(items: Sequence, split: str, policy: str = "error", report_dir: 
     if not kept:
         raise ValueError(f"split {split!r} has no usable utterance ({len(items)} listed, {len(audit.bad)} unusable)")
     return kept, audit
+
+
+def read_audio_file(path) -> np.ndarray:
+    """16 kHz mono float32 samples of a whole file given on the command line (s3prl's ``-m inference -t``,
+    ``speechprompt predict``): the same checks as :func:`audit_split`, then :func:`read_item_audio`.
+    An unusable file raises ``ValueError('<path>: <reason>')``."""
+    reason = audio_file_problem(path)
+    if reason is not None:
+        raise ValueError(f"{path}: {reason}")
+    return read_item_audio(_whole_file(path))
+
+
+def audio_file_problem(path) -> Optional[str]:
+    """Why a whole audio file is unusable (``file not found``, ``unreadable (...)``, ``truncated ...``,
+    ``no audio ...``), or None; cheap (header and last frame), as :func:`audit_split` checks corpora."""
+    reason, notes = _check(_whole_file(path))
+    for note in notes:
+        log.info("%s: %s", path, note)
+    return reason
+
+
+def _whole_file(path):
+    from types import SimpleNamespace
+    return SimpleNamespace(id=Path(path).stem, wav_path=str(path), labels=(), offset=0, num_samples=None)

@@ -269,6 +269,7 @@ class UnitLM(nn.Module):
         embeds: Optional[torch.Tensor] = None,
         prefix_kv: Optional[PrefixKV] = None,
         prefix_embeds: Optional[torch.Tensor] = None,
+        prefix_padding: Optional[torch.Tensor] = None,
         cache: Optional[KVCache] = None,
         features_only: bool = False,
     ) -> torch.Tensor:
@@ -279,6 +280,8 @@ class UnitLM(nn.Module):
           inputs visible to every token, without positions.
         - ``prefix_embeds``: (L, C) or (B, L, C) input-level prompt prepended to the scaled input
           (no positions); its outputs are dropped from the result.
+        - ``prefix_padding``: (B, L) bool, True where a row's deep-prefix slot is padding (rows of a mixed-task
+          batch carry prompts of different lengths, right-padded to L; see ``prompt/bank.py``).
         - ``cache``: a ``KVCache``; the first call fills it (prefixes included), later calls pass only
           the new tokens and must not pass prefixes again.
         """
@@ -303,7 +306,13 @@ class UnitLM(nn.Module):
         x = self.dropout(x)
 
         n_deep = prefix_kv[0][0].shape[-2] if prefix_kv is not None else (0 if first else cache.n_prefix)
-        past_pad = cache.key_padding if not first else pad.new_zeros(B, n_deep)
+        if prefix_padding is not None and tuple(prefix_padding.shape) != (B, n_deep):
+            raise ValueError(f"prefix_padding: expected shape {(B, n_deep)} (batch, prefix length), "
+                             f"got {tuple(prefix_padding.shape)}")
+        if not first:
+            past_pad = cache.key_padding
+        else:
+            past_pad = prefix_padding.to(pad.dtype) if prefix_padding is not None else pad.new_zeros(B, n_deep)
         key_padding = torch.cat([past_pad, pad], dim=1)                         # (B, S)
         past_seq = 0 if first else cache.seq_len
         mask = self._attention_mask(key_padding, n_deep, past_seq, x.size(1))
@@ -321,12 +330,12 @@ class UnitLM(nn.Module):
 
     @staticmethod
     def _attention_mask(key_padding: torch.Tensor, n_deep: int, past: int, T: int) -> torch.Tensor:
-        """(B, 1, T, S) boolean: deep-prefix keys always; earlier non-pad keys of the sequence; itself."""
+        """(B, 1, T, S) boolean: non-pad deep-prefix keys always; earlier non-pad keys of the sequence; itself."""
         S = key_padding.size(1)
         q_pos = torch.arange(T, device=key_padding.device).unsqueeze(1) + past        # (T, 1)
         k_pos = torch.arange(S, device=key_padding.device).unsqueeze(0) - n_deep      # (1, S)
         causal = k_pos <= q_pos
-        allowed = (k_pos < 0) | (causal.unsqueeze(0) & ~key_padding.unsqueeze(1))     # (B, T, S)
+        allowed = ((k_pos < 0) | causal).unsqueeze(0) & ~key_padding.unsqueeze(1)     # (B, T, S)
         allowed = allowed | (k_pos == q_pos).unsqueeze(0)   # a padded query still sees itself: no NaN rows
         return allowed.unsqueeze(1)
 

@@ -1,0 +1,185 @@
+"""A prompt bank: several tasks' trained prompts over one frozen unit LM, chosen per batch row.
+
+Prompt tuning leaves the LM untouched, so N tasks need one LM plus N small prompt sets. The bank stacks
+what each task's :class:`~s3prl_speechprompt.prompt.prompted.PromptedULM` feeds the LM:
+
+- deep-prompt key/value *inputs* per layer, ``(N, layers, L_max, C)``; shorter prompts are right-padded
+  and masked with the LM's ``prefix_padding`` (so tasks with L=3 and L=16 share a batch);
+- the separator vector per task ``(N, C)`` (the LM's own ``<s>`` row for a task without a trained one);
+- the learnable verbalizer head per task, as ``(N, M, V)`` (M = the widest head, or V when a task has
+  none: identity rows) with the outputs past a task's ``classes + 4`` masked to -inf, so the arg-max
+  and the log-softmax equal the task's own over its outputs.
+
+A batch then carries ``task_ids`` (B,) and costs one LM forward, whatever the mix of tasks; decoding keeps
+the prefix keys/values per row in the KV cache. The bank is built from each model's *materialised*
+prefixes (what the model passes to the LM in eval mode), not from parameter names, so any way of
+parameterising the prompts (plain tables, reparameterised prefixes) banks the same way.
+
+Restriction: a model with an input-level prompt but no deep prompts is refused (its prefix goes through
+the causal stack with positions of its own; serve it alone with ``PromptedULM.generate``).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from s3prl_speechprompt.prompt.prompted import EOS, PAD, SEP, PromptedULM, left_pad
+from s3prl_speechprompt.ulm.model import KVCache, UnitLM
+
+
+class PromptBank(nn.Module):
+    """``logits(tokens, task_ids)`` for rows of mixed tasks; ``decode`` greedy-decodes them with scores."""
+
+    def __init__(self, lm: UnitLM, names: Sequence[str],
+                 prefixes: Sequence[Optional[List[Tuple[torch.Tensor, torch.Tensor]]]],
+                 separators: Sequence[Optional[torch.Tensor]], heads: Sequence[Optional[torch.Tensor]]):
+        """``prefixes[t]``: one (k_in, v_in) pair per layer, each (L_t, C), or None; ``separators[t]``: (C,) or
+        None; ``heads[t]``: (n_out, V) verbalizer-head weight or None. Prefer :meth:`from_models`."""
+        super().__init__()
+        if not names:
+            raise ValueError("a prompt bank needs at least one task")
+        if len(set(names)) != len(names):
+            raise ValueError(f"prompt bank: task names must be distinct, got {list(names)}")
+        self.lm = lm
+        self.names = list(names)
+        n, d, V, layers = len(names), lm.cfg.embed_dim, lm.cfg.vocab_size, lm.num_layers
+        lengths = [0 if p is None else p[0][0].shape[-2] for p in prefixes]
+        L = max(lengths)
+        pk = torch.zeros(n, layers, L, d)
+        pv = torch.zeros(n, layers, L, d)
+        for t, p in enumerate(prefixes):
+            if p is None:
+                continue
+            if len(p) != layers:
+                raise ValueError(f"task {names[t]!r}: expected {layers} prefix (k, v) pairs (one per LM layer), "
+                                 f"got {len(p)}")
+            for i, (k, v) in enumerate(p):
+                if k.shape != (lengths[t], d) or v.shape != (lengths[t], d):
+                    raise ValueError(f"task {names[t]!r} layer {i}: prefix key/value must be ({lengths[t]}, {d}), "
+                                     f"got {tuple(k.shape)} / {tuple(v.shape)}")
+                pk[t, i, :lengths[t]] = k.detach().float()
+                pv[t, i, :lengths[t]] = v.detach().float()
+        sep_default = lm.decoder.embed_tokens.weight[SEP].detach().float().cpu()      # the LM's own <s> row
+        sep = torch.stack([sep_default if s is None else s.detach().float().cpu() for s in separators])
+        self.register_buffer("prefix_key", pk)                              # (N, layers, L_max, C)
+        self.register_buffer("prefix_value", pv)
+        self.register_buffer("prefix_length", torch.tensor(lengths, dtype=torch.long))   # (N,)
+        self.register_buffer("separator", sep)                              # (N, C)
+        self.has_head = any(h is not None for h in heads)
+        if self.has_head:
+            for t, h in enumerate(heads):
+                if h is not None and (h.dim() != 2 or h.size(1) != V or h.size(0) > V):
+                    raise ValueError(f"task {names[t]!r}: verbalizer head must be (n_out <= {V}, {V}), "
+                                     f"got {tuple(h.shape)}")
+            # outputs: the widest head, or the whole vocabulary if some task has no head (identity rows)
+            M = V if any(h is None for h in heads) else max(h.size(0) for h in heads)
+            w = torch.zeros(n, M, V)                                         # (N, M out, V in)
+            valid = torch.zeros(n, M, dtype=torch.bool)
+            for t, h in enumerate(heads):
+                if h is None:
+                    w[t] = torch.eye(V)
+                    valid[t] = True
+                else:
+                    w[t, :h.size(0)] = h.detach().float()
+                    valid[t, :h.size(0)] = True
+            self.register_buffer("head", w)
+            self.register_buffer("head_valid", valid)
+        self.lm.eval()
+
+    @classmethod
+    def from_models(cls, named: Sequence[Tuple[str, PromptedULM]]) -> "PromptBank":
+        """Stack trained models that share one LM (same object, or equal fingerprints)."""
+        if not named:
+            raise ValueError("a prompt bank needs at least one (name, model) pair")
+        lm = named[0][1].lm
+        fp = None
+        prefixes, seps, heads = [], [], []
+        for name, model in named:
+            if model.lm is not lm:
+                fp = fp or lm.fingerprint()
+                other = model.lm.fingerprint()
+                if other != fp:
+                    raise ValueError(f"task {name!r} runs on another unit LM (fingerprint {other}) than "
+                                     f"{named[0][0]!r} ({fp}); a bank shares one LM: make one bank per LM")
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                kw = model._prefixes()                       # what the model feeds the LM, materialised
+            model.train(was)
+            if "prefix_embeds" in kw:
+                raise ValueError(f"task {name!r} has an input-level prompt without deep prompts; the bank stacks "
+                                 f"deep prompts only: serve it alone (PromptedULM.generate)")
+            prefixes.append([(k.detach(), v.detach()) for k, v in kw["prefix_kv"]] if "prefix_kv" in kw else None)
+            seps.append(None if model.separator is None else model.separator.detach())
+            heads.append(None if model.verbalizer_head is None else model.verbalizer_head.weight.detach())
+        return cls(lm, [n for n, _ in named], prefixes, seps, heads)
+
+    def bank_bytes(self) -> int:
+        """Bytes of the stacked prompts (the LM excluded): what N tasks add on top of one LM."""
+        return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
+
+    def task_ids(self, names: Sequence[str], device=None) -> torch.Tensor:
+        index = {n: i for i, n in enumerate(self.names)}
+        missing = sorted({n for n in names if n not in index})
+        if missing:
+            raise KeyError(f"prompt bank has no task(s) {missing}; it holds {self.names}")
+        return torch.tensor([index[n] for n in names], dtype=torch.long, device=device)
+
+    # ------------------------------------------------------------------ forward
+    def logits(self, tokens: torch.Tensor, task_ids: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
+        """(B, T, V or M) logits of ``tokens`` (B, T), row b prompted with task ``task_ids[b]``; through a
+        task's verbalizer head, outputs past its ``classes + 4`` are -inf. Prefixes go in with the first call only."""
+        first = cache is None or cache.empty
+        emb = self.lm.embed(tokens)
+        emb = torch.where(tokens.eq(SEP).unsqueeze(-1), self.separator[task_ids].unsqueeze(1).to(emb.dtype), emb)
+        kw = {}
+        if first and self.prefix_key.size(2) > 0:
+            k, v = self.prefix_key[task_ids], self.prefix_value[task_ids]              # (B, layers, L, C)
+            kw["prefix_kv"] = [(k[:, i], v[:, i]) for i in range(k.size(1))]
+            L = k.size(2)
+            kw["prefix_padding"] = torch.arange(L, device=tokens.device).unsqueeze(0) >= \
+                self.prefix_length[task_ids].unsqueeze(1)                              # (B, L)
+        out = self.lm(tokens, embeds=emb, cache=cache, **kw)
+        if self.has_head:
+            out = torch.einsum("btv,bov->bto", out, self.head[task_ids].to(out.dtype))
+            out = out.masked_fill(~self.head_valid[task_ids].unsqueeze(1), float("-inf"))
+        return out
+
+    @torch.no_grad()
+    def decode(self, sources: Sequence[Sequence[int]], task_ids: torch.Tensor,
+               max_new_tokens: Sequence[int]) -> Tuple[List[List[int]], List[float], List[bool]]:
+        """Greedy continuation after ``</s> source <s>`` per row, with the row's task and its own budget.
+
+        Returns (generated ids without the final ``</s>``, score, finished) per row; score = the sum of the
+        log-probabilities of the generated tokens including ``</s>`` (the log-probability of the
+        predicted label sequence given the audio's units). Same tokens as ``greedy_decode`` on each
+        task's own model with that budget.
+        """
+        device = self.separator.device
+        B = len(sources)
+        budget = torch.as_tensor(list(max_new_tokens), dtype=torch.long, device=device)
+        if budget.numel() != B:
+            raise ValueError(f"max_new_tokens: expected {B} budgets (one per row), got {budget.numel()}")
+        task_ids = task_ids.to(device)
+        step_input = left_pad([[EOS, *s, SEP] for s in sources], device)
+        done = budget <= 0
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        scores = torch.zeros(B, dtype=torch.double, device=device)
+        out: List[List[int]] = [[] for _ in range(B)]
+        cache = KVCache()
+        step = 0
+        while not bool(done.all()):
+            logp = self.logits(step_input, task_ids, cache)[:, -1].float().log_softmax(-1)   # (B, V)
+            nxt = logp.argmax(-1)
+            active = ~done
+            scores += torch.where(active, logp.gather(1, nxt.unsqueeze(1))[:, 0].double(), 0.0)
+            ended = active & nxt.eq(EOS)
+            finished |= ended
+            for i in (active & ~ended).nonzero().flatten().tolist():
+                out[i].append(int(nxt[i]))
+            step += 1
+            done = done | ended | (budget <= step)
+            step_input = nxt.masked_fill(done, PAD).unsqueeze(1)
+        return out, scores.tolist(), finished.tolist()

@@ -1,0 +1,190 @@
+"""Using trained prompts: s3prl's ``-m inference -t FILE`` and ``speechprompt predict`` over two tasks' checkpoints.
+
+One module fixture trains tiny KS and IC prompt-tuning runs through s3prl's runner (same random LM, same
+k-means, different prompt lengths) and evaluates each on its test split; the tests compare what the
+serving paths print / write with those ``test_predict.txt`` files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from test_s3prl_expert import FBANK, N_CLUSTERS, run_runner, write_config
+
+STEPS = 40
+
+
+def _items(task_name, datarc, split):
+    from s3prl_speechprompt.tasks.base import get_task
+    return [it for it in get_task(task_name)(**datarc).read_split(split) if it.offset == 0 and it.num_samples is None]
+
+
+def _predictions(path: Path) -> dict:
+    return dict(line.rstrip("\n").split(" ", 1) for line in path.read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from s3prl_speechprompt import compat
+    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
+    from s3prl_speechprompt.synth import make_ic, make_ks
+    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
+    from s3prl_speechprompt.ulm.checkpoint import save_ulm
+    from s3prl_speechprompt.ulm.dictionary import Dictionary
+    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
+    from s3prl_speechprompt.units.prepare import prepare_units
+
+    compat.apply()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("predict")
+    make_ks(root / "ks", seed=0, per_class=4, progress=False)
+    make_ic(root / "ic", seed=0, per_intent=2, progress=False)
+    datarc = {"ks": {"speech_commands_root": str(root / "ks" / "speech_commands_v0.01"),
+                     "speech_commands_test_root": str(root / "ks" / "speech_commands_test_set_v0.01")},
+              "ic": {"file_path": str(root / "ic" / "fluent_speech_commands_dataset")}}
+    # one k-means (fit on KS train fbank) and one random unit LM shared by both tasks, as GSLM's would be
+    quantizer, _ = prepare_units(get_task("ks")(**datarc["ks"]).read_split("train"), runner_featurizer(FBANK),
+                                 read_item_audio, key_parts=upstream_key(FBANK), n_clusters=N_CLUSTERS, seed=0,
+                                 cache_dir=root / "cache")
+    quantizer.save(root / "km.pt")
+    torch.manual_seed(0)
+    d = Dictionary([str(k) for k in range(N_CLUSTERS)])
+    save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(d))), d, root / "ulm")
+    out = {"root": root, "datarc": datarc, "exp": {}}
+    for task, length in (("ks", 4), ("ic", 9)):
+        name = f"speechprompt_{task}"
+        cfg_path = write_config(root / f"{name}.yaml", name, datarc[task], root / "ulm", root / "cache", STEPS,
+                                lr=3e-2, verbalizer="learnable", prompt={"prompt_length": length})
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg["downstream_expert"]["km"] = str(root / "km.pt")
+        # batch 1: s3prl's Featurizer keeps round(samples / hop) frames per utterance of a padded batch, so in a
+        # batch a shorter clip gains 1-2 padding frames (units) that it does not have alone; -m inference and
+        # predict featurize one file at a time
+        cfg["downstream_expert"]["datarc"]["eval_batch_size"] = 1
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        exp = root / f"exp_{task}"
+        run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg_path), "-p", str(exp), "--device", "cpu")
+        run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
+        out["exp"][task] = exp
+    return out
+
+
+@pytest.mark.parametrize("task", ["ks", "ic"])
+def test_runner_inference_prints_the_evaluate_prediction(runs, task):
+    exp = runs["exp"][task]
+    expected = _predictions(exp / "test_predict.txt")
+    item = _items(task, runs["datarc"][task], "test")[0]
+    stdout = run_runner("-m", "inference", "-t", item.wav_path, "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
+    stem = Path(item.wav_path).stem
+    line = f"[speechprompt] inference {stem}: {expected[item.id]}"
+    assert line in stdout, (line, stdout[-1500:])
+    assert (exp / "inference.ark").read_text() == f"{stem} {expected[item.id]}\n"
+
+
+def test_inference_audio_hook_names_an_unreadable_file(tmp_path):
+    """The runner reads ``-t FILE`` through the expert's ``load_audio`` (both experts inherit it)."""
+    from s3prl_speechprompt.s3prl_plugin.baseline_expert import DownstreamExpert as Baseline
+    from s3prl_speechprompt.s3prl_plugin.prompt_expert import DownstreamExpert as Prompt
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    for expert in (Prompt, Baseline):
+        with pytest.raises(ValueError, match=f"{bad}: unreadable"):
+            expert.load_audio(bad)
+    with pytest.raises(ValueError, match="missing.wav: file not found"):
+        Prompt.load_audio(tmp_path / "missing.wav")
+
+
+def test_predict_two_tasks_equals_each_runs_evaluate(runs, tmp_path, capsys):
+    from s3prl_speechprompt import cli
+
+    ks_items = _items("ks", runs["datarc"]["ks"], "test")
+    ic_items = _items("ic", runs["datarc"]["ic"], "test")
+    (tmp_path / "wavs.txt").write_text("".join(f"{it.wav_path}\n" for it in ks_items + ic_items))
+    ckpts = [str(runs["exp"][t] / "dev-best.ckpt") for t in ("ks", "ic")]
+    with pytest.raises(SystemExit) as done:        # in-process: s3prl is already imported by the fixture
+        cli.main(["predict", "--ckpt", ckpts[0], "--ckpt", ckpts[1], "--list", str(tmp_path / "wavs.txt"),
+                  "--out", str(tmp_path / "p.jsonl"), "--batch-size", "8"])
+    assert done.value.code == 0
+    stderr = capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * (len(ks_items) + len(ic_items))
+    assert set(rows[0]) == {"file", "checkpoint", "task", "method", "prediction", "labels", "score", "finished",
+                            "units"}
+    got = {(r["checkpoint"], r["file"]): r for r in rows}
+    for task, items, ckpt in (("ks", ks_items, ckpts[0]), ("ic", ic_items, ckpts[1])):
+        expected = _predictions(runs["exp"][task] / "test_predict.txt")
+        for it in items:
+            r = got[(ckpt, it.wav_path)]
+            assert r["task"] == task and r["method"] == "pt"
+            assert r["prediction"] == expected[it.id], (task, it.id)
+            assert r["score"] <= 0.0
+    # one group: the upstream and the LM were loaded once for both checkpoints
+    assert stderr.count("[speechprompt predict] upstream fbank") == 1, stderr
+
+
+def test_predict_bad_audio_and_mismatched_lm(runs, tmp_path):
+    from s3prl_speechprompt import cli
+    from s3prl_speechprompt.serve import CheckpointMismatch
+    from s3prl_speechprompt.ulm.checkpoint import save_ulm
+    from s3prl_speechprompt.ulm.dictionary import Dictionary
+    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
+
+    ckpt = str(runs["exp"]["ks"] / "dev-best.ckpt")
+    good = _items("ks", runs["datarc"]["ks"], "test")[0].wav_path
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    with pytest.raises(ValueError, match=r"(?s)1 of 2 audio files are unusable:\n  \S*bad.wav: unreadable .*--bad-audio "
+                                         r"skip"):
+        cli.main(["predict", "--ckpt", ckpt, good, str(bad)])
+    with pytest.raises(SystemExit) as done:
+        cli.main(["predict", "--ckpt", ckpt, good, str(bad), "--bad-audio", "skip", "--out", str(tmp_path / "p.jsonl")])
+    assert done.value.code == 0
+    assert [json.loads(x)["file"] for x in (tmp_path / "p.jsonl").read_text().splitlines()] == [good]
+
+    torch.manual_seed(1)                  # another LM of the same shape: the prompts were not trained on it
+    d = Dictionary([str(k) for k in range(N_CLUSTERS)])
+    save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(d))), d, tmp_path / "other_ulm")
+    with pytest.raises(CheckpointMismatch, match=r"trained on the unit LM with fingerprint \w+, but .*other_ulm "
+                                                 r"\(--ulm\) has fingerprint \w+; point --ulm at the LM"):
+        cli.main(["predict", "--ckpt", ckpt, "--ulm", str(tmp_path / "other_ulm"), good])
+
+
+def _same_as_forward(expert, features, labels, expdir):
+    """``inference`` returns (and writes) exactly the label strings ``forward`` records for an evaluated split."""
+    from collections import defaultdict
+
+    records = defaultdict(list)
+    names = [f"utt{i}" for i in range(len(features))]
+    with torch.no_grad():
+        expert.eval()
+        expert("test", features, labels, names, records)
+        got = expert.inference(features, names)
+    assert got == [expert.task.label_string(h) for h in records["hyp"]]
+    assert (expdir / "inference.ark").read_text() == "".join(f"{n} {y}\n" for n, y in zip(names, got))
+
+
+def test_inference_of_ftlm_linear_and_lstm_experts_matches_their_evaluation(runs, tmp_path):
+    """FT-LM (prompt expert, the KS run's k-means and verbalizer via init_ckpt), SUPERB linear (KS) and BLSTM-CTC
+    (ASR; its vocabulary needs no corpus) built in inference mode, as the runner builds them for ``-m inference``."""
+    from s3prl_speechprompt.s3prl_plugin.baseline_expert import DownstreamExpert as Baseline
+    from s3prl_speechprompt.s3prl_plugin.prompt_expert import DownstreamExpert as Prompt
+
+    torch.manual_seed(0)
+    feats = [torch.randn(n, 240) for n in (37, 51, 12)]
+    ks_labels = [("yes",), ("no",), ("up",)]
+    kw = {"mode": "inference", "evaluate_split": str(tmp_path / "any.wav")}
+    ftlm = Prompt(240, {"task": "ks", "ulm": str(runs["root"] / "ulm"), "method": "ftlm", "verbalizer": "learnable",
+                        "datarc": runs["datarc"]["ks"]}, str(tmp_path / "ftlm"),
+                  init_ckpt=str(runs["exp"]["ks"] / "dev-best.ckpt"), **kw)
+    _same_as_forward(ftlm, feats, ks_labels, tmp_path / "ftlm")
+    linear = Baseline(240, {"task": "ks", "datarc": runs["datarc"]["ks"]}, str(tmp_path / "linear"),
+                      downstream="speechprompt_ks_linear", **kw)
+    _same_as_forward(linear, feats, ks_labels, tmp_path / "linear")
+    lstm = Baseline(240, {"task": "asr", "modelrc": {"project_dim": 16, "RNNs": {"dim": [16, 16]}}},
+                    str(tmp_path / "lstm"), downstream="speechprompt_asr_lstm", **kw)
+    _same_as_forward(lstm, feats, [tuple("AB|C"), tuple("D"), tuple("EF")], tmp_path / "lstm")
