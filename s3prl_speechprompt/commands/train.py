@@ -10,6 +10,7 @@ import json
 import sys
 
 from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig, train
+from s3prl_speechprompt.prompt.prefix import INITS
 from s3prl_speechprompt.prompt.verbalizer import METHODS as VERBALIZERS
 
 NAME = "train"
@@ -42,6 +43,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--clip-norm", type=float, default=d.clip_norm)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores available)")
+    parser.add_argument("--prompt-reparam", type=int, default=d.prompt_reparam, metavar="HIDDEN",
+                        help="PT: train the prompts as start + MLP(embedding) with this hidden size (Li & Liang "
+                             "2021); prompt.pt stores them collapsed (same size as plain prompts). 0 = plain")
+    parser.add_argument("--prompt-init", choices=INITS, default=d.prompt_init,
+                        help="PT: normal = N(0, 1) prompts (the reference's); activations = the frozen LM's own "
+                             "key/value inputs at sampled unit positions of training utterances")
     parser.add_argument("--blstm-hidden", type=int, default=d.blstm_hidden)
     parser.add_argument("--out", required=True, metavar="EXP")
     parser.add_argument("--resume", action="store_true", help="continue from EXP/checkpoint_last.pt if present")
@@ -55,7 +62,8 @@ def run(args) -> int:
                           batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
                           max_updates=args.max_updates, valid_interval=args.valid_interval,
                           clip_norm=args.clip_norm, seed=args.seed, threads=args.threads,
-                          blstm_hidden=args.blstm_hidden)
+                          blstm_hidden=args.blstm_hidden, prompt_reparam=args.prompt_reparam,
+                          prompt_init=args.prompt_init)
         summary = train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume,
                         log=lambda m: print(m, file=sys.stderr))
     except (ValueError, OSError, KeyError) as e:
