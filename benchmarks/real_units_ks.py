@@ -30,9 +30,12 @@ from s3prl_speechprompt.prompt.prefix import INITS
 REPO = Path(__file__).resolve().parents[1]
 
 
+THREADS = [0]
+
+
 def sh(cmd, log):
     """Run a speechprompt command; its stderr goes to the log, the last stdout line is parsed as JSON."""
-    full = [sys.executable, "-m", "s3prl_speechprompt", *map(str, cmd)]
+    full = [sys.executable, "-m", "s3prl_speechprompt", *map(str, cmd), "--threads", str(THREADS[0])]
     print("$ speechprompt " + " ".join(map(str, cmd)), flush=True)
     t0 = time.time()
     with open(log, "a") as err:
@@ -76,12 +79,15 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="training seeds (`speechprompt train --seed`); every method is run once per seed")
     ap.add_argument("--ulm-dir", type=Path, default=None,
-                    help="directory holding already pretrained ulm_<units>/ LMs to reuse (default: --out); "
-                         "a missing one is pretrained there")
+                    help="use the already pretrained LMs DIR/ulm_<units>/ as they are (no pretraining step); "
+                         "default: pretrain OUT/ulm_<units>/")
     ap.add_argument("--skip-test", action="store_true",
                     help="score the dev file only (for ablations: select on dev, score test once)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads per step (0 = all cores); 1 is faster on a machine shared with other jobs")
     args = ap.parse_args(argv)
 
+    THREADS[0] = args.threads
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
@@ -106,7 +112,10 @@ def main(argv=None):
         methods = args.methods if units == args.units[0] else ["pt"]
         ulm = (args.ulm_dir or out) / f"ulm_{units}"
         key = f"{units}/pretrain"
-        if key not in results["rows"] and set(methods) - {"blstm"}:
+        if args.ulm_dir and not (ulm / "checkpoint_best.pt").is_file():
+            raise SystemExit(f"--ulm-dir {args.ulm_dir}: {ulm}/checkpoint_best.pt not found (pretrain it with "
+                             f"`speechprompt pretrain-ulm --out {ulm}` or drop --ulm-dir)")
+        if key not in results["rows"] and set(methods) - {"blstm"} and not args.ulm_dir:
             s, secs = sh(["pretrain-ulm", "--train", ks / "train.txt", "--valid", valid,
                           "--dict", data / "dict.txt", "--arch", args.arch, "--max-updates", args.pretrain_updates,
                           "--valid-interval", 200, "--out", ulm, "--resume"], log)
