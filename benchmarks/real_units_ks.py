@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.engine.trainer import LR_SCHEDULES
 from s3prl_speechprompt.prompt.prefix import INITS
 
@@ -96,8 +97,11 @@ def main(argv=None):
     results["config"] = {k: str(v) for k, v in vars(args).items()}
 
     def record(key, row):
+        # re-read first: runs of other seeds may write to the same OUT in parallel (one process per seed)
+        if res_path.is_file():
+            results["rows"] = {**json.loads(res_path.read_text())["rows"], **results["rows"]}
         results["rows"][key] = row
-        res_path.write_text(json.dumps(results, indent=1) + "\n")
+        atomic_write_text(res_path, json.dumps(results, indent=1) + "\n")
         table(results)
 
     for units in args.units:
