@@ -186,16 +186,17 @@ def table(results):
     def pct(v):
         return "-" if v is None else f"{100 * v:.2f}%"
     for r in rows:
+        stored = f"{r['stored_params']:,}" if r.get("stored_params") else "-"
         lines.append(f"| {r['method']} | {r['units']} | {r.get('seed', '-')} | {pct(r.get('dev_accuracy'))} | "
-                     f"{pct(r['accuracy'])} | {r['trainable_params']:,} | {format(r['stored_params'], ',') if r.get('stored_params') else '-'} | "
-                     f"{r['seconds'] / 60:.1f} min |")
+                     f"{pct(r['accuracy'])} | {r['trainable_params']:,} | {stored} | {r['seconds'] / 60:.1f} min |")
     groups = {}
     for r in rows:
         if r.get("seed") is not None and r["accuracy"] is not None:
             groups.setdefault((r["method"], r["units"]), []).append(100 * r["accuracy"])
     multi = {k: v for k, v in groups.items() if len(v) > 1}
     if multi:
-        lines += ["", "| method | units | seeds | test accuracy mean +- std (sample) | per seed |", "|---|---|---|---|---|"]
+        lines += ["", "| method | units | seeds | test accuracy mean +- std (sample) | per seed |",
+                  "|---|---|---|---|---|"]
         for (m, u), accs in multi.items():
             lines.append(f"| {m} | {u} | {len(accs)} | {statistics.mean(accs):.2f} +- {statistics.stdev(accs):.2f} | "
                          f"{', '.join(f'{a:.2f}' for a in accs)} |")

@@ -102,6 +102,7 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
                       "".join(f"{r.id}\t{task.label_string(t)}\n" for r, t in zip(records, refs)))
     result = {k: round(float(v), 6) for k, v in metrics.items()}
     result.update(trainable_params=config["trainable_params"],
-                  stored_params=config.get("stored_params", config["trainable_params"]), prompt_bytes=weights.stat().st_size, split=split,
+                  stored_params=config.get("stored_params", config["trainable_params"]),
+                  prompt_bytes=weights.stat().st_size, split=split,
                   n=len(records), unfinished=unfinished, method=config["method"], task=config["task"])
     return result

@@ -290,7 +290,8 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     }
     write_config(exp, config)
     log(f"train: {cfg.method} on {cfg.task}: LM {lm.cfg.arch} d={d} x{lm.num_layers}, "
-        f"{model.num_trainable():,} trainable / {model.num_stored():,} stored parameters, {len(tr_src)} train / {len(va_src)} dev utterances, "
+        f"{model.num_trainable():,} trainable / {model.num_stored():,} stored parameters, "
+        f"{len(tr_src)} train / {len(va_src)} dev utterances, "
         f"{n_batches} batches per epoch, lr {lr:g}")
 
     params = list(model.trainable_parameters().values())

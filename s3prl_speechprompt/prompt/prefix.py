@@ -1,11 +1,11 @@
 """How deep prompts are parameterised and initialised (``prompt.reparam``, ``prompt.init``).
 
 - Reparameterised prefixes (Li & Liang 2021, prefix tuning): during training each prefix slot's key/value
-  inputs for every layer come from a small trainable embedding through an MLP,
-  ``prefix = start + MLP(E)``, instead of being free parameters. The MLP couples slots and layers, which
-  smooths the optimisation. ``start`` is a frozen buffer holding the initial prefixes (``prompt.init``) and
-  the MLP's last layer starts at zero, so training begins exactly at the chosen initialisation and the two
-  options stay independent. After training :meth:`ReparamPrefix.collapse` evaluates the MLP once; only
+  inputs for every layer come from a small trainable embedding through an MLP, ``prefix = start + MLP(E)``,
+  instead of being free parameters (Li & Liang found optimising prefixes directly unstable; on KS units here
+  it did not help: docs/engine.md). ``start`` is a frozen buffer holding the initial prefixes
+  (``prompt.init``) and the MLP's last layer starts at zero, so training begins exactly at the chosen
+  initialisation and the two options stay independent. After training :meth:`ReparamPrefix.collapse` evaluates the MLP once; only
   the resulting ``(layers, L, C)`` key/value tensors are stored for inference, so the stored parameter
   count and the prompt file size equal those of plain prefixes.
 - Activation initialisation: the prefixes start as the frozen LM's own key/value inputs (the hidden
