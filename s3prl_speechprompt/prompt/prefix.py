@@ -5,9 +5,9 @@
   instead of being free parameters (Li & Liang found optimising prefixes directly unstable; on KS units here
   it did not help: docs/engine.md). ``start`` is a frozen buffer holding the initial prefixes
   (``prompt.init``) and the MLP's last layer starts at zero, so training begins exactly at the chosen
-  initialisation and the two options stay independent. After training :meth:`ReparamPrefix.collapse` evaluates the MLP once; only
-  the resulting ``(layers, L, C)`` key/value tensors are stored for inference, so the stored parameter
-  count and the prompt file size equal those of plain prefixes.
+  initialisation and the two options stay independent. After training :meth:`ReparamPrefix.collapse`
+  evaluates the MLP once; only the resulting ``(layers, L, C)`` key/value tensors are stored for
+  inference, so the stored parameter count and the prompt file size equal those of plain prefixes.
 - Activation initialisation: the prefixes start as the frozen LM's own key/value inputs (the hidden
   states that feed each layer's k/v projections: post-LN in GSLM's pre-LN blocks) at real unit positions
   of training utterances, instead of N(0, 1). Every prefix slot takes one (utterance, position) and uses
