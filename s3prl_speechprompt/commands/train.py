@@ -10,6 +10,7 @@ from s3prl_speechprompt.commands._json_run import add_threads_argument, log_to_s
 from s3prl_speechprompt.engine.methods import train
 from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig
 from s3prl_speechprompt.precision import PRECISIONS
+from s3prl_speechprompt.prompt.prefix import INITS
 from s3prl_speechprompt.prompt.verbalizer import METHODS as VERBALIZERS
 
 NAME = "train"
@@ -45,6 +46,12 @@ def add_arguments(parser) -> None:
                              "a grad scaler); prompts, heads and optimizer state stay fp32")
     parser.add_argument("--seed", type=int, default=d.seed)
     add_threads_argument(parser)
+    parser.add_argument("--prompt-reparam", type=int, default=d.prompt_reparam, metavar="HIDDEN",
+                        help="PT: train the prompts as start + MLP(embedding) with this hidden size (Li & Liang "
+                             "2021); prompt.pt stores them collapsed (same size as plain prompts). 0 = plain")
+    parser.add_argument("--prompt-init", choices=INITS, default=d.prompt_init,
+                        help="PT: normal = N(0, 1) prompts (the reference's); activations = the frozen LM's own "
+                             "key/value inputs at sampled unit positions of training utterances")
     parser.add_argument("--blstm-hidden", type=int, default=d.blstm_hidden)
     parser.add_argument("--out", required=True, metavar="EXP")
     parser.add_argument("--resume", action="store_true", help="continue from EXP/checkpoint_last.pt if present")
@@ -58,7 +65,8 @@ def run(args) -> int:
                           batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
                           max_updates=args.max_updates, valid_interval=args.valid_interval,
                           clip_norm=args.clip_norm, precision=args.precision, seed=args.seed, threads=args.threads,
-                          blstm_hidden=args.blstm_hidden)
+                          blstm_hidden=args.blstm_hidden, prompt_reparam=args.prompt_reparam,
+                          prompt_init=args.prompt_init)
         return train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume, log=log_to_stderr)
 
     return run_json(NAME, work)

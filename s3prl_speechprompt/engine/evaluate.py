@@ -62,7 +62,8 @@ def load_prompted(exp: Path, config: dict, ulm_override: Optional[str] = None):
             f"{exp}: the prompts were trained on the unit LM {config['ulm']} (weights sha256 "
             f"{config['ulm_sha256'][:16]}...), but {ulm_path} has weights sha256 {sha[:16]}...; pass --ulm with "
             f"the LM used for training, or retrain with `speechprompt train --ulm {ulm_path}`")
-    model = PromptedULM(lm, PromptConfig(**config["prompt_config"]))
+    # prompt.pt holds reparameterised prefixes collapsed to plain ones: build the plain model
+    model = PromptedULM(lm, PromptConfig(**{**config["prompt_config"], "reparam": 0}))
     ck = torch.load(exp / "prompt.pt", map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
     not_loaded = set(model.trainable_parameters()) & set(missing)
@@ -119,7 +120,9 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
     write_predictions(exp / predictions_name(split), [r.id for r in records], refs, hyps, task=config["task"],
                       split=split, mode="evaluate", seed=seed, source=f"speechprompt evaluate {units_path}")
     result = {k: round(float(v), 6) for k, v in metrics.items()}
-    result.update(trainable_params=config["trainable_params"], prompt_bytes=weights.stat().st_size, split=split,
+    result.update(trainable_params=config["trainable_params"],
+                  stored_params=config.get("stored_params", config["trainable_params"]),
+                  prompt_bytes=weights.stat().st_size, split=split,
                   n=len(records), unfinished=unfinished, method=config["method"], task=config["task"], seed=seed,
                   units=str(units_path), precision=precision)
     atomic_write_text(exp / f"{split}_scores.json", json.dumps(result, indent=1) + "\n")

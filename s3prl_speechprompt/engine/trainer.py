@@ -30,6 +30,7 @@ from tqdm import tqdm
 from s3prl_speechprompt import precision
 from s3prl_speechprompt.atomic import atomic_torch_save, atomic_write_text
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
+from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
 from s3prl_speechprompt.prompt.verbalizer import build_verbalizer
 
@@ -59,6 +60,8 @@ class TrainConfig:
     threads: int = 0
     blstm_hidden: int = 256                  # BLSTM baseline sizes
     blstm_embed: int = 256
+    prompt_reparam: int = 0                  # PT: >0 trains the prompts through an MLP of this hidden size (prefix.py)
+    prompt_init: str = "normal"              # PT: normal | activations (the frozen LM's k/v inputs, prefix.py)
 
     # fields that may differ when a run is resumed (they only extend or shorten it)
     RESUMABLE = ("max_epochs", "patience", "max_updates", "threads")
@@ -261,10 +264,12 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     d = lm.cfg.embed_dim
     pt = cfg.method == "pt"
     pcfg = PromptConfig(method=cfg.method, prompt_length=L if pt else 0, deep=pt, train_separator=pt,
-                        lm_dropout=cfg.dropout,
+                        lm_dropout=cfg.dropout, reparam=cfg.prompt_reparam if pt else 0,
+                        init=cfg.prompt_init if pt else "normal",
                         learnable_classes=len(verbalizer.codes) if cfg.verbalizer == "learnable" else 0)
     torch.manual_seed(cfg.seed)
     model = PromptedULM(lm, pcfg)
+    init_prompts(model, tr_src, seed=cfg.seed)      # a resumed run overwrites it with its saved state
     lengths = [len(s) + len(y) + 2 for s, y in zip(tr_src, tr_lab)]
     n_batches = len(bucketed_batches(lengths, max_sentences=cfg.batch_size, seed=cfg.seed))
     if pt:
@@ -287,12 +292,14 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
         "effective": {"prompt_length": L if pt else 0, "lr": lr, "warmup": warmup,
                       "lm_dropout": model.lm.cfg.dropout},
         "trainable_params": model.num_trainable(),
+        "stored_params": model.num_stored(),        # differs with prompt reparam: prompt.pt holds it collapsed
         "max_label_tokens": max(len(r.labels) for r in train_rec),
         "code_length": verbalizer.code_length,
     }
     write_config(exp, config)
     log(f"train: {cfg.method} on {cfg.task}: LM {lm.cfg.arch} d={d} x{lm.num_layers}, "
-        f"{model.num_trainable():,} trainable parameters, {len(tr_src)} train / {len(va_src)} dev utterances, "
+        f"{model.num_trainable():,} trainable / {model.num_stored():,} stored parameters, "
+        f"{len(tr_src)} train / {len(va_src)} dev utterances, "
         f"{n_batches} batches per epoch, lr {lr:g}, {cfg.precision}")
 
     params = list(model.trainable_parameters().values())
@@ -308,7 +315,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
 
     def save_best():
         atomic_torch_save({"format": FORMAT, "method": cfg.method, "ulm_sha256": sha,
-                           "state_dict": model.trainable_state_dict()}, exp / "prompt.pt")
+                           "state_dict": model.stored_state_dict()}, exp / "prompt.pt")
 
     def batch_loss(idx):
         model.train()
@@ -340,6 +347,6 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
         model.load_state_dict(best, strict=False)
         model.lm.set_dropout(0.1, 0.1)
         save_ulm(model.lm, dictionary, exp / "ftlm_ulm")
-    summary.update(trainable_params=model.num_trainable(), exp=str(exp))
+    summary.update(trainable_params=model.num_trainable(), stored_params=model.num_stored(), exp=str(exp))
     return summary
 

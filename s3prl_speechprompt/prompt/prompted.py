@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from s3prl_speechprompt.prompt.prefix import INITS, ReparamPrefix
 from s3prl_speechprompt.ulm.dictionary import Dictionary
 from s3prl_speechprompt.ulm.model import KVCache, UnitLM
 
@@ -43,12 +44,22 @@ class PromptConfig:
     lm_dropout: Optional[float] = None  # None = paper: 0 for pt, 0.1 for ftlm
     loss_normalization: str = "label"  # label: mean over scored tokens | ntokens: sum / non-pad targets (fairseq)
     learnable_classes: int = 0         # >0: SpeechPrompt v2 learnable verbalizer, Linear(V -> classes + 4) on logits
+    reparam: int = 0                   # >0: train deep prompts as start + MLP(embedding) with this hidden size,
+                                       # stored collapsed (prefix.py; Li & Liang 2021); 0 / false: plain prompts
+    init: str = "normal"               # normal: N(0, prompt_init_std) | activations: the frozen LM's own k/v
+                                       # inputs at sampled training-unit positions (prefix.init_prompts)
 
     def __post_init__(self):
         if self.method not in ("pt", "ftlm"):
             raise ValueError(f"method must be 'pt' or 'ftlm', got {self.method!r}")
         if self.separator_init not in ("embedding", "normal"):
             raise ValueError(f"separator_init must be 'embedding' or 'normal', got {self.separator_init!r}")
+        if self.reparam is True or not isinstance(self.reparam, (int, bool)) or self.reparam < 0:
+            raise ValueError(f"prompt.reparam must be false/0 (plain prompts) or the MLP hidden size (e.g. 256), "
+                             f"got {self.reparam!r}")
+        self.reparam = int(self.reparam)
+        if self.init not in INITS:
+            raise ValueError(f"prompt.init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.loss_normalization not in ("label", "ntokens"):
             raise ValueError(f"loss_normalization must be 'label' or 'ntokens', got {self.loss_normalization!r}")
         if self.method == "pt" and not (self.deep or self.input_prompt) and not self.train_separator \
@@ -91,6 +102,10 @@ class PromptedULM(nn.Module):
         lm.requires_grad_(not pt)
         self.deep_prompt = DeepPrompt(n_layers, cfg.prompt_length, d, cfg.prompt_dropout, cfg.prompt_init_std) \
             if pt and cfg.deep else None
+        if self.deep_prompt is not None and cfg.reparam:
+            dp = self.deep_prompt
+            self.deep_prompt = ReparamPrefix(n_layers, cfg.prompt_length, d, cfg.prompt_dropout, cfg.reparam,
+                                             dp.key.detach(), dp.value.detach())
         self.input_prompt = nn.Parameter(torch.randn(cfg.prompt_length, d) * cfg.prompt_init_std) \
             if pt and cfg.input_prompt else None
         self.prompt_dropout = nn.Dropout(cfg.prompt_dropout)
@@ -119,8 +134,30 @@ class PromptedULM(nn.Module):
         return sum(p.numel() for p in self.trainable_parameters().values())
 
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
-        """Only what training changes: prompts/separator/head for PT, everything for FT-LM."""
-        return {n: p.detach().clone() for n, p in self.trainable_parameters().items()}
+        """Only what training changes: prompts/separator/head for PT, everything for FT-LM (plus a
+        reparameterised prefix's frozen starting point, which resuming needs)."""
+        sd = {n: p.detach().clone() for n, p in self.trainable_parameters().items()}
+        if isinstance(self.deep_prompt, ReparamPrefix):
+            sd["deep_prompt.start"] = self.deep_prompt.start.detach().clone()
+        return sd
+
+    def trainable_state_names(self) -> List[str]:
+        """The keys of ``trainable_state_dict`` (without copying an FT-LM's whole LM)."""
+        names = list(self.trainable_parameters())
+        return names + ["deep_prompt.start"] if isinstance(self.deep_prompt, ReparamPrefix) else names
+
+    def stored_state_dict(self) -> Dict[str, torch.Tensor]:
+        """What inference needs: ``trainable_state_dict`` with a reparameterised prefix collapsed to the plain
+        ``deep_prompt.key`` / ``.value`` tensors (load it into a model built with ``reparam=0``)."""
+        sd = self.trainable_state_dict()
+        if isinstance(self.deep_prompt, ReparamPrefix):
+            sd = {n: t for n, t in sd.items() if not n.startswith("deep_prompt.")}
+            sd["deep_prompt.key"], sd["deep_prompt.value"] = self.deep_prompt.collapse()
+        return sd
+
+    def num_stored(self) -> int:
+        """Parameters stored per task (reparameterised prefixes counted collapsed)."""
+        return sum(t.numel() for t in self.stored_state_dict().values())
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from s3prl_speechprompt import precision
+from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.s3prl_plugin.data import ExpertData
@@ -91,11 +92,12 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
 
         lm, self.dictionary, _ = load_ulm(resolve_ulm(self.cfg.ulm))
         saved = self.saved_extra_state(kwargs.get("init_ckpt"), "centroids")
+        train_units = None
         if saved is not None:       # -e / -i / resume: reuse the run's own k-means and verbalizer
             self.quantizer = KMeansQuantizer(saved["centroids"])
             self.verbalizer = Verbalizer.from_dict(saved["verbalizer"])
         else:
-            self.quantizer, self.verbalizer = self._prepare(kwargs, upstream_dim)
+            self.quantizer, self.verbalizer, train_units = self._prepare(kwargs, upstream_dim)
         if self.quantizer.dim != upstream_dim:
             raise ValueError(f"k-means dimension {self.quantizer.dim} != upstream feature dimension {upstream_dim}; "
                              f"the k-means ({self.cfg.km or 'fitted'}) belongs to another upstream/layer")
@@ -109,6 +111,8 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         if self.verbalizer.method == "learnable":
             prompt.setdefault("learnable_classes", len(self.verbalizer.codes))
         self.model = PromptedULM(lm, PromptConfig(method=self.cfg.method, **prompt))
+        if train_units is not None:   # a fresh run: prompt.init from the training units (a checkpoint overrides it)
+            init_prompts(self.model, [self.dictionary.encode(u) for u in train_units])
         self.lm_fingerprint = lm.fingerprint()
         self.register_buffer("best_score", torch.tensor(float("-inf")))
         self.register_buffer("train_progress", torch.zeros(2, dtype=torch.long))   # (epoch, batches consumed)
@@ -134,7 +138,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
             cache_dir=Path(self.cfg.cache_dir) if self.cfg.cache_dir else None)
         verbalizer = build_verbalizer(self.cfg.verbalizer, [r.labels for r in records], [r.units for r in records],
                                       self.dictionary.units)
-        return quantizer, verbalizer
+        return quantizer, verbalizer, [r.units for r in records]
 
     # ----------------------------------------------------------------- state
     def get_extra_state(self):
@@ -152,7 +156,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
 
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
         full = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
-        keep = {f"{prefix}model.{n}" for n in self.model.trainable_parameters()}
+        keep = {f"{prefix}model.{n}" for n in self.model.trainable_state_names()}
         for k in [k for k in full if k.startswith(f"{prefix}model.") and k not in keep]:
             del full[k]        # the frozen LM is not ours to store (PT); FT-LM keeps every LM weight
         return full
@@ -217,6 +221,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
 
     def size_info(self) -> dict:
         return {"task": self.cfg.task, "method": self.cfg.method, "ulm": str(self.cfg.ulm),
-                "trainable_params": self.model.num_trainable(), "checkpoint_bytes": self.trainable_bytes(),
+                "trainable_params": self.model.num_trainable(), "stored_params": self.model.num_stored(),
+                "checkpoint_bytes": self.trainable_bytes(),
                 "verbalizer": self.verbalizer.method, "code_length": self.verbalizer.code_length,
                 "k": self.quantizer.n_clusters, "prompt": self.model.cfg.to_dict(), "precision": self.cfg.precision}

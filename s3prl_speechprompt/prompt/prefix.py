@@ -1,0 +1,128 @@
+"""How deep prompts are parameterised and initialised (``prompt.reparam``, ``prompt.init``).
+
+- Reparameterised prefixes (Li & Liang 2021, prefix tuning): during training each prefix slot's key/value
+  inputs for every layer come from a small trainable embedding through an MLP, ``prefix = start + MLP(E)``,
+  instead of being free parameters (Li & Liang found optimising prefixes directly unstable; on KS units here
+  it did not help: docs/engine.md). ``start`` is a frozen buffer holding the initial prefixes
+  (``prompt.init``) and the MLP's last layer starts at zero, so training begins exactly at the chosen
+  initialisation and the two options stay independent. After training :meth:`ReparamPrefix.collapse`
+  evaluates the MLP once; only the resulting ``(layers, L, C)`` key/value tensors are stored for
+  inference, so the stored parameter count and the prompt file size equal those of plain prefixes.
+- Activation initialisation: the prefixes start as the frozen LM's own key/value inputs (the hidden
+  states that feed each layer's k/v projections: post-LN in GSLM's pre-LN blocks) at real unit positions
+  of training utterances, instead of N(0, 1). Every prefix slot takes one (utterance, position) and uses
+  the states of that position in every layer, so a slot starts as a real token the LM already knows how
+  to attend to.
+"""
+from __future__ import annotations
+
+import random
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from s3prl_speechprompt.ulm.dictionary import Dictionary
+
+INITS = ("normal", "activations")
+
+
+class ReparamPrefix(nn.Module):
+    """``start + MLP(E)`` -> per-layer (k_in, v_in); same call interface as ``prompted.DeepPrompt``.
+
+    ``E``: (L, hidden) trainable; MLP: Linear(hidden, hidden) -> tanh -> Linear(hidden, 2*layers*C),
+    the last layer zero-initialised; ``start``: (2, layers, L, C) buffer (key inputs, value inputs).
+    """
+
+    def __init__(self, layers: int, length: int, dim: int, dropout: float, hidden: int,
+                 key: torch.Tensor, value: torch.Tensor):
+        super().__init__()
+        self.layers, self.length, self.dim = layers, length, dim
+        self.register_buffer("start", torch.stack([key, value]).detach().clone())
+        self.embedding = nn.Parameter(torch.randn(length, hidden))
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * layers * dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def prefixes(self) -> torch.Tensor:
+        """(2, layers, L, C): the current key and value inputs, without dropout."""
+        delta = self.mlp(self.embedding).view(self.length, 2, self.layers, self.dim).permute(1, 2, 0, 3)
+        return self.start + delta
+
+    def forward(self) -> List[tuple]:
+        p = self.dropout(self.prefixes())
+        return [(p[0, i], p[1, i]) for i in range(self.layers)]
+
+    @torch.no_grad()
+    def collapse(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The MLP evaluated once: plain (layers, L, C) key and value inputs for ``DeepPrompt``."""
+        p = self.prefixes()
+        return p[0].clone(), p[1].clone()
+
+
+@torch.no_grad()
+def activation_prefixes(lm, sources: Sequence[Sequence[int]], length: int, seed: int = 0,
+                        max_tokens: int = 1024) -> Tuple[torch.Tensor, torch.Tensor, List[Tuple[int, int]]]:
+    """Key/value inputs of the frozen ``lm`` at ``length`` sampled unit positions of ``sources``.
+
+    ``sources``: token-id sequences (units only, as fed after ``</s>``). Returns ``(key, value, picks)``
+    with key = value of shape (layers, L, C) and ``picks`` the (source index, token position) pairs, where
+    position counts the input ``</s> u1 .. un`` (so 1 is the first unit). Each source is truncated to
+    ``max_tokens`` units (the sampled position lies within them).
+    """
+    usable = [i for i, s in enumerate(sources) if len(s) > 0]
+    if not usable:
+        raise ValueError("prompt.init 'activations' needs training utterances with at least one unit; got none")
+    rng = random.Random(seed)
+    rows = [rng.choice(usable) for _ in range(length)]
+    picks = [(i, rng.randint(1, min(len(sources[i]), max_tokens))) for i in rows]
+    pad, eos = lm.cfg.padding_idx, Dictionary.eos_index
+    T = max(p for _, p in picks) + 1
+    tokens = torch.full((length, T), pad, dtype=torch.long)
+    for r, (i, p) in enumerate(picks):
+        tokens[r, 0] = eos
+        tokens[r, 1:p + 1] = torch.as_tensor(list(sources[i][:p]), dtype=torch.long)
+    device = next(lm.parameters()).device
+    captured: List[Optional[torch.Tensor]] = [None] * lm.num_layers
+    hooks = []
+    for li, layer in enumerate(lm.decoder.layers):
+        def grab(module, args, li=li):
+            captured[li] = args[0]                  # the input of k_proj / v_proj (post-LN when pre-LN)
+        hooks.append(layer.self_attn.register_forward_pre_hook(grab))
+    was_training = lm.training
+    lm.eval()
+    try:
+        lm(tokens.to(device), features_only=True)
+    finally:
+        for h in hooks:
+            h.remove()
+        lm.train(was_training)
+    pos = torch.tensor([p for _, p in picks], device=device)
+    rows_t = torch.arange(length, device=device)
+    states = torch.stack([h[rows_t, pos] for h in captured]).float().cpu()     # (layers, L, C)
+    return states.clone(), states.clone(), picks
+
+
+def init_prompts(model, sources: Optional[Sequence[Sequence[int]]], seed: int = 0) -> Optional[list]:
+    """Apply ``model.cfg.init`` to a freshly built ``PromptedULM``'s deep prompts, in place.
+
+    ``normal`` leaves the N(0, std) prompts as built. ``activations`` overwrites them (or a reparameterised
+    prefix's starting point) with :func:`activation_prefixes` of ``sources`` (the training utterances as
+    token ids). Call it only when training starts from scratch: a resumed or evaluated model loads its
+    trained state afterwards. Returns the sampled positions (or None).
+    """
+    cfg = model.cfg
+    if cfg.init == "normal" or model.deep_prompt is None:
+        return None
+    if not sources:
+        raise ValueError("prompt.init 'activations' needs the training utterances' units; none were given")
+    key, value, picks = activation_prefixes(model.lm, sources, cfg.prompt_length, seed=seed)
+    dp = model.deep_prompt
+    with torch.no_grad():
+        if isinstance(dp, ReparamPrefix):
+            dp.start.copy_(torch.stack([key, value]))
+        else:
+            dp.key.copy_(key)
+            dp.value.copy_(value)
+    return picks
