@@ -105,7 +105,8 @@ def engine_data(tmp_path_factory, tiny_ulm_dir):
 
 
 def _train(root, ulm, out, updates, resume=False):
-    from s3prl_speechprompt.engine.trainer import TrainConfig, train
+    from s3prl_speechprompt.engine.methods import train
+    from s3prl_speechprompt.engine.trainer import TrainConfig
     cfg = TrainConfig(task="ks", method="pt", prompt_length=4, verbalizer="learnable", max_updates=updates,
                       valid_interval=4, batch_size=8, seed=7, threads=1, prompt_reparam=12,
                       prompt_init="activations")
@@ -156,7 +157,7 @@ def test_train_cli_has_the_prompt_flags():
 def test_runner_eval_and_auto_resume_with_reparam_and_activation_init(tmp_path, tiny_ulm_dir):
     """-e re-scores dev exactly as training did (the start buffer and MLP come back from the checkpoint), and
     -a continuing a 2-step run to 4 steps gives the 4-step run's prompts bitwise."""
-    from s3prl_speechprompt.s3prl_plugin import compat
+    from s3prl_speechprompt import compat
 
     from test_failure_modes import make_csv_corpus, run_inprocess, write_config
     compat.apply()
