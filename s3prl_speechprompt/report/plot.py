@@ -52,7 +52,8 @@ def plot_points(rows: Sequence[Row]) -> Dict[str, list]:
             low, high = r.intervals[metric]
         elif r.source == "seeds" and metric in r.std:
             low, high = y - r.std[metric], y + r.std[metric]
-        points.append({"task": r.task, "source": r.source, "name": name, "metric": metric, "params": x, "value": y,
+        points.append({"task": r.task, "source": r.source, "name": name, "method": r.method, "metric": metric,
+                       "params": x, "value": y,
                        "low": low, "high": high, "expdir": r.expdir, "seed": r.seed})
     return {"points": points, "not_drawn": skipped}
 
@@ -72,6 +73,8 @@ def plot_report(rows: Sequence[Row], path) -> dict:
     drawn: Dict[str, int] = {}
     for ax, task in zip(axes[0], tasks):
         pts = [p for p in data["points"] if p["task"] == task]
+        # runs of a seed group sit on top of each other: only the group is named (by its method)
+        grouped = {(p["method"], p["params"]) for p in pts if p["source"] == "seeds"}
         seen = set()
         for p in pts:
             marker, color, label = STYLE.get(p["source"], ("x", "C7", p["source"]))
@@ -82,9 +85,8 @@ def plot_report(rows: Sequence[Row], path) -> dict:
                         markersize=7, label=None if label in seen else label)
             seen.add(label)
             drawn[p["source"]] = drawn.get(p["source"], 0) + 1
-            if p["source"] in ("run", "seeds"):
-                ax.annotate(p["name"], (p["params"], p["value"]), textcoords="offset points", xytext=(5, 4),
-                            fontsize=7)
+            if p["source"] == "seeds" or (p["source"] == "run" and (p["method"], p["params"]) not in grouped):
+                ax.annotate(p["name"], (p["params"], p["value"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
         metrics = sorted({p["metric"] for p in pts})
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (log scale)")
