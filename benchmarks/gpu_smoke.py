@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from s3prl_speechprompt.bench.common import peak_rss_mib, reset_peak_rss  # noqa: E402
+
 SIZES = {   # corpus, upstream, LM and run lengths per --size
     "full": dict(per_class=24, upstream="base", layer=6, ulm_arch="transformer_lm_big", n_clusters=100, steps=300,
                  batch=32, lr={"pt": 5e-3, "ftlm": 5e-4}, log_step=25, fit_max_frames=50_000),
@@ -63,24 +65,6 @@ def write_config(path: Path, method: str, prec: str, size: dict, steps: int, cor
     return path
 
 
-def _hwm_reset() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _hwm_mib() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(runs: list) -> list:
     """Run each ``{"name", "argv"}`` through the runner wrapper in this process; record the train losses the
     expert logs (s3prl calls ``log_records`` every ``log_step``), wall time and peak memory per run."""
@@ -109,7 +93,7 @@ def child(runs: list) -> list:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         else:
-            _hwm_reset()
+            reset_peak_rss()
         t0 = time.perf_counter()
         try:
             main(run["argv"])
@@ -117,7 +101,7 @@ def child(runs: list) -> list:
             results.append({"name": run["name"], "error": f"{type(e).__name__}: {e}"})
             continue
         secs = time.perf_counter() - t0
-        peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else _hwm_mib()
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else peak_rss_mib()
         results.append({"name": run["name"], "seconds": secs, "peak_mib": peak, "losses": list(seen),
                         "memory": "cuda.max_memory_allocated" if cuda else "VmHWM (process peak RSS)"})
     return results

@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from s3prl_speechprompt.bench.common import peak_rss_mib, reset_peak_rss  # noqa: E402
+
 N_UNITS = 100
 GSLM_PARAMS = 151_263_232
 SHAPES = {"ks": dict(src=50, label=1, prompt=3), "asr": dict(src=500, label=176, prompt=176)}
@@ -160,24 +162,6 @@ def place_in_cache(tarball: Path, cache: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- measuring
-def _peak_reset() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _hwm_mib() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def memory_cap_bytes(max_gib: float) -> int:
     """``max_gib``, lowered to what the machine has available now minus 1 GiB (``MemAvailable``): on a shared
     machine a measurement must fail cleanly rather than push others into the OOM killer."""
@@ -204,14 +188,14 @@ def child(spec: dict) -> dict:
     dev, prec, method = spec["device"], spec["precision"], spec["method"]
     cuda = dev.startswith("cuda")
     out = {k: spec[k] for k in ("method", "precision", "task", "batch", "device")}
-    resettable = not cuda and _peak_reset()
+    resettable = not cuda and reset_peak_rss()
 
     def phase_start():
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         elif resettable:
-            _peak_reset()
+            reset_peak_rss()
         return time.perf_counter()
 
     def phase_end(name, t0):
@@ -219,10 +203,10 @@ def child(spec: dict) -> dict:
             torch.cuda.synchronize()
             out[f"{name}_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
         else:
-            out[f"{name}_mib"] = _hwm_mib()
+            out[f"{name}_mib"] = peak_rss_mib()
         out[f"{name}_s"] = time.perf_counter() - t0
 
-    out["baseline_mib"] = _hwm_mib()
+    out["baseline_mib"] = peak_rss_mib()
     if not cuda and spec.get("max_gib"):        # a clean MemoryError instead of the OOM killer on a shared box
         import resource
         with open("/proc/self/status") as f:

@@ -66,6 +66,27 @@ class BenchConfig:
 
 
 # ---------------------------------------------------------------------------------------------- timing
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set (``VmHWM``) so the next reading covers only what follows;
+    False where the kernel does not allow it (then the peak covers the whole process)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process in MiB (``VmHWM``; ``ru_maxrss`` where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
