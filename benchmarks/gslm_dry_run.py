@@ -274,8 +274,8 @@ def run_child(spec: dict, env: dict, timeout: float) -> dict:
     if res.returncode:
         tail = (res.stderr.strip().splitlines()[-1:] or ["(no stderr)"])[0]
         if "allocate" in tail or "MemoryError" in tail:
-            return {**spec, "error": f"over the memory cap (--max-gib {spec.get('max_gib')}, lowered to the "
-                                     f"machine's available memory - 1 GiB): {tail[:160]}"}
+            return {**spec, "error": f"stopped by the address-space cap (--max-gib {spec.get('max_gib')}, lowered to "
+                                     f"the available memory - 1 GiB; virtual reservations count): {tail[:120]}"}
         return {**spec, "error": f"exit {res.returncode}: {tail[:300]}"}
     row = json.loads(res.stdout.strip().splitlines()[-1])
     row["wall_s"] = time.perf_counter() - t0
@@ -320,8 +320,10 @@ def main(argv=None) -> int:
                                                     "directory, also used as HOME; never the user's cache)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per measurement process")
     p.add_argument("--max-gib", type=float, default=10.0,
-                   help="CPU only: cap on the memory a measurement may add after its imports (RLIMIT_AS); a shape "
-                        "over it is reported as not fitting instead of waking the OOM killer (0 = no cap)")
+                   help="CPU only: cap on the address space a measurement may add after its imports (RLIMIT_AS; "
+                        "lowered to the available memory - 1 GiB), so a shape over it stops with a MemoryError instead "
+                        "of waking the OOM killer. Reserved virtual memory counts too (bf16 kernels reserve a lot), so "
+                        "a capped failure is not proof of the RSS need: use 0 (no cap) when memory is to spare")
     p.add_argument("--out", default="gslm_dry_run", help="directory for results.json and table.md")
     p.add_argument("--resume", action="store_true",
                    help="keep the successful measurements in OUT/results.json and run only the missing/failed ones")
