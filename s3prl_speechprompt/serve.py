@@ -103,7 +103,10 @@ def read_runner_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: cannot read it as an s3prl runner checkpoint ({type(e).__name__}: {e})") from e
+        # torch's weights-only refusal ends its text with advice to load the file unsafely; keep only the reason
+        reason = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
+        raise ValueError(f"{path}: cannot read it as an s3prl runner checkpoint ({type(e).__name__}: {reason}); "
+                         f"only tensors and plain containers are read, never code from the file") from e
     missing = [k for k in ("Args", "Config", "Downstream") if k not in ckpt]
     if missing:
         raise ValueError(f"{path}: not an s3prl runner checkpoint (missing {missing}; has {sorted(ckpt)[:8]})")
