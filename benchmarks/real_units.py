@@ -1,17 +1,20 @@
-"""Real-unit benchmark (not a CI test): keyword spotting on SpeechPrompt's released HuBERT-100 / CPC-100 units.
+"""Real-unit benchmark (not a CI test): SpeechPrompt's released HuBERT-100 / CPC-100 units.
 
-For each unit type: pretrain a small unit LM on the train split's units (labels unused), prompt-tune
-it (PT), and for HuBERT also fine-tune the whole LM (FT-LM) and train the unit BLSTM baseline; every
-model is scored on the 3,081-utterance Speech Commands v0.01 test set by `speechprompt evaluate`.
+Tasks: ``ks`` (Speech Commands v0.01, 12 classes, 3,081 test utterances; HuBERT-100 and CPC-100) and ``ic``
+(Fluent Speech Commands, three slot labels per utterance scored as one, SUPERB's IC accuracy; 3,793 test
+utterances; CPC-100 only). For each unit type: pretrain a small unit LM on the train split's units (labels
+unused), then prompt-tune it (PT), fine-tune the whole LM (FT-LM) and train the unit BLSTM baseline
+(``--methods``); every model is scored on the test set by `speechprompt evaluate`.
 All steps go through the real CLI. Results are appended to OUT/results.json after every step, and a
 finished step is skipped when the script is run again (interrupted steps continue with --resume).
 
-    python benchmarks/real_units_ks.py --out bench_ks            # ../shared/peer-data by default
-    python benchmarks/real_units_ks.py --out bench_ks --units hubert100 --seeds 0 1 2   # every method per seed
+    python benchmarks/real_units.py --out bench_ks            # KS, both unit types; ../shared/peer-data by default
+    python benchmarks/real_units.py --out bench_ks --units hubert100 --seeds 0 1 2   # every method per seed
+    python benchmarks/real_units.py --task ic --units cpc100 --out bench_ic           # Fluent Speech Commands IC
 
 Every (units, method, seed) run keeps its experiment directory OUT/<units>_<method>_s<seed>/ (config,
 prompts, <split>_predict.txt / _truth.txt, eval_<split>.json), so `speechprompt report` can compare them.
-Rows of OUT/results.json are keyed "<units>/<method>/seed<seed>". ``--skip-test`` scores the dev file only
+Rows of OUT/results.json are keyed "<units>/<method>/seed<seed>" (one OUT per task). ``--skip-test`` scores the dev file only
 (ablations select on dev; test is scored once, for the chosen configuration).
 """
 from __future__ import annotations
@@ -50,12 +53,16 @@ def sh(cmd, log):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peer-data", type=Path, default=REPO.parent / "shared" / "peer-data")
+    ap.add_argument("--peer-data", type=Path, default=REPO.parent / "shared" / "peer-data",
+                    help="directory holding speechprompt-hubert100/ and speechprompt-cpc100/")
+    ap.add_argument("--task", choices=["ks", "ic"], default="ks",
+                    help="ks: Speech Commands (hubert100, cpc100); ic: Fluent Speech Commands (cpc100 only)")
     ap.add_argument("--out", type=Path, default=Path("bench_ks"))
-    ap.add_argument("--units", nargs="+", default=["hubert100", "cpc100"])
+    ap.add_argument("--units", nargs="+", default=None,
+                    help="unit types (default: every one released for --task)")
     ap.add_argument("--arch", default="ulm_small")
     ap.add_argument("--pretrain-updates", type=int, default=1500,
-                    help="~5 epochs of the 1.2M-token train split; the LM's valid loss stops falling about here")
+                    help="KS: ~5 epochs of the 1.2M-token train split; the LM's valid loss stops falling about here")
     ap.add_argument("--prompt-length", type=int, default=32,
                     help="L; 32 spends the paper's ~0.08M trainable budget on a 4-layer, d=256 LM")
     ap.add_argument("--pt-updates", type=int, default=6000)
@@ -70,7 +77,8 @@ def main(argv=None):
                     help="FT-LM / BLSTM schedule: cosine decays to 0 at their fixed update budget")
     ap.add_argument("--blstm-hidden", type=int, default=128)
     ap.add_argument("--valid-interval", type=int, default=500)
-    ap.add_argument("--methods", nargs="+", default=["pt", "blstm", "ftlm"], help="run on the first --units")
+    ap.add_argument("--methods", nargs="+", default=["pt", "blstm", "ftlm"], choices=["pt", "blstm", "ftlm"],
+                    help="methods run on every --units")
     ap.add_argument("--valid-stride", type=int, default=4,
                     help="use every k-th dev line for validation (the dev split is a resample; saves CPU)")
     ap.add_argument("--pt-reparam", type=int, default=None, metavar="HIDDEN",
@@ -87,7 +95,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads per step (0 = all cores); 1 is faster on a machine shared with other jobs")
     args = ap.parse_args(argv)
-
+    released = {"ks": ["hubert100", "cpc100"], "ic": ["cpc100"]}[args.task]
+    args.units = args.units or released
+    if set(args.units) - set(released):
+        ap.error(f"--task {args.task}: the units released for it are {', '.join(released)}")
     THREADS[0] = args.threads
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -106,21 +117,21 @@ def main(argv=None):
 
     for units in args.units:
         data = args.peer_data / f"speechprompt-{units}"
-        ks = data / "ks"
-        if not (ks / "train.txt").is_file():
-            raise SystemExit(f"{ks}/train.txt not found; pass --peer-data (the directory holding "
+        task_dir = data / args.task
+        if not (task_dir / "train.txt").is_file():
+            raise SystemExit(f"{task_dir}/train.txt not found; pass --peer-data (the directory holding "
                              f"speechprompt-hubert100/ and speechprompt-cpc100/)")
         valid = out / f"valid_{units}.txt"
-        lines = (ks / "valid.txt").read_text().splitlines()[::args.valid_stride]
+        lines = (task_dir / "valid.txt").read_text().splitlines()[::args.valid_stride]
         valid.write_text("\n".join(lines) + "\n")
-        methods = args.methods if units == args.units[0] else ["pt"]
+        methods = args.methods
         ulm = (args.ulm_dir or out) / f"ulm_{units}"
         key = f"{units}/pretrain"
         if args.ulm_dir and not (ulm / "checkpoint_best.pt").is_file():
             raise SystemExit(f"--ulm-dir {args.ulm_dir}: {ulm}/checkpoint_best.pt not found (pretrain it with "
                              f"`speechprompt pretrain-ulm --out {ulm}` or drop --ulm-dir)")
         if key not in results["rows"] and set(methods) - {"blstm"} and not args.ulm_dir:
-            s, secs = sh(["pretrain-ulm", "--train", ks / "train.txt", "--valid", valid,
+            s, secs = sh(["pretrain-ulm", "--train", task_dir / "train.txt", "--valid", valid,
                           "--dict", data / "dict.txt", "--arch", args.arch, "--max-updates", args.pretrain_updates,
                           "--valid-interval", 200, "--out", ulm, "--resume"], log)
             record(key, {"method": f"uLM pretrain ({args.arch})", "units": units, "accuracy": None,
@@ -128,19 +139,19 @@ def main(argv=None):
                          "valid_loss": s["best_valid_loss"], "updates": s["updates"], "exp": str(ulm)})
         for seed in args.seeds:
             for method in methods:
-                run_one(args, results, record, log, units, ks, valid, ulm, method, seed)
+                run_one(args, results, record, log, units, task_dir, valid, ulm, method, seed)
     table(results)
     return 0
 
 
-def run_one(args, results, record, log, units, ks, valid, ulm, method, seed):
+def run_one(args, results, record, log, units, task_dir, valid, ulm, method, seed):
     """Train one (method, seed), score dev (the validation file) and, unless --skip-test, the test set."""
     tag = f"pt-{args.pt_verbalizer}" if method == "pt" else method
     key = f"{units}/{tag}/seed{seed}"
     if key in results["rows"]:
         return
     exp = args.out / f"{units}_{tag}_s{seed}"
-    cmd = ["train", "--task", "ks", "--train", ks / "train.txt", "--valid", valid, "--method", method,
+    cmd = ["train", "--task", args.task, "--train", task_dir / "train.txt", "--valid", valid, "--method", method,
            "--out", exp, "--resume", "--valid-interval", args.valid_interval, "--patience", 100, "--seed", seed]
     if method != "blstm":
         cmd += ["--ulm", ulm]
@@ -157,7 +168,7 @@ def run_one(args, results, record, log, units, ks, valid, ulm, method, seed):
                 "--lr-schedule", args.baseline_lr_schedule]
     s, secs = sh(cmd, log)
     scores = {}
-    for split, path in [("valid", valid)] + ([] if args.skip_test else [("test", ks / "test.txt")]):
+    for split, path in [("valid", valid)] + ([] if args.skip_test else [("test", task_dir / "test.txt")]):
         ev, esecs = sh(["evaluate", "--exp", exp, "--split", split, path], log)
         (exp / f"eval_{split}.json").write_text(json.dumps(ev, indent=1) + "\n")
         scores[split] = ev
