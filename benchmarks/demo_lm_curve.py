@@ -1,0 +1,91 @@
+"""How much does the embedded default's frozen LM limit prompt tuning? (not a CI test)
+
+Takes the units of a `speechprompt demo` run (``DEMO/units/{train,dev}.tsv``, ``dict.txt``), pretrains the demo's
+unit LM (``ulm_tiny``, 2,048-token batches, 50 warmup updates, as ``speechprompt demo``) for several update counts,
+and on each LM trains PT and FT-LM with the demo's recipes (PT: L=16, learnable verbalizer, lr 3e-2 constant;
+FT-LM: learnable verbalizer, lr 1e-3; 1,000 updates each, batch 32, dev loss every 200 updates), then scores the
+dev split (selection only: the test split is left to the demo itself). Prints one row per LM: best valid loss in
+nats, and each method's dev accuracy with its 95% Wilson interval. Everything goes through the real CLI.
+
+    speechprompt demo --out D                                   # corpus, units, the default LM, PT on test
+    python benchmarks/demo_lm_curve.py --demo-out D --updates 300 1000 3000 --out curve
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from scipy.stats import binomtest
+
+RECIPES = {
+    "pt": ["--method", "pt", "--prompt-length", "16", "--verbalizer", "learnable", "--lr", "3e-2"],
+    "ftlm": ["--method", "ftlm", "--verbalizer", "learnable", "--lr", "1e-3"],
+}
+
+
+def cli(args, log: Path) -> dict:
+    """One `speechprompt` command; stderr to the log, the last stdout line parsed as JSON."""
+    cmd = [sys.executable, "-m", "s3prl_speechprompt", *map(str, args)]
+    with open(log, "a") as err:
+        err.write("\n$ " + " ".join(cmd) + "\n")
+        err.flush()
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    if out.returncode:
+        raise SystemExit(f"command failed ({out.returncode}); see {log}: {' '.join(map(str, args[:8]))} ...")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--demo-out", type=Path, required=True, help="a `speechprompt demo --out` directory")
+    ap.add_argument("--updates", type=int, nargs="+", default=[300, 1000, 3000], help="LM pretraining budgets")
+    ap.add_argument("--methods", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    ap.add_argument("--train-updates", type=int, default=1000, help="PT / FT-LM updates (the demo's runner steps)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of LM pretraining and of training")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per command")
+    ap.add_argument("--out", type=Path, default=Path("demo_lm_curve"))
+    args = ap.parse_args(argv)
+    units = args.demo_out / "units"
+    if not (units / "train.tsv").is_file():
+        raise SystemExit(f"{units}/train.tsv not found: run `speechprompt demo --out {args.demo_out}` first")
+    args.out.mkdir(parents=True, exist_ok=True)
+    log, res_path = args.out / "log.txt", args.out / "results.json"
+    rows = json.loads(res_path.read_text()) if res_path.is_file() else {}
+    common = ["--threads", args.threads, "--seed", args.seed]
+    for n in args.updates:
+        lm = args.out / f"lm{n}"
+        key = f"lm{n}"
+        if key not in rows:
+            s = cli(["pretrain-ulm", "--train", units / "train.tsv", "--valid", units / "dev.tsv", "--dict",
+                     units / "dict.txt", "--arch", "ulm_tiny", "--max-updates", n, "--max-tokens", 2048, "--warmup", 50,
+                     "--valid-interval", max(n // 4, 1), "--out", lm, "--resume", *common], log)
+            rows[key] = {"updates": n, "valid_nats": s["best_valid_loss"], "seconds": s["seconds"]}
+        for method in args.methods:
+            if method in rows[key]:
+                continue
+            exp = args.out / f"lm{n}_{method}"
+            cli(["train", "--task", "ks", "--train", units / "train.tsv", "--valid", units / "dev.tsv", "--ulm", lm,
+                 *RECIPES[method], "--max-updates", args.train_updates, "--valid-interval", 200, "--patience", 100,
+                 "--out", exp, "--resume", *common], log)
+            ev = cli(["evaluate", "--exp", exp, "--split", "dev", units / "dev.tsv", "--threads", args.threads], log)
+            correct = round(ev["accuracy"] * ev["n"])
+            ci = binomtest(correct, ev["n"]).proportion_ci(method="wilson")
+            rows[key][method] = {"dev_accuracy": ev["accuracy"], "correct": correct, "n": ev["n"],
+                                 "wilson95": [round(ci.low, 4), round(ci.high, 4)],
+                                 "trainable_params": ev["trainable_params"]}
+        res_path.write_text(json.dumps(rows, indent=1) + "\n")
+    head = "| LM updates | best valid loss (nats) | " + " | ".join(f"{m} dev accuracy [95% Wilson]" for m in args.methods)
+    print(head + " |\n|---|---|" + "---|" * len(args.methods))
+    for key in (f"lm{n}" for n in args.updates):
+        r = rows[key]
+        cells = [f"{r[m]['dev_accuracy']:.3f} [{r[m]['wilson95'][0]:.3f}, {r[m]['wilson95'][1]:.3f}] "
+                 f"({r[m]['correct']}/{r[m]['n']})" for m in args.methods]
+        print(f"| {r['updates']:,} | {r['valid_nats']:.3f} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
