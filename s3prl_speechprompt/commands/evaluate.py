@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--exp", required=True, metavar="EXP", help="directory written by `speechprompt train`")
     parser.add_argument("--split", required=True, nargs=2, metavar=("NAME", "UNITS"),
                         help="split name (used in output file names) and its unit file")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="utterances decoded together")
     parser.add_argument("--ulm", metavar="DIR", default=None,
                         help="unit-LM directory, if it moved since training (its weights must be the same)")
     add_threads_argument(parser)

@@ -21,15 +21,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dict", dest="dict_path", metavar="DICT_TXT", default=None,
                         help="LM dictionary (e.g. the GSLM/peer dict.txt; CPC's is frequency ordered); "
                              "default: the units seen in --train in natural order")
-    parser.add_argument("--max-updates", type=int, default=d.max_updates)
+    parser.add_argument("--max-updates", type=int, default=d.max_updates, help="optimizer updates to train for")
     parser.add_argument("--max-tokens", type=int, default=d.max_tokens, help="tokens per batch")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (inverse-sqrt schedule)")
     parser.add_argument("--warmup", type=int, default=d.warmup_updates, help="linear warmup updates")
-    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--dropout", type=float, default=d.dropout,
+                        help="dropout and attention dropout of the LM while pretraining (GSLM: 0.1)")
     parser.add_argument("--valid-interval", type=int, default=d.valid_interval, help="updates between checkpoints")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=int, default=d.seed, help="seeds the initial weights, dropout and batch order")
     add_threads_argument(parser)
-    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="LM directory to write: checkpoint_best.pt / checkpoint_last.pt (fairseq format) + dict.txt")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_last.pt if present")
 
 

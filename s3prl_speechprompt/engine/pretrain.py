@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from s3prl_speechprompt import precision
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, read_records
 from s3prl_speechprompt.prompt.verbalizer import natural_order
 from s3prl_speechprompt.ulm.checkpoint import load_container, save_ulm, upgrade_state_dict
@@ -122,6 +123,7 @@ def pretrain_ulm(train_path, out_dir, valid_path=None, dict_path=None, cfg: Opti
     model = UnitLM(ULMConfig.from_arch(cfg.arch, len(dictionary), dropout=cfg.dropout,
                                        attention_dropout=cfg.dropout))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
+    scaler = precision.grad_scaler("fp32")          # pretraining runs in fp32: a pass-through scaler
     prog = {"updates": 0, "epoch": 0, "batch": 0, "best_loss": None, "last_valid": None, "seconds": 0.0}
     if state is not None:
         sd, _ = upgrade_state_dict(state["model"])
@@ -168,9 +170,7 @@ def pretrain_ulm(train_path, out_dir, valid_path=None, dict_path=None, cfg: Opti
                 g["lr"] = lr
             loss = _nll(model, inputs, targets) / targets.ne(PAD).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            opt.step()
+            precision.optimizer_step(loss, opt, model.parameters(), scaler, cfg.clip_norm)
             prog["updates"] += 1
             prog["batch"] += 1
             bar.update(1)

@@ -46,13 +46,14 @@ task's ``best_split`` attribute, e.g. ``dev-clean``; the file is still named ``d
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from s3prl_speechprompt.s3prl_plugin.config import from_expert_dict
 from s3prl_speechprompt.s3prl_plugin.data import ExpertData
 from s3prl_speechprompt.s3prl_plugin.records import RecordLogger
 from s3prl_speechprompt.tasks.base import Item, Task
@@ -84,15 +85,10 @@ class BaselineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BaselineConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"downstream_expert: unknown key(s) {unknown}; known: {sorted(names)}")
-        if not d.get("task"):
-            raise ValueError("downstream_expert.task is required")
-        if d.get("head") is not None and d["head"] not in HEADS:
-            raise ValueError(f"downstream_expert.head: expected one of {list(HEADS)}, got {d['head']!r}")
-        return cls(**d)
+        cfg = from_expert_dict(cls, d)
+        if cfg.head is not None and cfg.head not in HEADS:
+            raise ValueError(f"downstream_expert.head: expected one of {list(HEADS)}, got {cfg.head!r}")
+        return cfg
 
 
 def head_kind(cfg_head: Optional[str], downstream: Optional[str], task: Task) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,6 +22,7 @@ from s3prl_speechprompt import precision
 from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
+from s3prl_speechprompt.s3prl_plugin.config import from_expert_dict
 from s3prl_speechprompt.s3prl_plugin.data import ExpertData
 from s3prl_speechprompt.s3prl_plugin.records import RecordLogger
 from s3prl_speechprompt.tasks.base import read_item_audio
@@ -55,14 +56,7 @@ class ExpertConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExpertConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"downstream_expert: unknown key(s) {unknown}; known: {sorted(names)}")
-        for key in ("task", "ulm"):
-            if not d.get(key):
-                raise ValueError(f"downstream_expert.{key} is required")
-        cfg = cls(**d)
+        cfg = from_expert_dict(cls, d, required=("task", "ulm"))
         precision.check(cfg.precision, "downstream_expert.precision")
         return cfg
 

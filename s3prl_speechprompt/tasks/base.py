@@ -93,6 +93,11 @@ class Task:
         if split not in self.splits:
             raise ValueError(f"task {self.name!r} has splits {list(self.splits)}, not {split!r}")
 
+    def corpus_split(self, corpus, split: str):
+        """``(ids, all_data)`` of an s3prl corpus parser whose ``data_split_ids`` follow ``self.splits``."""
+        self.check_split(split)
+        return dict(zip(self.splits, corpus.data_split_ids))[split], corpus.all_data
+
 
 TASKS: Dict[str, Type[Task]] = {}
 

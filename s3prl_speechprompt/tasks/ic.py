@@ -40,10 +40,7 @@ class IntentClassification(Task):
         return self._corpus
 
     def read_split(self, split: str) -> List[Item]:
-        self.check_split(split)
-        corpus = self._parsed()
-        ids = dict(zip(self.splits, corpus.data_split_ids))[split]
-        data = corpus.all_data
+        ids, data = self.corpus_split(self._parsed(), split)
         items = []
         for uid in ids:
             e = data[uid]

@@ -59,10 +59,7 @@ class SpeakerIdentification(Task):
         return self._corpus
 
     def read_split(self, split: str) -> List[Item]:
-        self.check_split(split)
-        corpus = self._parsed()
-        ids = dict(zip(self.splits, corpus.data_split_ids))[split]
-        data = corpus.all_data
+        ids, data = self.corpus_split(self._parsed(), split)
         crop = self.max_timestep if split == "train" else None
         items = [Item(uid, str(data[uid]["wav_path"]), (data[uid]["label"],), 0, crop) for uid in sorted(ids)]
         if not items:
