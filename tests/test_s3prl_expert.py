@@ -35,7 +35,8 @@ def last_metrics(expdir: Path, split: str) -> dict:
 
 
 def _prepare(task_name, datarc, root: Path, lm_updates=250):
-    """Units of the train/dev splits via the expert's own cached preparation, then a pretrained tiny LM."""
+    """Units of the train/dev splits via the expert's own cached preparation (its k-means saved as
+    ``root/kmeans.pt``, the ``km`` the expert must use), then a tiny LM pretrained on those units."""
     compat.apply()
     torch.set_num_threads(thread_count())
     from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
@@ -51,6 +52,9 @@ def _prepare(task_name, datarc, root: Path, lm_updates=250):
                                      cache_dir=root / "cache")
     dev = [UnitRecord(it.id, tuple(to_units(quantizer, featurize(read_item_audio(it)))), it.labels)
            for it in task.read_split("dev")]
+    # the expert must quantize with this very k-means (``km``): the LM is pretrained on its unit ids, and a k-means
+    # refitted inside the runner (its own seed) numbers the clusters differently, which leaves the LM useless
+    quantizer.save(root / "kmeans.pt")
     write_unit_manifest(root / "train.tsv", train)
     write_unit_manifest(root / "dev.tsv", dev)
     (root / "dict.txt").write_text("".join(f"{k} 1\n" for k in range(N_CLUSTERS)))
@@ -71,7 +75,7 @@ def write_config(path: Path, name: str, datarc: dict, ulm: Path, cache: Path, st
     if "scheduler" in cfg:
         cfg["scheduler"]["num_warmup_steps"] = max(steps // 10, 1)
     de = cfg["downstream_expert"]
-    de.update(ulm=str(ulm), km=None, n_clusters=N_CLUSTERS, cache_dir=str(cache), **expert)
+    de.update({"ulm": str(ulm), "km": None, "n_clusters": N_CLUSTERS, "cache_dir": str(cache), **expert})
     de["datarc"].update(datarc, batch_size=32, eval_batch_size=64, num_workers=0)
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -89,7 +93,8 @@ def ks(tmp_path_factory):
 
 def _train_and_evaluate(env, name, steps, lr=None, **expert):
     root = env["root"]
-    cfg = write_config(root / f"{name}.yaml", name, env["datarc"], env["ulm"], root / "cache", steps, lr, **expert)
+    cfg = write_config(root / f"{name}.yaml", name, env["datarc"], env["ulm"], root / "cache", steps, lr,
+                       **{"km": str(root / "kmeans.pt"), **expert})
     exp = root / f"exp_{name}"
     run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg), "-p", str(exp), "--device", "cpu",
                *runner_seed_args())
