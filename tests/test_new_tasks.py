@@ -266,7 +266,8 @@ def runs(corpora):
     """Every runner job of this file, two at a time (each runner process is single-threaded)."""
     root = corpora["root"]
     csv_env = _pipeline(root / "run_csv", "csv", {"csv": str(Path(corpora["csv"]["root"]) / "all.csv")}, 50)
-    er_env = _pipeline(root / "run_er", "er", {"root": corpora["er"]["root"], "test_fold": "fold1"}, 50)
+    er_env = _pipeline(root / "run_er", "er", {"root": corpora["er"]["root"], "test_fold": "fold1"}, 50,
+                       lm_updates=500)
 
     # a task module and its YAML outside the package: nothing registered, nothing edited
     outside = root / "outside"
@@ -285,7 +286,7 @@ def runs(corpora):
 
     jobs = {
         "csv": ("speechprompt_csv", _config(csv_env, "speechprompt_csv", 250, **PT_FAST), root / "exp_csv", None),
-        "er": ("speechprompt_er", _config(er_env, "speechprompt_er", 300, balanced_sampling=True, **PT_FAST),
+        "er": ("speechprompt_er", _config(er_env, "speechprompt_er", 500, balanced_sampling=True, **PT_FAST),
                root / "exp_er", None),
         "outside": ("speechprompt_shapes", None, root / "exp_outside", outside_env),
     }

@@ -85,7 +85,7 @@ def runs(corpora):
 
     def sid_ftlm():
         env = tnt._pipeline(root / "run_sid", "sid", sid_datarc, SID_UNITS, upstream=SID_UPSTREAM)
-        cfg = tnt._config(env, "speechprompt_sid_ftlm", 250, lr=2e-3, verbalizer="multi")
+        cfg = tnt._config(env, "speechprompt_sid_ftlm", 500, lr=2e-3, verbalizer="multi")
         return tnt._train_and_evaluate("speechprompt_sid_ftlm", cfg, root / "exp_sid", upstream=SID_UPSTREAM)
 
     def linear(task, datarc, upstream):

@@ -12,11 +12,11 @@ def ic(tmp_path_factory):
     root = tmp_path_factory.mktemp("ic")
     make_ic(root / "corpus", seed=seed_offset(), progress=False)
     datarc = {"file_path": str(root / "corpus" / "fluent_speech_commands_dataset")}
-    return {"root": root, "datarc": datarc, "ulm": _prepare("ic", datarc, root)}
+    return {"root": root, "datarc": datarc, "ulm": _prepare("ic", datarc, root, lm_updates=600)}
 
 
 def test_ic_prompt_tuning_through_s3prl_runner(ic):
-    exp, test = _train_and_evaluate(ic, "speechprompt_ic", steps=500, lr=3e-2, verbalizer="learnable",
+    exp, test = _train_and_evaluate(ic, "speechprompt_ic", steps=800, lr=3e-2, verbalizer="learnable",
                                     prompt={"prompt_length": 16})
     record_outcome("ic_pt", accuracy=test["accuracy"])
     assert test["accuracy"] >= 0.15          # 22 intents: chance for all three slots ~0.05
