@@ -324,7 +324,7 @@ def test_csv_prompt_tuning_through_s3prl_runner(runs):
 def test_er_prompt_tuning_through_s3prl_runner(runs):
     """4 balanced classes, 48 test utterances (per_emotion 6); chance 0.25; asserted >= 0.35 (17/48). With a
     150-update LM and 300 steps the 5-run spread (docs/testing.md) gave 0.521 / 0.354 / 0.4375 (seeds 0-2: seed 1
-    passed by 0.004), so the LM now pretrains 500 updates and PT runs 500 steps: 0.458 at seed 0 (docs/testing.md)."""
+    passed by 0.004), so the LM now pretrains 500 updates and PT runs 500 steps: 0.458 / 0.4375 / 0.458."""
     exp, test = _result(runs, "er")
     record_outcome("er_pt", accuracy=test["accuracy"])
     assert test["accuracy"] >= 0.35

@@ -119,8 +119,8 @@ def test_sid_more_speakers_than_units_through_s3prl_runner(runs, corpora):
 
     Chance 1/12 = 0.083; asserted >= 0.19 (9 of 48; chance-level guessing reaches that with probability < 1%).
     At 250 steps the 5-run spread (benchmarks/outcome_spread.py, docs/testing.md) gave 0.271 / 0.25 / 0.1875
-    (seeds 0-2; seed 2 failed), so it now trains 500 steps: 0.354 at seed 0 (more runs in docs/testing.md). Prompt tuning with the multi
-    verbalizer stays at chance on this tiny LM in CI time (0.06 with 16 speakers).
+    (seeds 0-2; seed 2 failed), so it now trains 500 steps: 0.354 / 0.396 / 0.354 (docs/testing.md).
+    Prompt tuning with the multi verbalizer stays at chance on this tiny LM in CI time (0.06 with 16 speakers).
     """
     test = _result(runs, "sid")
     exp = corpora["root"] / "exp_sid"
