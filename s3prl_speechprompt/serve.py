@@ -190,7 +190,7 @@ def load_task_checkpoint(path, lms: Optional[LMCache] = None, ulm: Optional[str]
         raise CheckpointMismatch(f"{path}: its model state does not fit the model its config builds "
                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.to(device).eval()
-    budget = cfg.max_new_tokens or verbalizer.code_length * task.max_label_tokens + 1
+    budget = cfg.decoding_budget(verbalizer, task)
     args = vars(ckpt["Args"])
     return TaskCheckpoint(
         path=path, task_name=cfg.task, method=cfg.method, task=task, model=model, dictionary=dictionary,

@@ -60,6 +60,11 @@ class ExpertConfig:
         precision.check(cfg.precision, "downstream_expert.precision")
         return cfg
 
+    def decoding_budget(self, verbalizer: Verbalizer, task) -> int:
+        """New tokens a decode may generate: ``max_new_tokens``, else the task's longest label sequence in
+        verbalizer units plus ``</s>``."""
+        return self.max_new_tokens or verbalizer.code_length * task.max_label_tokens + 1
+
 
 def check_runner_precision(prec: str, runner: dict, device: str) -> None:
     """fp16 needs loss scaling, and s3prl's runner owns backward and the optimizer step: its ``runner.fp16``
@@ -173,14 +178,8 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         if split == "train":
             self.train_progress[1] += 1
         if split != "train":
-            budget = self.cfg.max_new_tokens or self.verbalizer.code_length * self.task.max_label_tokens + 1
             stats = {}
-            with precision.autocast(self.cfg.precision, device):
-                if self.cfg.beam_size > 1:
-                    from s3prl_speechprompt.prompt.beam import beam_decode
-                    out = beam_decode(self.model, sources, budget, beam_size=self.cfg.beam_size, stats=stats)
-                else:
-                    out = greedy_decode(self.model, sources, budget, stats=stats)
+            out = self._decode(sources, device, stats)
             records["unfinished"].append(stats["unfinished"])
             for uid, y, gen in zip(ids, labels, out):
                 records["id"].append(uid)
@@ -195,13 +194,18 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         device = self.best_score.device
         self.quantizer.to(device)
         sources = [self.dictionary.encode(to_units(self.quantizer, f.detach())) for f in features]
-        budget = self.cfg.max_new_tokens or self.verbalizer.code_length * self.task.max_label_tokens + 1
-        if self.cfg.beam_size > 1:
-            from s3prl_speechprompt.prompt.beam import beam_decode
-            out = beam_decode(self.model, sources, budget, beam_size=self.cfg.beam_size)
-        else:
-            out = greedy_decode(self.model, sources, budget)
+        out = self._decode(sources, device)
         return self.log_inference(filenames, [tuple(self.verbalizer.decode(self.dictionary.decode(g))) for g in out])
+
+    def _decode(self, sources, device, stats: Optional[dict] = None):
+        """Generated unit ids per source, as evaluation and inference both decode: the config's budget,
+        greedy or beam search, under the config's precision."""
+        budget = self.cfg.decoding_budget(self.verbalizer, self.task)
+        with precision.autocast(self.cfg.precision, device):
+            if self.cfg.beam_size > 1:
+                from s3prl_speechprompt.prompt.beam import beam_decode
+                return beam_decode(self.model, sources, budget, beam_size=self.cfg.beam_size, stats=stats)
+            return greedy_decode(self.model, sources, budget, stats=stats)
 
     # ----------------------------------------------------------------- logging (RecordLogger)
     @property
