@@ -14,28 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from scipy.stats import binomtest
 
+import real_units          # benchmarks/ is on sys.path when this script runs: its `sh` runs the CLI
+
 RECIPES = {
     "pt": ["--method", "pt", "--prompt-length", "16", "--verbalizer", "learnable", "--lr", "3e-2"],
     "ftlm": ["--method", "ftlm", "--verbalizer", "learnable", "--lr", "1e-3"],
 }
-
-
-def cli(args, log: Path) -> dict:
-    """One `speechprompt` command; stderr to the log, the last stdout line parsed as JSON."""
-    cmd = [sys.executable, "-m", "s3prl_speechprompt", *map(str, args)]
-    with open(log, "a") as err:
-        err.write("\n$ " + " ".join(cmd) + "\n")
-        err.flush()
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-    if out.returncode:
-        raise SystemExit(f"command failed ({out.returncode}); see {log}: {' '.join(map(str, args[:8]))} ...")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -54,30 +43,33 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log, res_path = args.out / "log.txt", args.out / "results.json"
     rows = json.loads(res_path.read_text()) if res_path.is_file() else {}
-    common = ["--threads", args.threads, "--seed", args.seed]
+    real_units.THREADS[0] = args.threads        # every command gets --threads
     for n in args.updates:
         lm = args.out / f"lm{n}"
         key = f"lm{n}"
         if key not in rows:
-            s = cli(["pretrain-ulm", "--train", units / "train.tsv", "--valid", units / "dev.tsv", "--dict",
-                     units / "dict.txt", "--arch", "ulm_tiny", "--max-updates", n, "--max-tokens", 2048, "--warmup", 50,
-                     "--valid-interval", max(n // 4, 1), "--out", lm, "--resume", *common], log)
+            s, _ = real_units.sh(["pretrain-ulm", "--train", units / "train.tsv", "--valid", units / "dev.tsv",
+                                  "--dict", units / "dict.txt", "--arch", "ulm_tiny", "--max-updates", n,
+                                  "--max-tokens", 2048, "--warmup", 50, "--valid-interval", max(n // 4, 1),
+                                  "--out", lm, "--resume", "--seed", args.seed], log)
             rows[key] = {"updates": n, "valid_nats": s["best_valid_loss"], "seconds": s["seconds"]}
         for method in args.methods:
             if method in rows[key]:
                 continue
             exp = args.out / f"lm{n}_{method}"
-            cli(["train", "--task", "ks", "--train", units / "train.tsv", "--valid", units / "dev.tsv", "--ulm", lm,
-                 *RECIPES[method], "--max-updates", args.train_updates, "--valid-interval", 200, "--patience", 100,
-                 "--out", exp, "--resume", *common], log)
-            ev = cli(["evaluate", "--exp", exp, "--split", "dev", units / "dev.tsv", "--threads", args.threads], log)
+            real_units.sh(["train", "--task", "ks", "--train", units / "train.tsv", "--valid", units / "dev.tsv",
+                           "--ulm", lm, *RECIPES[method], "--max-updates", args.train_updates,
+                           "--valid-interval", 200, "--patience", 100, "--out", exp, "--resume", "--seed", args.seed],
+                          log)
+            ev, _ = real_units.sh(["evaluate", "--exp", exp, "--split", "dev", units / "dev.tsv"], log)
             correct = round(ev["accuracy"] * ev["n"])
             ci = binomtest(correct, ev["n"]).proportion_ci(method="wilson")
             rows[key][method] = {"dev_accuracy": ev["accuracy"], "correct": correct, "n": ev["n"],
                                  "wilson95": [round(ci.low, 4), round(ci.high, 4)],
                                  "trainable_params": ev["trainable_params"]}
         res_path.write_text(json.dumps(rows, indent=1) + "\n")
-    head = "| LM updates | best valid loss (nats) | " + " | ".join(f"{m} dev accuracy [95% Wilson]" for m in args.methods)
+    head = "| LM updates | best valid loss (nats) | " + " | ".join(f"{m} dev accuracy [95% Wilson]"
+                                                              for m in args.methods)
     print(head + " |\n|---|---|" + "---|" * len(args.methods))
     for key in (f"lm{n}" for n in args.updates):
         r = rows[key]
