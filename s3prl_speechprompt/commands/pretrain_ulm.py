@@ -31,7 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed, help="seeds the initial weights, dropout and batch order")
     add_threads_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="LM directory to write: checkpoint_best.pt / checkpoint_last.pt (fairseq format) + dict.txt")
+                        help="LM directory to write: checkpoint_best.pt / checkpoint_last.pt (fairseq format) "
+                             "+ dict.txt")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint_last.pt if present")
 
 

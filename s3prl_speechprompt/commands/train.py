@@ -51,8 +51,8 @@ def add_arguments(parser) -> None:
                         help="how the unit LM runs: fp32 (default, the reference), bf16 or fp16 autocast (fp16 with "
                              "a grad scaler); prompts, heads and optimizer state stay fp32")
     parser.add_argument("--seed", type=int, default=d.seed,
-                        help="seeds prompt initialisation, the random verbalizer, dropout and the batch order (runs differing only "
-                             "here are grouped by `speechprompt report --group-seeds`)")
+                        help="seeds prompt initialisation, the random verbalizer, dropout and the batch order "
+                             "(runs differing only here are grouped by `speechprompt report --group-seeds`)")
     add_threads_argument(parser)
     parser.add_argument("--prompt-reparam", type=int, default=d.prompt_reparam, metavar="HIDDEN",
                         help="PT: train the prompts as start + MLP(embedding) with this hidden size (Li & Liang "

@@ -156,8 +156,12 @@ class PromptedULM(nn.Module):
         return sd
 
     def num_stored(self) -> int:
-        """Parameters stored per task (reparameterised prefixes counted collapsed)."""
-        return sum(t.numel() for t in self.stored_state_dict().values())
+        """Parameters stored per task (reparameterised prefixes counted collapsed: the size of ``start``), counted
+        without building ``stored_state_dict`` (which would copy an FT-LM's whole LM)."""
+        if not isinstance(self.deep_prompt, ReparamPrefix):
+            return self.num_trainable()
+        rest = sum(p.numel() for n, p in self.trainable_parameters().items() if not n.startswith("deep_prompt."))
+        return rest + self.deep_prompt.start.numel()
 
     def train(self, mode: bool = True):
         super().train(mode)
