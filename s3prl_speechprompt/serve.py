@@ -16,6 +16,9 @@
    once per k-means, and every LM group decodes all its tasks for a batch of files in one mixed-task
    :class:`~s3prl_speechprompt.prompt.bank.PromptBank` pass. Checkpoints on different LMs or upstreams
    are not refused: they form separate groups (each loaded once), listed by :meth:`Predictor.describe`.
+   A checkpoint whose config decodes otherwise than the bank (``beam_size > 1``, or ``precision`` bf16 /
+   fp16) is decoded by its own model with :func:`~s3prl_speechprompt.prompt.decoding.decode`, exactly as
+   its ``-m evaluate`` decoded, and scored by :func:`~s3prl_speechprompt.prompt.decoding.label_logprob`.
 
 A prediction's ``score`` is the natural-log probability of the generated label sequence (its units
 through the task's verbalizer head, including the closing ``</s>``) given the utterance's units: for
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 
 from s3prl_speechprompt.prompt.bank import PromptBank
+from s3prl_speechprompt.prompt.decoding import decode, label_logprob
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer
 from s3prl_speechprompt.tasks.base import Task, get_task
@@ -77,6 +81,13 @@ class TaskCheckpoint:
     upstream: Dict[str, object]      # UPSTREAM_ARGS values
     featurizer_state: Optional[dict]
     lm_fingerprint: str
+    beam_size: int = 1               # Config.downstream_expert.beam_size / .precision: how -m evaluate decoded
+    precision: str = "fp32"
+
+    @property
+    def decodes_alone(self) -> bool:
+        """The bank decodes greedily in fp32; a beam-search or bf16/fp16 checkpoint decodes with its own model."""
+        return self.beam_size > 1 or self.precision != "fp32"
 
     @property
     def upstream_key(self) -> str:
@@ -196,7 +207,8 @@ def load_task_checkpoint(path, lms: Optional[LMCache] = None, ulm: Optional[str]
         path=path, task_name=cfg.task, method=cfg.method, task=task, model=model, dictionary=dictionary,
         quantizer=KMeansQuantizer(extra["centroids"]).to(device), verbalizer=verbalizer, budget=budget,
         upstream={k: args.get(k) for k in UPSTREAM_ARGS}, featurizer_state=ckpt.get("Featurizer") or None,
-        lm_fingerprint=model.lm.fingerprint() if cfg.method == "ftlm" else extra["lm_fingerprint"])
+        lm_fingerprint=model.lm.fingerprint() if cfg.method == "ftlm" else extra["lm_fingerprint"],
+        beam_size=cfg.beam_size, precision=cfg.precision)
 
 
 @dataclass
@@ -245,7 +257,9 @@ class Predictor:
                                                                       t.featurizer_state)
         groups: Dict[Tuple[str, str], List[TaskCheckpoint]] = OrderedDict()
         for t in self.tasks:
-            groups.setdefault((t.upstream_key, t.lm_fingerprint), []).append(t)
+            if not t.decodes_alone:
+                groups.setdefault((t.upstream_key, t.lm_fingerprint), []).append(t)
+        self.alone = [t for t in self.tasks if t.decodes_alone]
         self.groups = []
         for (up, _), members in groups.items():
             bank = PromptBank.from_models([(str(i), t.model) for i, t in enumerate(members)]).to(device).eval()
@@ -260,6 +274,9 @@ class Predictor:
             lines.append(f"upstream {up['upstream']} layer {up['upstream_layer_selection']}, unit LM "
                          f"{t0.lm_fingerprint} ({'FT-LM, its own' if t0.method == 'ftlm' else 'frozen'}): "
                          + ", ".join(f"{t.task_name}={t.path}" for t in g.tasks))
+        for t in self.alone:
+            lines.append(f"{t.task_name}={t.path}: decoded alone as its evaluation was (beam {t.beam_size}, "
+                         f"{t.precision})")
         return lines
 
     @torch.no_grad()
@@ -274,6 +291,20 @@ class Predictor:
                 units[k] = [to_units(t.quantizer, x) for x in feats[t.upstream_key]]
         found: Dict[Tuple[int, int], Prediction] = {}
         order = {id(t): i for i, t in enumerate(self.tasks)}
+
+        def add(t, fi, gen, score, fin, src):
+            labels = t.label(gen)
+            found[(fi, order[id(t)])] = Prediction(
+                file=names[fi], checkpoint=str(t.path), task=t.task_name, method=t.method,
+                prediction=t.task.label_string(labels), labels=list(labels), score=float(score),
+                finished=bool(fin), units=len(src))
+
+        for t in self.alone:
+            sources = [t.dictionary.encode(u) for u in units[(t.upstream_key, t.km_key)]]
+            for fi, (gen, src) in enumerate(zip(decode(t.model, sources, t.budget, t.beam_size, t.precision),
+                                                sources)):
+                fin = len(gen) < t.budget                  # both searches stop a row at </s> or at the budget
+                add(t, fi, gen, label_logprob(t.model, src, gen, fin, t.precision), fin, src)
         for g in self.groups:
             rows = [(ti, fi) for ti in range(len(g.tasks)) for fi in range(len(wavs))]
             sources = [g.tasks[ti].dictionary.encode(units[(g.upstream_key, g.tasks[ti].km_key)][fi])
@@ -281,12 +312,7 @@ class Predictor:
             ids = torch.tensor([ti for ti, _ in rows], dtype=torch.long)
             out, scores, finished = g.bank.decode(sources, ids, [g.tasks[ti].budget for ti, _ in rows])
             for (ti, fi), gen, score, fin, src in zip(rows, out, scores, finished, sources):
-                t = g.tasks[ti]
-                labels = t.label(gen)
-                found[(fi, order[id(t)])] = Prediction(
-                    file=names[fi], checkpoint=str(t.path), task=t.task_name, method=t.method,
-                    prediction=t.task.label_string(labels), labels=list(labels), score=float(score),
-                    finished=bool(fin), units=len(src))
+                add(g.tasks[ti], fi, gen, score, fin, src)
         return [found[k] for k in sorted(found)]
 
 

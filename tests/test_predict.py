@@ -188,3 +188,32 @@ def test_inference_of_ftlm_linear_and_lstm_experts_matches_their_evaluation(runs
     lstm = Baseline(240, {"task": "asr", "modelrc": {"project_dim": 16, "RNNs": {"dim": [16, 16]}}},
                     str(tmp_path / "lstm"), downstream="speechprompt_asr_lstm", **kw)
     _same_as_forward(lstm, feats, [tuple("AB|C"), tuple("D"), tuple("EF")], tmp_path / "lstm")
+
+
+def test_predict_decodes_a_beam_bf16_checkpoint_as_its_evaluation(runs, tmp_path, capsys):
+    """``beam_size > 1`` / ``precision: bf16`` in a checkpoint's config: ``predict`` decodes it as its ``-m
+    evaluate`` did (the prompt bank decodes greedily in fp32, so it is served alone), not as a greedy fp32 run."""
+    from s3prl_speechprompt import cli
+    from s3prl_speechprompt.serve import read_runner_checkpoint
+
+    ckpt = read_runner_checkpoint(runs["exp"]["ic"] / "dev-best.ckpt")
+    ckpt["Config"]["downstream_expert"].update(beam_size=3, precision="bf16")
+    exp = tmp_path / "exp_ic_beam"
+    exp.mkdir()
+    ckpt["Args"].expdir = str(exp)                       # -m evaluate writes test_predict.txt here
+    torch.save(ckpt, exp / "dev-best.ckpt")
+    run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
+    expected = _predictions(exp / "test_predict.txt")
+    greedy = _predictions(runs["exp"]["ic"] / "test_predict.txt")
+    assert expected != greedy, "beam 3 + bf16 decoded every test clip as greedy fp32 did: the test cannot tell them apart"
+
+    items = _items("ic", runs["datarc"]["ic"], "test")
+    (tmp_path / "wavs.txt").write_text("".join(f"{it.wav_path}\n" for it in items))
+    with pytest.raises(SystemExit) as done:
+        cli.main(["predict", "--ckpt", str(exp / "dev-best.ckpt"), "--list", str(tmp_path / "wavs.txt"),
+                  "--out", str(tmp_path / "p.jsonl")])
+    assert done.value.code == 0
+    rows = {r["file"]: r for r in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
+    assert {it.id: rows[it.wav_path]["prediction"] for it in items} == {it.id: expected[it.id] for it in items}
+    assert all(r["score"] <= 0.0 for r in rows.values())
+    assert "decoded alone as its evaluation was (beam 3, bf16)" in capsys.readouterr().err

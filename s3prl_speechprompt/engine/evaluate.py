@@ -96,7 +96,7 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
         hyps = predict_blstm(model, vocab, records)
         weights = exp / "model.pt"
     else:
-        from s3prl_speechprompt.prompt.prompted import greedy_decode
+        from s3prl_speechprompt.prompt.decoding import decode
         model, dictionary, verbalizer = load_prompted(exp, config, ulm)
         sources = encode_sources(records, dictionary, units_path)
         budget = config["max_label_tokens"] * config["code_length"] + 1          # labels, then </s>
@@ -104,8 +104,7 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
         stats = {}
         batches = bucketed_batches([len(s) for s in sources], max_sentences=batch_size, shuffle=False)
         for idx in tqdm(batches, desc=f"evaluate {split}", unit="batch", mininterval=5):
-            with amp.autocast(precision, next(model.parameters()).device):
-                out = greedy_decode(model, [sources[i] for i in idx], budget, use_cache=True, stats=stats)
+            out = decode(model, [sources[i] for i in idx], budget, precision=precision, stats=stats)
             for i, ids in zip(idx, out):
                 hyps[i] = verbalizer.decode(dictionary.decode(ids))
         unfinished = stats.get("unfinished", 0)

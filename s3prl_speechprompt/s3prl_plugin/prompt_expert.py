@@ -20,7 +20,8 @@ from torch import nn
 
 from s3prl_speechprompt import precision
 from s3prl_speechprompt.prompt.prefix import init_prompts
-from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
+from s3prl_speechprompt.prompt.decoding import decode
+from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.s3prl_plugin.config import from_expert_dict
 from s3prl_speechprompt.s3prl_plugin.data import ExpertData
@@ -179,7 +180,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
             self.train_progress[1] += 1
         if split != "train":
             stats = {}
-            out = self._decode(sources, device, stats)
+            out = self._decode(sources, stats)
             records["unfinished"].append(stats["unfinished"])
             for uid, y, gen in zip(ids, labels, out):
                 records["id"].append(uid)
@@ -194,18 +195,15 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         device = self.best_score.device
         self.quantizer.to(device)
         sources = [self.dictionary.encode(to_units(self.quantizer, f.detach())) for f in features]
-        out = self._decode(sources, device)
+        out = self._decode(sources)
         return self.log_inference(filenames, [tuple(self.verbalizer.decode(self.dictionary.decode(g))) for g in out])
 
-    def _decode(self, sources, device, stats: Optional[dict] = None):
-        """Generated unit ids per source, as evaluation and inference both decode: the config's budget,
-        greedy or beam search, under the config's precision."""
+    def _decode(self, sources, stats: Optional[dict] = None):
+        """Generated unit ids per source, as evaluation, inference and ``speechprompt predict`` all decode:
+        the config's budget, greedy or beam search, under the config's precision."""
         budget = self.cfg.decoding_budget(self.verbalizer, self.task)
-        with precision.autocast(self.cfg.precision, device):
-            if self.cfg.beam_size > 1:
-                from s3prl_speechprompt.prompt.beam import beam_decode
-                return beam_decode(self.model, sources, budget, beam_size=self.cfg.beam_size, stats=stats)
-            return greedy_decode(self.model, sources, budget, stats=stats)
+        return decode(self.model, sources, budget, beam_size=self.cfg.beam_size, precision=self.cfg.precision,
+                      stats=stats)
 
     # ----------------------------------------------------------------- logging (RecordLogger)
     @property
