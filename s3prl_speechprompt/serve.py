@@ -18,7 +18,7 @@
    are not refused: they form separate groups (each loaded once), listed by :meth:`Predictor.describe`.
    A checkpoint whose config decodes otherwise than the bank (``beam_size > 1``, or ``precision`` bf16 /
    fp16) is decoded by its own model with :func:`~s3prl_speechprompt.prompt.decoding.decode`, exactly as
-   its ``-m evaluate`` decoded, and scored by :func:`~s3prl_speechprompt.prompt.decoding.label_logprob`.
+   its ``-m evaluate`` decoded; its score is the searched hypothesis's own log-probability.
 
 A prediction's ``score`` is the natural-log probability of the generated label sequence (its units
 through the task's verbalizer head, including the closing ``</s>``) given the utterance's units: for
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from s3prl_speechprompt.prompt.bank import PromptBank
-from s3prl_speechprompt.prompt.decoding import decode, label_logprob
+from s3prl_speechprompt.prompt.decoding import decode
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer
 from s3prl_speechprompt.tasks.base import Task, get_task
@@ -301,10 +301,10 @@ class Predictor:
 
         for t in self.alone:
             sources = [t.dictionary.encode(u) for u in units[(t.upstream_key, t.km_key)]]
-            for fi, (gen, src) in enumerate(zip(decode(t.model, sources, t.budget, t.beam_size, t.precision),
-                                                sources)):
-                fin = len(gen) < t.budget                  # both searches stop a row at </s> or at the budget
-                add(t, fi, gen, label_logprob(t.model, src, gen, fin, t.precision), fin, src)
+            stats: dict = {}
+            gens = decode(t.model, sources, t.budget, t.beam_size, t.precision, stats=stats)
+            for fi, (gen, score, src) in enumerate(zip(gens, stats["scores"], sources)):
+                add(t, fi, gen, score, len(gen) < t.budget, src)     # a row stops at </s> or at the budget
         for g in self.groups:
             rows = [(ti, fi) for ti in range(len(g.tasks)) for fi in range(len(wavs))]
             sources = [g.tasks[ti].dictionary.encode(units[(g.upstream_key, g.tasks[ti].km_key)][fi])

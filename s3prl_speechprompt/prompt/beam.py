@@ -20,7 +20,8 @@ from s3prl_speechprompt.ulm.model import KVCache
 def beam_decode(model: PromptedULM, sources, max_new_tokens: int, beam_size: int = 4,
                 length_penalty: float = 1.0, stats: Optional[dict] = None) -> List[List[int]]:
     """Best hypothesis per source (generated ids without ``</s>``); ``stats['unfinished']`` counts sources
-    whose best hypothesis never emitted ``</s>`` within ``max_new_tokens``."""
+    whose best hypothesis never emitted ``</s>`` within ``max_new_tokens``, and ``stats['scores']`` gets each
+    best hypothesis's log-probability (of ``</s>`` too if it ended; before the length penalty)."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     device = next(model.parameters()).device
@@ -33,7 +34,7 @@ def beam_decode(model: PromptedULM, sources, max_new_tokens: int, beam_size: int
     scores = torch.full((B, k), float("-inf"), device=device)
     scores[:, 0] = 0.0                                                    # identical rows: start from one
     hyps = [[[] for _ in range(k)] for _ in range(B)]
-    ended: List[List[tuple]] = [[] for _ in range(B)]                    # (normalised score, tokens)
+    ended: List[List[tuple]] = [[] for _ in range(B)]                    # (normalised score, tokens, score)
     done = [False] * B
 
     def norm(score: float, length: int) -> float:
@@ -58,7 +59,7 @@ def beam_decode(model: PromptedULM, sources, max_new_tokens: int, beam_size: int
                     break
                 beam, tok = divmod(idx, V)
                 if tok == EOS:
-                    ended[b].append((norm(s, step + 1), hyps[b][beam]))
+                    ended[b].append((norm(s, step + 1), hyps[b][beam], s))
                     continue
                 origin[b, n], tokens[b, n], new_scores[b, n] = beam, tok, s
                 new_hyps[b][n] = hyps[b][beam] + [tok]
@@ -74,16 +75,18 @@ def beam_decode(model: PromptedULM, sources, max_new_tokens: int, beam_size: int
         cache.reorder(flat)
         step_input = tokens.view(B * k, 1)
 
-    out, unfinished = [], 0
+    out, best_scores, unfinished = [], [], 0
     for b in range(B):
         if ended[b]:
             best = max(ended[b], key=lambda x: x[0])
         else:                        # budget reached without </s>: the best live beam
-            best = max(((norm(float(scores[b, j]), len(hyps[b][j])), hyps[b][j]) for j in range(k)
-                        if scores[b, j] > float("-inf")), key=lambda x: x[0], default=(0.0, []))
+            best = max(((norm(float(scores[b, j]), len(hyps[b][j])), hyps[b][j], float(scores[b, j]))
+                        for j in range(k) if scores[b, j] > float("-inf")), key=lambda x: x[0], default=(0.0, [], 0.0))
             unfinished += 1
         out.append(list(best[1]))
+        best_scores.append(best[2])
     model.train(was_training)
     if stats is not None:
         stats["unfinished"] = stats.get("unfinished", 0) + unfinished
+        stats.setdefault("scores", []).extend(best_scores)
     return out

@@ -262,7 +262,8 @@ def left_pad(rows: Sequence[Sequence[int]], device=None) -> torch.Tensor:
 
 def greedy_decode(model: PromptedULM, sources, max_new_tokens: int, use_cache: bool = True,
                   stats: Optional[dict] = None) -> List[List[int]]:
-    """Batched greedy decoding; ``stats['unfinished']`` counts rows that hit the budget without ``</s>``."""
+    """Batched greedy decoding; ``stats['unfinished']`` counts rows that hit the budget without ``</s>``, and
+    ``stats['scores']`` gets each row's log-probability of its generated ids (and of ``</s>`` if it ended)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -271,12 +272,17 @@ def greedy_decode(model: PromptedULM, sources, max_new_tokens: int, use_cache: b
     B = tokens.size(0)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out = [[] for _ in range(B)]
+    scores = [0.0] * B
     cache = KVCache() if use_cache else None
     step_input = tokens
     for _ in range(max_new_tokens):
         logits = model.logits(step_input, cache=cache)[:, -1]
         nxt = logits.argmax(-1)
+        if stats is not None:
+            picked = logits.detach().float().log_softmax(-1).gather(1, nxt.unsqueeze(1)).squeeze(1).tolist()
         for i in (~done).nonzero().flatten().tolist():
+            if stats is not None:
+                scores[i] += picked[i]
             if int(nxt[i]) == EOS:
                 done[i] = True
             else:
@@ -292,4 +298,5 @@ def greedy_decode(model: PromptedULM, sources, max_new_tokens: int, use_cache: b
     model.train(was_training)
     if stats is not None:
         stats["unfinished"] = stats.get("unfinished", 0) + int((~done).sum())
+        stats.setdefault("scores", []).extend(scores)
     return out
