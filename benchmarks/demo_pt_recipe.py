@@ -26,9 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scipy.stats import binomtest
-
 import real_units          # benchmarks/ is on sys.path when this script runs: its `sh` runs the CLI
+from demo_lm_curve import dev_cell
 
 PT = ["--method", "pt", "--verbalizer", "learnable"]
 FT = ["--method", "ftlm", "--verbalizer", "learnable", "--lr", "1e-3"]
@@ -107,16 +106,8 @@ def main(argv=None) -> int:
         lm_name, recipe, updates = CELLS[name]
         if lm_name not in lms:
             lms[lm_name] = unlabelled_lm(demo, args.out, log)
-        exp = args.out / name
-        s, _ = real_units.sh(["train", "--task", "ks", "--train", units / "train.tsv", "--valid", units / "dev.tsv",
-                              "--ulm", lms[lm_name], *recipe, "--max-updates", updates, "--valid-interval", 200,
-                              "--patience", 100, "--out", exp, "--resume", "--seed", args.seed], log)
-        ev, _ = real_units.sh(["evaluate", "--exp", exp, "--split", "dev", units / "dev.tsv"], log)
-        correct = round(ev["accuracy"] * ev["n"])
-        ci = binomtest(correct, ev["n"]).proportion_ci(method="wilson")
-        rows[name] = {"lm": lm_name, "updates": updates, "args": recipe, "dev_accuracy": ev["accuracy"],
-                      "correct": correct, "n": ev["n"], "wilson95": [round(ci.low, 4), round(ci.high, 4)],
-                      "best_dev_loss": s["best_dev_loss"], "trainable_params": ev["trainable_params"]}
+        rows[name] = {"lm": lm_name, "updates": updates, "args": recipe,
+                      **dev_cell(units, lms[lm_name], recipe, updates, args.out / name, args.seed, log)}
         res_path.write_text(json.dumps(rows, indent=1) + "\n")
     info = args.out / "lm_unlabelled.json"
     if info.is_file():
