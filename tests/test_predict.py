@@ -70,6 +70,7 @@ def runs(tmp_path_factory):
         run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg_path), "-p", str(exp), "--device", "cpu")
         run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
         out["exp"][task] = exp
+    out["quantizer"] = quantizer
     return out
 
 
@@ -217,3 +218,123 @@ def test_predict_decodes_a_beam_bf16_checkpoint_as_its_evaluation(runs, tmp_path
     assert {it.id: rows[it.wav_path]["prediction"] for it in items} == {it.id: expected[it.id] for it in items}
     assert all(r["score"] <= 0.0 for r in rows.values())
     assert "decoded alone as its evaluation was (beam 3, bf16)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the refactor's equivalence pin
+PINS = Path(__file__).with_name("data") / "trained_task_outputs.json"
+PIN_WRITE = "SPEECHPROMPT_WRITE_PINS"       # set to a path: write the pins there instead of comparing
+
+
+def _pinned_outputs(runs, tmp_path) -> dict:
+    """What every front end produced on fixed fixtures, through the command line only (so the same function ran
+    on the code before the trained-task refactor, 5264e39, and wrote ``data/trained_task_outputs.json``): the
+    runner's KS / IC PT ``-m evaluate`` predictions, a KS FT-LM run, the IC checkpoint switched to beam 3 + bf16,
+    ``predict`` over all of them (labels and log-probabilities), and an engine PT run's ``evaluate``."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import runner_env
+    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
+    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
+    from s3prl_speechprompt.serve import read_runner_checkpoint
+    from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
+    from s3prl_speechprompt.units.prepare import to_units
+
+    root, got = runs["root"], {}
+    name = "speechprompt_ks_ftlm"
+    cfg_path = write_config(root / f"{name}.yaml", name, runs["datarc"]["ks"], root / "ulm", root / "cache", STEPS,
+                            verbalizer="learnable")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["downstream_expert"]["km"] = str(root / "km.pt")
+    cfg["downstream_expert"]["datarc"]["eval_batch_size"] = 1
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    exps = dict(runs["exp"])
+    exps["ks_ftlm"] = root / "exp_ks_ftlm"
+    if not (exps["ks_ftlm"] / "test_predict.txt").is_file():
+        run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg_path), "-p", str(exps["ks_ftlm"]),
+                   "--device", "cpu")
+        run_runner("-m", "evaluate", "-t", "test", "-e", str(exps["ks_ftlm"] / "dev-best.ckpt"), "--device", "cpu")
+    ckpt = read_runner_checkpoint(runs["exp"]["ic"] / "dev-best.ckpt")
+    ckpt["Config"]["downstream_expert"].update(beam_size=3, precision="bf16")
+    exps["ic_beam_bf16"] = tmp_path / "exp_ic_beam"
+    exps["ic_beam_bf16"].mkdir()
+    ckpt["Args"].expdir = str(exps["ic_beam_bf16"])
+    torch.save(ckpt, exps["ic_beam_bf16"] / "dev-best.ckpt")
+    run_runner("-m", "evaluate", "-t", "test", "-e", str(exps["ic_beam_bf16"] / "dev-best.ckpt"), "--device", "cpu")
+    for key, exp in exps.items():
+        got[f"runner {key} -m evaluate"] = _predictions(exp / "test_predict.txt")
+
+    files = {t: [it.wav_path for it in _items(t, runs["datarc"][t], "test")] for t in ("ks", "ic")}
+    # (the code before the refactor could not serve an FT-LM runner checkpoint: its tied output projection was not
+    # stored; the FT-LM run's predict is checked against its own -m evaluate in the test instead)
+    for key, task in (("ks", "ks"), ("ic", "ic"), ("ic_beam_bf16", "ic")):
+        (tmp_path / f"{key}.txt").write_text("".join(f"{f}\n" for f in files[task]))
+        out = tmp_path / f"{key}.jsonl"
+        subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "predict", "--ckpt",
+                        str(exps[key] / "dev-best.ckpt"), "--list", str(tmp_path / f"{key}.txt"), "--out", str(out)],
+                       check=True, env=runner_env(), capture_output=True)
+        got[f"predict {key}"] = {"/".join(Path(r["file"]).parts[-2:]): [r["prediction"], r["score"], r["finished"]]
+                                 for r in map(json.loads, out.read_text().splitlines())}
+
+    # the engine: unit files of the KS corpus through the fixture's k-means, PT on the same random LM
+    featurize = runner_featurizer(FBANK)
+    task = get_task("ks")(**runs["datarc"]["ks"])
+    for split in ("train", "dev", "test"):
+        write_unit_manifest(tmp_path / f"{split}.tsv", [
+            UnitRecord(it.id, tuple(to_units(runs["quantizer"], featurize(read_item_audio(it)))), it.labels)
+            for it in task.read_split(split)])
+    exp = tmp_path / "engine_pt"
+    env = {**runner_env(), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "train", "--task", "ks", "--method", "pt",
+                    "--verbalizer", "learnable", "--train", str(tmp_path / "train.tsv"), "--valid",
+                    str(tmp_path / "dev.tsv"), "--ulm", str(root / "ulm"), "--max-updates", "30",
+                    "--valid-interval", "10", "--lr", "3e-2", "--threads", "1", "--out", str(exp)],
+                   check=True, env=env, capture_output=True)
+    res = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "evaluate", "--exp", str(exp), "--split",
+                          "test", str(tmp_path / "test.tsv"), "--threads", "1"],
+                         check=True, env=env, capture_output=True, text=True)
+    scores = json.loads(res.stdout.strip().splitlines()[-1])
+    got["engine pt evaluate"] = {"accuracy": scores["accuracy"], "predictions": {
+        r["id"]: r["prediction"] for r in map(json.loads, (exp / "test_predictions.jsonl").read_text().splitlines()[1:])}}
+    if os.environ.get(PIN_WRITE):
+        Path(os.environ[PIN_WRITE]).write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    return got
+
+
+def test_every_front_end_reproduces_the_pre_refactor_outputs(runs, tmp_path):
+    """The trained-task refactor changed the shape, not the results: on fixed fixtures every prediction equals what
+    the code before it produced, and every log-probability is within 1e-6."""
+    got = _pinned_outputs(runs, tmp_path)
+    pinned = json.loads(PINS.read_text())
+    assert sorted(got) == sorted(pinned)
+    for key in pinned:
+        if key.startswith("predict"):
+            assert sorted(got[key]) == sorted(pinned[key]), key
+            for f, (label, score, finished) in pinned[key].items():
+                assert got[key][f][0] == label and got[key][f][2] == finished, (key, f)
+                assert abs(got[key][f][1] - score) <= 1e-6, (key, f, got[key][f][1], score)
+        else:
+            assert got[key] == pinned[key], key
+
+
+def test_predict_serves_an_ftlm_runner_checkpoint_as_its_evaluation(runs, tmp_path):
+    """FT-LM checkpoints carry their whole LM (the tied output projection included): ``predict`` rebuilds it."""
+    import subprocess
+    import sys
+
+    from conftest import runner_env
+
+    exp = runs["root"] / "exp_ks_ftlm"
+    if not (exp / "dev-best.ckpt").is_file():
+        (tmp_path / "pins").mkdir()
+        _pinned_outputs(runs, tmp_path / "pins")
+    items = _items("ks", runs["datarc"]["ks"], "test")
+    (tmp_path / "wavs.txt").write_text("".join(f"{it.wav_path}\n" for it in items))
+    subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "predict", "--ckpt", str(exp / "dev-best.ckpt"),
+                    "--list", str(tmp_path / "wavs.txt"), "--out", str(tmp_path / "p.jsonl")],
+                   check=True, env=runner_env(), capture_output=True)
+    rows = {r["file"]: r for r in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
+    expected = _predictions(exp / "test_predict.txt")
+    assert {it.id: rows[it.wav_path]["prediction"] for it in items} == expected
+    assert all(r["method"] == "ftlm" for r in rows.values())
