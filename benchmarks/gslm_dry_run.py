@@ -180,7 +180,8 @@ def child(spec: dict) -> dict:
     import torch
 
     from s3prl_speechprompt import precision
-    from s3prl_speechprompt.prompt.prompted import EOS, PromptConfig, PromptedULM, build_batch, greedy_decode
+    from s3prl_speechprompt.prompt.decode import decode
+    from s3prl_speechprompt.prompt.prompted import EOS, PromptConfig, PromptedULM, build_batch
     from s3prl_speechprompt.ulm.checkpoint import load_ulm
     from s3prl_speechprompt.ulm.pretrained import resolve_ulm
 
@@ -252,8 +253,7 @@ def child(spec: dict) -> dict:
 
     model.logits = no_eos_logits
     t0 = phase_start()
-    with precision.autocast(prec, dev):
-        gen = greedy_decode(model, sources, shape["label"] + 1)
+    gen = decode(model.logits_fn(), sources, shape["label"] + 1, precision=prec).tokens
     phase_end("decode", t0)
     out["generated"] = len(gen[0])
     out["memory_method"] = ("cuda.max_memory_allocated per phase" if cuda else

@@ -17,7 +17,7 @@
    :class:`~s3prl_speechprompt.prompt.bank.PromptBank` pass. Checkpoints on different LMs or upstreams
    are not refused: they form separate groups (each loaded once), listed by :meth:`Predictor.describe`.
    A checkpoint whose config decodes otherwise than the bank (``beam_size > 1``, or ``precision`` bf16 /
-   fp16) is decoded by its own model with :func:`~s3prl_speechprompt.prompt.decoding.decode`, exactly as
+   fp16) is decoded by its own model with :func:`~s3prl_speechprompt.prompt.decode.decode`, exactly as
    its ``-m evaluate`` decoded; its score is the searched hypothesis's own log-probability.
 
 A prediction's ``score`` is the natural-log probability of the generated label sequence (its units
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from s3prl_speechprompt.prompt.bank import PromptBank
-from s3prl_speechprompt.prompt.decoding import decode
+from s3prl_speechprompt.prompt.decode import decode
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer
 from s3prl_speechprompt.tasks.base import Task, get_task
@@ -301,17 +301,16 @@ class Predictor:
 
         for t in self.alone:
             sources = [t.dictionary.encode(u) for u in units[(t.upstream_key, t.km_key)]]
-            stats: dict = {}
-            gens = decode(t.model, sources, t.budget, t.beam_size, t.precision, stats=stats)
-            for fi, (gen, score, src) in enumerate(zip(gens, stats["scores"], sources)):
-                add(t, fi, gen, score, len(gen) < t.budget, src)     # a row stops at </s> or at the budget
+            d = decode(t.model.logits_fn(), sources, t.budget, beam_size=t.beam_size, precision=t.precision)
+            for fi, (gen, score, fin, src) in enumerate(zip(d.tokens, d.scores, d.finished, sources)):
+                add(t, fi, gen, score, fin, src)
         for g in self.groups:
             rows = [(ti, fi) for ti in range(len(g.tasks)) for fi in range(len(wavs))]
             sources = [g.tasks[ti].dictionary.encode(units[(g.upstream_key, g.tasks[ti].km_key)][fi])
                        for ti, fi in rows]
             ids = torch.tensor([ti for ti, _ in rows], dtype=torch.long)
-            out, scores, finished = g.bank.decode(sources, ids, [g.tasks[ti].budget for ti, _ in rows])
-            for (ti, fi), gen, score, fin, src in zip(rows, out, scores, finished, sources):
+            d = decode(g.bank.logits_fn(ids), sources, [g.tasks[ti].budget for ti, _ in rows])
+            for (ti, fi), gen, score, fin, src in zip(rows, d.tokens, d.scores, d.finished, sources):
                 add(g.tasks[ti], fi, gen, score, fin, src)
         return [found[k] for k in sorted(found)]
 

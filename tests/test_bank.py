@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from s3prl_speechprompt.prompt.bank import PromptBank
-from s3prl_speechprompt.prompt.prompted import EOS, SEP, PromptConfig, PromptedULM, greedy_decode, left_pad
+from s3prl_speechprompt.prompt.decode import decode
+from s3prl_speechprompt.prompt.prompted import EOS, SEP, PromptConfig, PromptedULM, left_pad
 from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
 
 VOCAB = 30
@@ -58,13 +59,14 @@ def test_mixed_task_batch_equals_per_task_batches():
     assert worst <= 1e-5
 
     budgets = {"task0": 4, "task1": 2, "task2": 6, "task3": 3}
-    out, scores, finished = bank.decode([s for _, s in rows], ids, [budgets[n] for n, _ in rows])
+    mixed = decode(bank.logits_fn(ids), [s for _, s in rows], [budgets[n] for n, _ in rows])
+    out, scores, finished = mixed.tokens, mixed.scores, mixed.finished
     for name, model in models:
         idx = [i for i, (n, _) in enumerate(rows) if n == name]
-        stats = {}
-        own = greedy_decode(model, [rows[i][1] for i in idx], budgets[name], stats=stats)
+        alone = decode(model.logits_fn(), [rows[i][1] for i in idx], budgets[name])
+        own = alone.tokens
         assert [out[i] for i in idx] == own
-        assert sum(not finished[i] for i in idx) == stats["unfinished"]
+        assert [finished[i] for i in idx] == alone.finished
         # the score is the log-probability of what was generated (+ </s> when finished), by teacher forcing
         for j, i in enumerate(idx):
             seq = [EOS, *rows[i][1], SEP, *own[j]]

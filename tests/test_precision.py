@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from s3prl_speechprompt import precision
-from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch, greedy_decode
+from s3prl_speechprompt.prompt.decode import decode
+from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
 from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
 
 N_UNITS, V = 20, 24                      # tiny LM: 20 units + 4 specials
@@ -86,9 +87,8 @@ def test_greedy_outputs_of_a_trained_tiny_model_equal_fp32():
         opt.zero_grad(set_to_none=True)
         precision.optimizer_step(model.loss(inputs, targets), opt, params, scaler, clip_norm=1.0)
     src, lab = task_batch(64, seed=7)
-    ref = greedy_decode(model, src, max_new_tokens=3)
-    with precision.autocast("bf16", "cpu"):
-        got = greedy_decode(model, src, max_new_tokens=3)
+    ref = decode(model.logits_fn(), src, max_new_tokens=3).tokens
+    got = decode(model.logits_fn(), src, max_new_tokens=3, precision="bf16").tokens
     accuracy = sum(r[:1] == y for r, y in zip(ref, lab)) / len(lab)
     assert accuracy >= 0.9, accuracy                      # trained: clear margins, not a coin flip
     assert got == ref

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s3prl_speechprompt.prompt.prompted import EOS, SEP, PromptConfig, PromptedULM, greedy_decode
+from s3prl_speechprompt.prompt.decode import decode
+from s3prl_speechprompt.prompt.prompted import EOS, SEP, PromptConfig, PromptedULM
 from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM, sinusoidal_positions
 
 
@@ -119,12 +120,11 @@ def test_kv_cached_greedy_equals_full_recomputation(method):
     model = PromptedULM(_tiny_lm(seed=3), PromptConfig(method=method, prompt_length=5))
     g = torch.Generator().manual_seed(0)
     sources = [torch.randint(4, 24, (n,), generator=g).tolist() for n in (3, 17, 9, 30)]
-    stats = {}
-    cached = greedy_decode(model, sources, max_new_tokens=25, stats=stats)
-    full = greedy_decode(model, sources, max_new_tokens=25, use_cache=False)
-    assert cached == full
-    assert any(len(c) > 3 for c in cached)      # a random LM produces real continuations, not just </s>
-    assert 0 <= stats["unfinished"] <= len(sources)
+    cached = decode(model.logits_fn(), sources, max_new_tokens=25)
+    full = decode(model.logits_fn(), sources, max_new_tokens=25, use_cache=False)
+    assert cached.tokens == full.tokens and cached.finished == full.finished
+    assert any(len(c) > 3 for c in cached.tokens)      # a random LM produces real continuations, not just </s>
+    assert 0 <= cached.unfinished <= len(sources)
 
 
 def test_learnable_verbalizer_head():

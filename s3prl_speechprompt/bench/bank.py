@@ -9,8 +9,9 @@ of per-round ratios:
 - **end to end** (audio -> upstream -> k-means -> prompted LM -> label): one ``Predictor`` over the 4 tasks
   (features and units once per file, one mixed-task LM pass per batch) vs 4 single-task ``Predictor`` s run
   one after the other (what serving each task separately does: each runs the upstream and its own LM pass);
-- **LM only** (decoding the same unit sequences): ``PromptBank.decode`` over the 4 x 64 rows vs each task's
-  ``greedy_decode`` over its 64 rows. Identical outputs are asserted.
+- **LM only** (decoding the same unit sequences): ``decode`` through ``PromptBank.logits_fn`` over the 4 x 64
+  rows vs ``decode`` through each task's own ``PromptedULM.logits_fn`` over its 64 rows. Identical outputs are
+  asserted.
 
 Memory: parameter/buffer bytes of what each way keeps loaded - one LM (+ upstream) plus the bank's
 stacked prompts, vs 4 copies of LM + prompts (+ upstream) as 4 separately served tasks hold.
@@ -99,7 +100,8 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
     """Rows: {name, value, unit, detail}; see the module docstring."""
     from s3prl_speechprompt.bench.units import random_hubert
     from s3prl_speechprompt.prompt.bank import PromptBank
-    from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, greedy_decode
+    from s3prl_speechprompt.prompt.decode import decode
+    from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
     from s3prl_speechprompt.prompt.verbalizer import Verbalizer
     from s3prl_speechprompt import compat
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
@@ -179,13 +181,13 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
         flat = sources * cfg.tasks
 
         def lm_bank():
-            return bank.decode(flat, ids, [2] * len(flat))[0]
+            return decode(bank.logits_fn(ids), flat, 2).tokens
 
         def lm_apart():
-            return [g for t_ in tasks for g in greedy_decode(t_.model, sources, 2)]
+            return [g for t_ in tasks for g in decode(t_.model.logits_fn(), sources, 2).tokens]
 
         if lm_bank() != lm_apart():
-            raise AssertionError("bank decode and per-task greedy_decode disagree")
+            raise AssertionError("bank decode and per-task decode disagree")
         log(f"LM only: {len(flat)} rows ({statistics.mean(map(len, sources)):.1f} units on average) ...")
         t = _interleaved({"bank": lm_bank, "sequential": lm_apart}, cfg.reps)
         rs = [s / b for s, b in zip(t["sequential"], t["bank"])]

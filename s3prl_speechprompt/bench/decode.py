@@ -1,10 +1,11 @@
 """Row 1: KV-cached greedy decoding vs the reference's full recomputation every step
-(``greedy_decode(use_cache=False)``), ASR-like and KS-like lengths, outputs compared. ``</s>`` is suppressed
+(``decode(..., use_cache=False)``), ASR-like and KS-like lengths, outputs compared. ``</s>`` is suppressed
 so a random LM generates the whole budget."""
 from __future__ import annotations
 
 from s3prl_speechprompt.bench.common import BenchConfig, interleaved, make_lm, median_s, random_rows, ratio
-from s3prl_speechprompt.prompt.prompted import EOS, PromptConfig, PromptedULM, greedy_decode
+from s3prl_speechprompt.prompt.decode import decode
+from s3prl_speechprompt.prompt.prompted import EOS, PromptConfig, PromptedULM
 
 
 class _NoEOS(PromptedULM):
@@ -23,11 +24,12 @@ def bench_decode(cfg: BenchConfig, regime: str) -> dict:
     model = _NoEOS(make_lm(cfg), PromptConfig(method="pt", prompt_length=L)).to(cfg.device).eval()
     sources = random_rows(cfg, B, src_len, seed=11)
     outs = {"cached": [], "full": []}
+    logits_fn = model.logits_fn()
 
     def run(kind):
-        return lambda: outs[kind].append(greedy_decode(model, sources, budget, use_cache=kind == "cached"))
+        return lambda: outs[kind].append(decode(logits_fn, sources, budget, use_cache=kind == "cached").tokens)
 
-    greedy_decode(model, sources, min(budget, 2))                          # warm-up
+    decode(logits_fn, sources, min(budget, 2))                             # warm-up
     times = interleaved({"cached": run("cached"), "full": run("full")}, cfg.reps, cfg.device)
     identical = all(o == outs["cached"][0] for o in outs["cached"] + outs["full"])
     lengths = sorted({len(r) for o in outs["cached"] for r in o})

@@ -96,18 +96,17 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
         hyps = predict_blstm(model, vocab, records)
         weights = exp / "model.pt"
     else:
-        from s3prl_speechprompt.prompt.decoding import decode
+        from s3prl_speechprompt.prompt.decode import decode
         model, dictionary, verbalizer = load_prompted(exp, config, ulm)
         sources = encode_sources(records, dictionary, units_path)
         budget = config["max_label_tokens"] * config["code_length"] + 1          # labels, then </s>
         hyps = [None] * len(records)
-        stats = {}
         batches = bucketed_batches([len(s) for s in sources], max_sentences=batch_size, shuffle=False)
         for idx in tqdm(batches, desc=f"evaluate {split}", unit="batch", mininterval=5):
-            out = decode(model, [sources[i] for i in idx], budget, precision=precision, stats=stats)
-            for i, ids in zip(idx, out):
+            decoded = decode(model.logits_fn(), [sources[i] for i in idx], budget, precision=precision)
+            for i, ids in zip(idx, decoded.tokens):
                 hyps[i] = verbalizer.decode(dictionary.decode(ids))
-        unfinished = stats.get("unfinished", 0)
+            unfinished += decoded.unfinished
         weights = exp / "prompt.pt"
     task = _scorer(config["task"])
     metrics = task.score(hyps, refs)

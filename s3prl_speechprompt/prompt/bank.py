@@ -16,7 +16,7 @@ prefixes (what the model passes to the LM in eval mode), not from parameter name
 parameterising the prompts (plain tables, reparameterised prefixes) banks the same way.
 
 Restriction: a model with an input-level prompt but no deep prompts is refused (its prefix goes through
-the causal stack with positions of its own; serve it alone with ``PromptedULM.generate``).
+the causal stack with positions of its own; decode it alone with ``PromptedULM.logits_fn``).
 """
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from s3prl_speechprompt.prompt.prompted import EOS, PAD, SEP, PromptedULM, left_pad
+from s3prl_speechprompt.prompt.prompted import SEP, PromptedULM
 from s3prl_speechprompt.ulm.model import KVCache, UnitLM
 
 
 class PromptBank(nn.Module):
-    """``logits(tokens, task_ids)`` for rows of mixed tasks; ``decode`` greedy-decodes them with scores."""
+    """``logits(tokens, task_ids)`` for rows of mixed tasks; ``logits_fn(task_ids)`` decodes them (prompt/decode.py)."""
 
     def __init__(self, lm: UnitLM, names: Sequence[str],
                  prefixes: Sequence[Optional[List[Tuple[torch.Tensor, torch.Tensor]]]],
@@ -110,7 +110,7 @@ class PromptBank(nn.Module):
             model.train(was)
             if "prefix_embeds" in kw:
                 raise ValueError(f"task {name!r} has an input-level prompt without deep prompts; the bank stacks "
-                                 f"deep prompts only: serve it alone (PromptedULM.generate)")
+                                 f"deep prompts only: decode it alone (PromptedULM.logits_fn)")
             prefixes.append([(k.detach(), v.detach()) for k, v in kw["prefix_kv"]] if "prefix_kv" in kw else None)
             seps.append(None if model.separator is None else model.separator.detach())
             heads.append(None if model.verbalizer_head is None else model.verbalizer_head.weight.detach())
@@ -147,39 +147,12 @@ class PromptBank(nn.Module):
             out = out.masked_fill(~self.head_valid[task_ids].unsqueeze(1), float("-inf"))
         return out
 
-    @torch.no_grad()
-    def decode(self, sources: Sequence[Sequence[int]], task_ids: torch.Tensor,
-               max_new_tokens: Sequence[int]) -> Tuple[List[List[int]], List[float], List[bool]]:
-        """Greedy continuation after ``</s> source <s>`` per row, with the row's task and its own budget.
+    def logits_fn(self, task_ids: torch.Tensor):
+        """The logits function of rows with tasks ``task_ids`` (one per source) for
+        :func:`~s3prl_speechprompt.prompt.decode.decode`: batch row b is prompted with ``task_ids[rows[b]]``."""
+        ids = task_ids.to(self.separator.device)
 
-        Returns (generated ids without the final ``</s>``, score, finished) per row; score = the sum of the
-        log-probabilities of the generated tokens including ``</s>`` (the log-probability of the
-        predicted label sequence given the audio's units). Same tokens as ``greedy_decode`` on each
-        task's own model with that budget.
-        """
-        device = self.separator.device
-        B = len(sources)
-        budget = torch.as_tensor(list(max_new_tokens), dtype=torch.long, device=device)
-        if budget.numel() != B:
-            raise ValueError(f"max_new_tokens: expected {B} budgets (one per row), got {budget.numel()}")
-        task_ids = task_ids.to(device)
-        step_input = left_pad([[EOS, *s, SEP] for s in sources], device)
-        done = budget <= 0
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        scores = torch.zeros(B, dtype=torch.double, device=device)
-        out: List[List[int]] = [[] for _ in range(B)]
-        cache = KVCache()
-        step = 0
-        while not bool(done.all()):
-            logp = self.logits(step_input, task_ids, cache)[:, -1].float().log_softmax(-1)   # (B, V)
-            nxt = logp.argmax(-1)
-            active = ~done
-            scores += torch.where(active, logp.gather(1, nxt.unsqueeze(1))[:, 0].double(), 0.0)
-            ended = active & nxt.eq(EOS)
-            finished |= ended
-            for i in (active & ~ended).nonzero().flatten().tolist():
-                out[i].append(int(nxt[i]))
-            step += 1
-            done = done | ended | (budget <= step)
-            step_input = nxt.masked_fill(done, PAD).unsqueeze(1)
-        return out, scores.tolist(), finished.tolist()
+        def fn(tokens: torch.Tensor, cache: Optional[KVCache], rows: torch.Tensor) -> torch.Tensor:
+            return self.logits(tokens, ids[rows], cache)
+        fn.device = self.separator.device
+        return fn

@@ -89,7 +89,7 @@ class DeepPrompt(nn.Module):
 
 
 class PromptedULM(nn.Module):
-    """A unit LM adapted to a task. ``loss(inputs, targets)`` for training, ``generate`` for decoding."""
+    """A unit LM adapted to a task. ``loss(inputs, targets)`` for training, ``logits_fn()`` for decoding."""
 
     def __init__(self, lm: UnitLM, cfg: PromptConfig):
         super().__init__()
@@ -221,16 +221,21 @@ class PromptedULM(nn.Module):
             return nll.sum() / targets.ne(PAD).sum().clamp(min=1)
         return nll.sum() / scored.sum().clamp(min=1)
 
-    # ------------------------------------------------------------------ decoding
-    @torch.no_grad()
-    def generate(self, sources: Sequence[Sequence[int]], max_new_tokens: int, use_cache: bool = True) -> List[List[int]]:
-        """Greedy continuation after ``</s> source <s>`` (the source is teacher-forced).
-
-        Returns the generated ids per row, without the final ``</s>``; the budget counts new tokens
-        only (SpeechPrompt's counted the source, truncating long inputs). ``use_cache=False``
-        recomputes the whole sequence every step, as the reference implementation had to.
-        """
-        return greedy_decode(self, sources, max_new_tokens, use_cache=use_cache)
+    def logits_fn(self):
+        """This task's logits function for :func:`~s3prl_speechprompt.prompt.decode.decode` (``rows`` unused: one
+        task). The model's own computation, so decoding equals its loss's view exactly (a bank of one would
+        differ in rounding: its head runs under autocast, and it refuses input-level prompts). Decodes in eval
+        mode whatever the model's mode (no prompt dropout), and leaves the mode as it was."""
+        def fn(tokens: torch.Tensor, cache: Optional[KVCache], rows: torch.Tensor) -> torch.Tensor:
+            if not self.training:
+                return self.logits(tokens, cache)
+            self.eval()
+            try:
+                return self.logits(tokens, cache)
+            finally:
+                self.train()
+        fn.device = next(self.parameters()).device
+        return fn
 
 
 def build_batch(sources: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], device=None):
@@ -258,45 +263,3 @@ def left_pad(rows: Sequence[Sequence[int]], device=None) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, T - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
     return out.to(device)
-
-
-def greedy_decode(model: PromptedULM, sources, max_new_tokens: int, use_cache: bool = True,
-                  stats: Optional[dict] = None) -> List[List[int]]:
-    """Batched greedy decoding; ``stats['unfinished']`` counts rows that hit the budget without ``</s>``, and
-    ``stats['scores']`` gets each row's log-probability of its generated ids (and of ``</s>`` if it ended)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    prompts = [[EOS, *s, SEP] for s in sources]
-    tokens = left_pad(prompts, device)
-    B = tokens.size(0)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    out = [[] for _ in range(B)]
-    scores = [0.0] * B
-    cache = KVCache() if use_cache else None
-    step_input = tokens
-    for _ in range(max_new_tokens):
-        logits = model.logits(step_input, cache=cache)[:, -1]
-        nxt = logits.argmax(-1)
-        if stats is not None:
-            picked = logits.detach().float().log_softmax(-1).gather(1, nxt.unsqueeze(1)).squeeze(1).tolist()
-        for i in (~done).nonzero().flatten().tolist():
-            if stats is not None:
-                scores[i] += picked[i]
-            if int(nxt[i]) == EOS:
-                done[i] = True
-            else:
-                out[i].append(int(nxt[i]))
-        if bool(done.all()):
-            break
-        nxt = nxt.masked_fill(done, PAD).unsqueeze(1)
-        if use_cache:
-            step_input = nxt
-        else:
-            tokens = torch.cat([tokens, nxt], 1)
-            step_input = tokens
-    model.train(was_training)
-    if stats is not None:
-        stats["unfinished"] = stats.get("unfinished", 0) + int((~done).sum())
-        stats.setdefault("scores", []).extend(scores)
-    return out

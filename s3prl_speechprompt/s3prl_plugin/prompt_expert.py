@@ -20,7 +20,7 @@ from torch import nn
 
 from s3prl_speechprompt import precision
 from s3prl_speechprompt.prompt.prefix import init_prompts
-from s3prl_speechprompt.prompt.decoding import decode
+from s3prl_speechprompt.prompt.decode import Decoded, decode
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.s3prl_plugin.config import from_expert_dict
@@ -49,7 +49,7 @@ class ExpertConfig:
     verbalizer: str = "freq"
     prompt: dict = field(default_factory=dict)  # PromptConfig fields; prompt_length defaults to the task's
     max_new_tokens: Optional[int] = None       # decoding budget; default from the task's label length
-    beam_size: int = 1                         # 1 = greedy decoding; >1 = beam search (prompt/beam.py)
+    beam_size: int = 1                         # 1 = greedy decoding; >1 = beam search (prompt/decode.py)
     balanced_sampling: bool = True             # class-balanced training batches (SUPERB KS)
     bad_audio: str = "error"                   # unusable audio files: error (name them all) | skip (count, list)
     precision: str = "fp32"                    # fp32 | bf16 | fp16: autocast of the LM forward and decoding
@@ -179,10 +179,9 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         if split == "train":
             self.train_progress[1] += 1
         if split != "train":
-            stats = {}
-            out = self._decode(sources, stats)
-            records["unfinished"].append(stats["unfinished"])
-            for uid, y, gen in zip(ids, labels, out):
+            decoded = self._decode(sources)
+            records["unfinished"].append(decoded.unfinished)
+            for uid, y, gen in zip(ids, labels, decoded.tokens):
                 records["id"].append(uid)
                 records["ref"].append(tuple(y))
                 records["hyp"].append(tuple(self.verbalizer.decode(self.dictionary.decode(gen))))
@@ -195,15 +194,15 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         device = self.best_score.device
         self.quantizer.to(device)
         sources = [self.dictionary.encode(to_units(self.quantizer, f.detach())) for f in features]
-        out = self._decode(sources)
+        out = self._decode(sources).tokens
         return self.log_inference(filenames, [tuple(self.verbalizer.decode(self.dictionary.decode(g))) for g in out])
 
-    def _decode(self, sources, stats: Optional[dict] = None):
+    def _decode(self, sources) -> Decoded:
         """Generated unit ids per source, as evaluation, inference and ``speechprompt predict`` all decode:
         the config's budget, greedy or beam search, under the config's precision."""
         budget = self.cfg.decoding_budget(self.verbalizer, self.task)
-        return decode(self.model, sources, budget, beam_size=self.cfg.beam_size, precision=self.cfg.precision,
-                      stats=stats)
+        return decode(self.model.logits_fn(), sources, budget, beam_size=self.cfg.beam_size,
+                      precision=self.cfg.precision)
 
     # ----------------------------------------------------------------- logging (RecordLogger)
     @property
