@@ -2,8 +2,9 @@
 
 Layers (each imports only the ones listed before it; tests/test_layering.py checks this and that no
 module imports itself back through others):
-``atomic``, ``compat``, ``errors``, ``safe_globals``, ``precision`` (atomic file writes; s3prl on today's
-torch/torchaudio; one-line user errors; the globals a checkpoint or km.bin may name; fp32/bf16/fp16 autocast)
+``atomic``, ``compat``, ``errors``, ``safe_globals``, ``precision``, ``schedules`` (atomic file writes; s3prl on
+today's torch/torchaudio; one-line user errors; the globals a checkpoint or km.bin may name; fp32/bf16/fp16
+autocast; lr schedules)
 -> ``ulm`` (fairseq-compatible unit LM) -> ``prompt`` (deep prompts, verbalizers, prompted LM, prompt bank)
 -> ``units`` (k-means quantizer, dedup) -> ``tasks`` (SUPERB task adapters), ``predictions`` (the
 per-utterance predictions file) -> back ends, which do not import one another (``s3prl_plugin``: s3prl's

@@ -2,7 +2,7 @@
 
 embedding -> 2-layer BLSTM -> mean pool over the real frames -> one linear head per label slot
 (KS: one head over 12 classes; IC: three heads, action/object/location, a sample is right only
-if all three are). Trained by the same loop as PT/FT-LM (engine.trainer.Fitter) and scored by
+if all three are). Trained by the same loop as PT/FT-LM (engine.loop, through engine.trainer.fit_engine) and scored by
 the same ``speechprompt evaluate``. Needs fixed-length labels (classification tasks).
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from s3prl_speechprompt.atomic import atomic_torch_save
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, read_records
-from s3prl_speechprompt.engine.trainer import (FORMAT, Fitter, TrainConfig, check_resume_config, lr_schedule,
-                                               write_config)
+from s3prl_speechprompt.engine.loop import FORMAT, Job, mean_loss
+from s3prl_speechprompt.engine.trainer import TrainConfig, check_resume_config, fit_engine, lr_schedule, write_config
 from s3prl_speechprompt.prompt.verbalizer import natural_order
 
 PAD_ID, UNK_ID = 0, 1
@@ -90,6 +90,46 @@ def build_model(meta: dict) -> UnitBLSTM:
                      hidden=meta["hidden"], dropout=meta["dropout"])
 
 
+class BLSTMJob(Job):
+    """The BLSTM's cross entropy per label slot, averaged over the labels seen in training; the best model in
+    EXP/model.pt."""
+
+    def __init__(self, model: UnitBLSTM, cfg: TrainConfig, exp: Path, meta: dict, train, valid):
+        self.model, self.cfg, self.exp, self.meta = model, cfg, exp, meta
+        (self.tr_x, self.tr_y), (self.va_x, self.va_y) = train, valid
+        self.parameters = list(model.parameters())
+        self.va_batches = bucketed_batches([len(x) for x in self.va_x], max_sentences=256, shuffle=False)
+
+    def batches(self, epoch):
+        return bucketed_batches([len(x) for x in self.tr_x], max_sentences=self.cfg.batch_size, seed=self.cfg.seed,
+                                epoch=epoch)
+
+    def _summed(self, x, y, idx):
+        tokens, lengths = _batch(x, idx)
+        logits = self.model(tokens, lengths)
+        target = y[idx]
+        return sum(F.cross_entropy(lg, target[:, j], ignore_index=-100, reduction="sum")
+                   for j, lg in enumerate(logits)), int(target.ne(-100).sum())
+
+    def loss(self, batch):
+        self.model.train()
+        s, n = self._summed(self.tr_x, self.tr_y, batch)
+        return s / max(n, 1)
+
+    def validate(self):
+        return mean_loss(self.model, self.va_batches, lambda idx: self._summed(self.va_x, self.va_y, idx))
+
+    def state(self):
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state(self, state):
+        self.model.load_state_dict(state)
+
+    def save_best(self, progress):
+        atomic_torch_save({"format": FORMAT, "method": "blstm", "meta": json.dumps(self.meta),
+                           "state_dict": self.state()}, self.exp / "model.pt")
+
+
 def train_blstm(train_path, valid_path, exp, cfg: TrainConfig, resume=False, log=print) -> dict:
     exp = Path(exp)
     torch.set_num_threads(cfg.threads or default_threads())
@@ -113,40 +153,8 @@ def train_blstm(train_path, valid_path, exp, cfg: TrainConfig, resume=False, log
     log(f"train: blstm on {cfg.task}: {n_params:,} parameters, {len(vocab.units)} units, "
         f"{[len(s) for s in vocab.slots]} classes per slot, {len(tr_x)} train / {len(va_x)} dev utterances")
 
-    def loss_of(x, y, idx):
-        tokens, lengths = _batch(x, idx)
-        logits = model(tokens, lengths)
-        target = y[idx]
-        return sum(F.cross_entropy(lg, target[:, j], ignore_index=-100, reduction="sum")
-                   for j, lg in enumerate(logits)), int(target.ne(-100).sum())
-
-    def batch_loss(idx):
-        model.train()
-        s, n = loss_of(tr_x, tr_y, idx)
-        return s / max(n, 1)
-
-    va_batches = bucketed_batches([len(x) for x in va_x], max_sentences=256, shuffle=False)
-
-    @torch.no_grad()
-    def valid_loss():
-        model.eval()
-        total, n = 0.0, 0
-        for idx in va_batches:
-            s, c = loss_of(va_x, va_y, idx)
-            total, n = total + float(s), n + c
-        model.train()
-        return total / max(n, 1)
-
-    def save_best():
-        atomic_torch_save({"format": FORMAT, "method": "blstm", "meta": json.dumps(meta),
-                           "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}},
-                          exp / "model.pt")
-
-    fitter = Fitter(exp, cfg, list(model.parameters()), lr_schedule(cfg, lr, warmup=0), log)
-    if resume:
-        fitter.restore(lambda sd: model.load_state_dict(sd))
-    summary = fitter.run([len(x) for x in tr_x], batch_loss, valid_loss,
-                         lambda: {k: v.detach().clone() for k, v in model.state_dict().items()}, save_best)
+    job = BLSTMJob(model, cfg, exp, meta, (tr_x, tr_y), (va_x, va_y))
+    summary = fit_engine(job, exp, cfg, lr_schedule(cfg, lr, warmup=0), resume=resume, log=log)
     summary.update(trainable_params=n_params, exp=str(exp))
     return summary
 

@@ -9,18 +9,16 @@ result loads in fairseq and in ``load_ulm``; ``checkpoint_last.pt`` also carries
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from s3prl_speechprompt import precision
+from s3prl_speechprompt import schedules
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, read_records
+from s3prl_speechprompt.engine.loop import Checkpoint, Job, Progress, Saved, Settings, fit, mean_loss
 from s3prl_speechprompt.prompt.verbalizer import natural_order
 from s3prl_speechprompt.ulm.checkpoint import load_container, save_ulm, upgrade_state_dict
 from s3prl_speechprompt.ulm.dictionary import Dictionary
@@ -47,11 +45,8 @@ class PretrainConfig:
     threads: int = 0                 # 0 = all cores this process may use
 
     def lr_at(self, update: int) -> float:
-        """fairseq inverse_sqrt: linear warmup to ``lr``, then lr * sqrt(warmup / update)."""
-        w = max(self.warmup_updates, 1)
-        if update < w:
-            return self.warmup_init_lr + (self.lr - self.warmup_init_lr) * update / w
-        return self.lr * math.sqrt(w / update)
+        """fairseq inverse_sqrt: linear warmup from ``warmup_init_lr`` to ``lr``, then lr * sqrt(warmup / update)."""
+        return schedules.inverse_sqrt(update, self.lr, max(self.warmup_updates, 1), self.warmup_init_lr)
 
 
 def _lm_batch(seqs, idx):
@@ -70,17 +65,68 @@ def _nll(model, inputs, targets):
     return F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=PAD, reduction="sum")
 
 
-@torch.no_grad()
-def _valid_loss(model, seqs, max_tokens) -> float:
-    model.eval()
-    total, n = 0.0, 0
-    for idx in bucketed_batches([len(s) + 1 for s in seqs], max_sentences=10**9, max_tokens=max_tokens * 2,
-                                shuffle=False):
-        inputs, targets = _lm_batch(seqs, idx)
-        total += float(_nll(model, inputs, targets))
-        n += int(targets.ne(PAD).sum())
-    model.train()
-    return total / max(n, 1)
+class Containers(Checkpoint):
+    """pretrain-ulm's checkpoints: fairseq containers (:func:`save_ulm`), checkpoint_last.pt with the optimizer
+    state (``last_optimizer_state``) and, in ``extra_state['engine']``, the progress, RNG and config."""
+
+    def __init__(self, out: Path, model: UnitLM, dictionary: Dictionary, cfg: "PretrainConfig", loaded=None):
+        super().__init__(out / "checkpoint_last.pt")
+        self.out, self.model, self.dictionary, self.cfg, self.loaded = out, model, dictionary, cfg, loaded
+
+    def save(self, name: str, progress: Progress, optimizer=None) -> None:
+        engine_state = {"progress": progress.to_dict(), "rng": torch.get_rng_state(), "config": asdict(self.cfg)}
+        extra = {"train_iterator": {"epoch": progress.epoch + 1}, "engine": engine_state}
+        save_ulm(self.model, self.dictionary, self.out, name=name, extra_state=extra, num_updates=progress.updates,
+                 optimizer_state=optimizer.state_dict() if optimizer is not None else None)
+
+    def write(self, job, optimizer, scaler, progress) -> None:      # fp32 only: no scaler to keep
+        self.save("checkpoint_last.pt", progress, optimizer)
+
+    def read(self) -> Optional[Saved]:
+        """The container :func:`pretrain_ulm` loaded (and checked) to take its dictionary."""
+        if self.loaded is None:
+            return None
+        engine = self.loaded["extra_state"]["engine"]
+        return Saved(self.loaded["model"], self.loaded["last_optimizer_state"], None,
+                     Progress.from_dict(engine["progress"]), engine["rng"])
+
+
+class LMJob(Job):
+    """Next-unit prediction, ``</s> u1..un`` -> ``u1..un </s>``, loss per target token; batches by token count."""
+
+    def __init__(self, model: UnitLM, cfg: "PretrainConfig", train, valid, containers: Containers):
+        self.model, self.cfg, self.train, self.valid, self.containers = model, cfg, train, valid, containers
+        self.parameters = list(model.parameters())
+        self.lengths = [len(s) + 1 for s in train]
+        self.va_batches = bucketed_batches([len(s) + 1 for s in valid], max_sentences=10**9,
+                                           max_tokens=cfg.max_tokens * 2, shuffle=False)
+
+    def batches(self, epoch):
+        return bucketed_batches(self.lengths, max_sentences=10**9, max_tokens=self.cfg.max_tokens, seed=self.cfg.seed,
+                                epoch=epoch)
+
+    def loss(self, batch):
+        self.model.train()
+        inputs, targets = _lm_batch(self.train, batch)
+        return _nll(self.model, inputs, targets) / targets.ne(PAD).sum()
+
+    def validate(self):
+        if not self.valid:
+            return None
+
+        def summed(idx):
+            inputs, targets = _lm_batch(self.valid, idx)
+            return _nll(self.model, inputs, targets), targets.ne(PAD).sum()
+        return mean_loss(self.model, self.va_batches, summed)
+
+    def state(self):
+        return self.model.state_dict()
+
+    def load_state(self, state):
+        self.model.load_state_dict(upgrade_state_dict(state)[0])
+
+    def save_best(self, progress):
+        self.containers.save("checkpoint_best.pt", progress)
 
 
 def build_dictionary(dict_path, records) -> Dictionary:
@@ -122,75 +168,15 @@ def pretrain_ulm(train_path, out_dir, valid_path=None, dict_path=None, cfg: Opti
     torch.manual_seed(cfg.seed)
     model = UnitLM(ULMConfig.from_arch(cfg.arch, len(dictionary), dropout=cfg.dropout,
                                        attention_dropout=cfg.dropout))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
-    scaler = precision.grad_scaler("fp32")          # pretraining runs in fp32: a pass-through scaler
-    prog = {"updates": 0, "epoch": 0, "batch": 0, "best_loss": None, "last_valid": None, "seconds": 0.0}
-    if state is not None:
-        sd, _ = upgrade_state_dict(state["model"])
-        model.load_state_dict(sd)
-        opt.load_state_dict(state["last_optimizer_state"])
-        prog = dict(state["extra_state"]["engine"]["progress"])
-        torch.set_rng_state(state["extra_state"]["engine"]["rng"])
-        log(f"pretrain-ulm: resumed from {last} at update {prog['updates']}")
     out.mkdir(parents=True, exist_ok=True)
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(str(out / "tb"))
+    containers = Containers(out, model, dictionary, cfg, loaded=state)
+    job = LMJob(model, cfg, train, valid, containers)
     n_tokens = sum(len(s) + 1 for s in train)
     log(f"pretrain-ulm: {cfg.arch} ({model.num_parameters():,} parameters), {len(dictionary.units)} units, "
         f"{len(train)} train utterances / {n_tokens:,} tokens, {len(valid)} valid, {cfg.max_updates} updates")
-
-    def save(name, extra_best=False):
-        engine_state = {"progress": dict(prog), "rng": torch.get_rng_state(), "config": asdict(cfg)}
-        extra = {"train_iterator": {"epoch": prog["epoch"] + 1}, "engine": engine_state}
-        save_ulm(model, dictionary, out, name=name, extra_state=extra, num_updates=prog["updates"],
-                 optimizer_state=opt.state_dict() if name == "checkpoint_last.pt" else None)
-
-    def validate():
-        loss = _valid_loss(model, valid, cfg.max_tokens) if valid else None
-        prog["last_valid"] = loss
-        if loss is not None:
-            writer.add_scalar("valid/loss", loss, prog["updates"])
-        if prog["best_loss"] is None or (loss is not None and loss < prog["best_loss"]) or loss is None:
-            prog["best_loss"] = loss if loss is not None else prog["best_loss"]
-            save("checkpoint_best.pt")
-        save("checkpoint_last.pt")
-        return loss
-
-    model.train()
-    lengths = [len(s) + 1 for s in train]
-    bar = tqdm(total=cfg.max_updates, initial=prog["updates"], desc="pretrain-ulm", unit="upd", mininterval=5)
-    t0 = time.time() - prog["seconds"]
-    while prog["updates"] < cfg.max_updates:
-        batches = bucketed_batches(lengths, max_sentences=10**9, max_tokens=cfg.max_tokens, seed=cfg.seed,
-                                   epoch=prog["epoch"])
-        while prog["batch"] < len(batches) and prog["updates"] < cfg.max_updates:
-            inputs, targets = _lm_batch(train, batches[prog["batch"]])
-            lr = cfg.lr_at(prog["updates"] + 1)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = _nll(model, inputs, targets) / targets.ne(PAD).sum()
-            opt.zero_grad(set_to_none=True)
-            precision.optimizer_step(loss, opt, model.parameters(), scaler, cfg.clip_norm)
-            prog["updates"] += 1
-            prog["batch"] += 1
-            bar.update(1)
-            if prog["updates"] % 10 == 0:
-                writer.add_scalar("train/loss", loss.item(), prog["updates"])
-                writer.add_scalar("train/lr", lr, prog["updates"])
-                bar.set_postfix(loss=f"{loss.item():.3f}", valid=prog["last_valid"] and f"{prog['last_valid']:.3f}")
-            if prog["updates"] % cfg.valid_interval == 0 and prog["updates"] < cfg.max_updates:
-                prog["seconds"] = time.time() - t0
-                validate()
-        if prog["batch"] >= len(batches):
-            prog["epoch"] += 1
-            prog["batch"] = 0
-    bar.close()
-    prog["seconds"] = time.time() - t0
-    final = validate()
-    writer.close()
-    summary = {"out": str(out), "updates": prog["updates"], "epochs": round(prog["epoch"] + prog["batch"] / max(
-        len(bucketed_batches(lengths, max_sentences=10**9, max_tokens=cfg.max_tokens, seed=cfg.seed,
-                             epoch=prog["epoch"])), 1), 3),
-               "valid_loss": final, "best_valid_loss": prog["best_loss"], "parameters": model.num_parameters(),
-               "arch": cfg.arch, "seconds": round(prog["seconds"], 1)}
-    return summary
+    settings = Settings(cfg.lr_at, name="pretrain-ulm", max_updates=cfg.max_updates, valid_interval=cfg.valid_interval,
+                        validate_every_epoch=False, clip_norm=cfg.clip_norm, valid_name="valid")
+    o = fit(job, settings, containers, out / "tb", resume=state is not None, log=log)
+    return {"out": str(out), "updates": o.updates, "epochs": round(o.epochs, 3), "valid_loss": o.last_loss,
+            "best_valid_loss": o.best_loss, "parameters": model.num_parameters(), "arch": cfg.arch,
+            "seconds": o.seconds, "cpu_seconds": o.cpu_seconds}

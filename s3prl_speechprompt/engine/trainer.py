@@ -1,7 +1,8 @@
-"""Train a task from unit files: the training loop, and prompt tuning (PT) / full LM fine-tuning (FT-LM) on it.
+"""Train a task from unit files: prompt tuning (PT) / full LM fine-tuning (FT-LM), and what all of
+``speechprompt train``'s methods share (the config, the run through the loop, resume checks).
 
-One loop (:class:`Fitter`) serves all three methods (the unit BLSTM's trainer, engine.baseline, uses it too;
-engine.methods picks the trainer for ``--method``): length-bucketed batches whose order depends only on
+Every method runs through :func:`~s3prl_speechprompt.engine.loop.fit` (engine.methods picks the trainer for
+``--method``; the unit BLSTM's is engine.baseline): length-bucketed batches whose order depends only on
 ``(seed, epoch)``, gradient clipping, validation on the dev loss every epoch (or every
 ``valid_interval`` updates), early stopping after ``patience`` validations without improvement (the
 reference's fairseq rule), the best state kept in EXP/prompt.pt (EXP/model.pt for the BLSTM) and
@@ -19,25 +20,22 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 import torch
-from tqdm import tqdm
 
-from s3prl_speechprompt import precision
+from s3prl_speechprompt import precision, schedules
 from s3prl_speechprompt.atomic import atomic_torch_save, atomic_write_text
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
+from s3prl_speechprompt.engine.loop import FORMAT, Checkpoint, Job, Settings, fit, mean_loss
 from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
 from s3prl_speechprompt.prompt.verbalizer import build_verbalizer
 
 METHODS = ("pt", "ftlm", "blstm")
-LR_SCHEDULES = ("paper", "cosine")
-FORMAT = "s3prl-speechprompt-engine/1"
-
+LR_SCHEDULES = schedules.SCHEDULES
 
 @dataclass
 class TrainConfig:
@@ -89,135 +87,28 @@ def task_defaults(task: str):
     return cls.default_prompt_length, cls
 
 
-# ------------------------------------------------------------------------------------------ the loop
-class Fitter:
-    """Optimiser, schedule, validation, early stopping and checkpoints, independent of the model."""
-
-    def __init__(self, exp: Path, cfg: TrainConfig, params: List[torch.nn.Parameter],
-                 lr_at: Callable[[int], float], log=print):
-        self.exp, self.cfg, self.params, self.lr_at, self.log = exp, cfg, params, lr_at, log
-        self.opt = torch.optim.Adam(params, lr=lr_at(1), betas=(0.9, 0.98), eps=1e-8)
-        self.scaler = precision.grad_scaler(cfg.precision, params[0].device if params else "cpu")  # fp16 only
-        self.prog = {"epoch": 0, "batch": 0, "updates": 0, "best_loss": None, "best_update": 0,
-                     "bad": 0, "done": False, "seconds": 0.0, "history": []}
-
-    def checkpoint(self, state: Dict[str, torch.Tensor]) -> None:
-        atomic_torch_save({"format": FORMAT, "state": state, "optimizer": self.opt.state_dict(),
-                           "scaler": self.scaler.state_dict(), "progress": self.prog, "rng": torch.get_rng_state()},
-                          self.exp / "checkpoint_last.pt")
-
-    def restore(self, load_state: Callable[[dict], None]) -> bool:
-        path = self.exp / "checkpoint_last.pt"
-        if not path.is_file():
-            return False
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        if ck.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a checkpoint of `speechprompt train` ({ck.get('format')!r}); "
-                             f"use a fresh --out")
-        load_state(ck["state"])
-        self.opt.load_state_dict(ck["optimizer"])
-        if ck.get("scaler"):
-            self.scaler.load_state_dict(ck["scaler"])
-        self.prog = ck["progress"]
-        self.prog["done"] = False             # re-decided by should_stop() under the new limits
-        torch.set_rng_state(ck["rng"])
-        self.log(f"train: resumed from {path} at update {self.prog['updates']} (epoch {self.prog['epoch']})")
-        return True
-
-    def should_stop(self) -> Optional[str]:
-        c, p = self.cfg, self.prog
-        if p["bad"] >= c.patience:
-            return f"early stop: dev loss did not improve for {c.patience} validations"
-        if c.max_updates and p["updates"] >= c.max_updates:
-            return f"reached --max-updates {c.max_updates}"
-        if p["epoch"] >= c.max_epochs:
-            return f"reached --max-epochs {c.max_epochs}"
-        return None
-
-    def run(self, lengths, batch_loss, valid_loss, state_fn, save_best) -> dict:
-        from tensorboardX import SummaryWriter
-        c, p = self.cfg, self.prog
-        writer = SummaryWriter(str(self.exp / "tb"))
-        t0 = time.time() - p["seconds"]
-        total = c.max_updates or None
-        bar = tqdm(total=total, initial=p["updates"], desc=f"train {c.method}", unit="upd", mininterval=5)
-        reason = None
-
-        def validate():
-            loss = valid_loss()
-            p["seconds"] = time.time() - t0
-            p["history"].append({"updates": p["updates"], "epoch": p["epoch"], "dev_loss": loss})
-            writer.add_scalar("dev/loss", loss, p["updates"])
-            if p["best_loss"] is None or loss < p["best_loss"]:
-                p["best_loss"], p["best_update"], p["bad"] = loss, p["updates"], 0
-                save_best()
-            else:
-                p["bad"] += 1
-            bar.set_postfix(dev=f"{loss:.4f}", best=f"{p['best_loss']:.4f}")
-            self.checkpoint(state_fn())
-
-        while not p["done"]:
-            batches = bucketed_batches(lengths, max_sentences=c.batch_size, seed=c.seed, epoch=p["epoch"])
-            stop = self.should_stop()          # e.g. resumed with a --max-updates already reached
-            while not stop and p["batch"] < len(batches):
-                lr = self.lr_at(p["updates"] + 1)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
-                loss = batch_loss(batches[p["batch"]])
-                self.opt.zero_grad(set_to_none=True)
-                precision.optimizer_step(loss, self.opt, self.params, self.scaler, c.clip_norm)
-                p["updates"] += 1
-                p["batch"] += 1
-                bar.update(1)
-                if p["updates"] % 10 == 0:
-                    writer.add_scalar("train/loss", loss.item(), p["updates"])
-                    writer.add_scalar("train/lr", lr, p["updates"])
-                if p["batch"] >= len(batches):
-                    p["epoch"], p["batch"] = p["epoch"] + 1, 0
-                    validate()
-                    break
-                if (c.valid_interval and p["updates"] % c.valid_interval == 0) or \
-                        (c.max_updates and p["updates"] >= c.max_updates):
-                    validate()
-                stop = self.should_stop()
-                if stop:
-                    break
-            stop = stop or self.should_stop()
-            if stop:
-                p["done"], reason = True, stop
-                p["seconds"] = time.time() - t0
-                self.checkpoint(state_fn())
-        bar.close()
-        writer.close()
-        self.log(f"train: {reason or 'already finished'}; best dev loss {p['best_loss']:.4f} at update "
-                 f"{p['best_update']} ({p['updates']} updates, {p['seconds']:.0f} s)")
-        return {"updates": p["updates"], "epochs": p["epoch"] + p["batch"] / max(len(bucketed_batches(
-            lengths, max_sentences=c.batch_size, seed=c.seed, epoch=p["epoch"])), 1),
-                "best_dev_loss": p["best_loss"], "best_update": p["best_update"], "seconds": round(p["seconds"], 1),
-                "stop_reason": reason}
-
-
 # ------------------------------------------------------------------------------------------ config files
 def write_config(exp: Path, config: dict) -> None:
     atomic_write_text(exp / "config.json", json.dumps(config, indent=1) + "\n")
 
 
 def lr_schedule(cfg: TrainConfig, lr: float, warmup: int) -> Callable[[int], float]:
-    """Learning rate per update. ``paper``: constant without warmup (PT, BLSTM; fairseq 'fixed'), else linear
-    warmup then inverse-sqrt (FT-LM). ``cosine``: the same warmup, then half a cosine from ``lr`` to 0 at
-    ``cfg.max_updates``, whose small last steps settle the weights instead of leaving them to jitter."""
-    if cfg.lr_schedule == "cosine":
-        total = cfg.max_updates
+    """Learning rate per update (:func:`s3prl_speechprompt.schedules.by_name`). ``paper``: constant without warmup
+    (PT, BLSTM; fairseq 'fixed'), else linear warmup then inverse-sqrt (FT-LM). ``cosine``: the same warmup, then
+    half a cosine from ``lr`` to 0 at ``cfg.max_updates``."""
+    return schedules.by_name(cfg.lr_schedule, lr, warmup, cfg.max_updates)
 
-        def lr_at(u: int) -> float:
-            if u < warmup:
-                return lr * u / warmup
-            frac = min(1.0, (u - warmup) / max(1, total - warmup))
-            return lr * 0.5 * (1.0 + math.cos(math.pi * frac))
-        return lr_at
-    if warmup:
-        return lambda u: lr * min(u / warmup, math.sqrt(warmup / u))
-    return lambda u: lr
+
+def fit_engine(job: Job, exp: Path, cfg: TrainConfig, lr_at: Callable[[int], float], resume=False, log=print) -> dict:
+    """Run a method of ``speechprompt train`` through the loop, checkpointing in EXP/checkpoint_last.pt (continued
+    from there with ``resume``); returns the run's summary."""
+    settings = Settings(lr_at, name="train", desc=f"train {cfg.method}", max_updates=cfg.max_updates or None,
+                        max_epochs=cfg.max_epochs, patience=cfg.patience, valid_interval=cfg.valid_interval,
+                        clip_norm=cfg.clip_norm, precision=cfg.precision)
+    out = fit(job, settings, Checkpoint(exp / "checkpoint_last.pt"), exp / "tb", resume=resume, log=log)
+    return {"updates": out.updates, "epochs": out.epochs, "best_dev_loss": out.best_loss,
+            "best_update": out.best_update, "seconds": out.seconds, "cpu_seconds": out.cpu_seconds,
+            "stop_reason": out.stop_reason}
 
 
 def check_resume_config(exp: Path, cfg: TrainConfig) -> None:
@@ -235,6 +126,49 @@ def check_resume_config(exp: Path, cfg: TrainConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------ PT / FT-LM
+class PromptJob(Job):
+    """PT / FT-LM on ``units <s> label`` sequences: the prompted LM's loss on the label tokens; the trainable
+    state in checkpoint_last.pt, the stored (collapsed) one in EXP/prompt.pt."""
+
+    def __init__(self, model: PromptedULM, cfg: TrainConfig, exp: Path, sha: str, train, valid):
+        self.model, self.cfg, self.exp, self.sha = model, cfg, exp, sha
+        (self.tr_src, self.tr_lab), (self.va_src, self.va_lab) = train, valid
+        self.parameters = list(model.trainable_parameters().values())
+        self.lengths = [len(s) + len(y) + 2 for s, y in zip(self.tr_src, self.tr_lab)]
+        va_lengths = [len(s) + len(y) + 2 for s, y in zip(self.va_src, self.va_lab)]
+        self.va_batches = bucketed_batches(va_lengths, max_sentences=128, shuffle=False)
+
+    def batches(self, epoch):
+        return bucketed_batches(self.lengths, max_sentences=self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch)
+
+    def _loss(self, src, lab, idx, reduce=True):
+        inputs, targets = build_batch([src[i] for i in idx], [lab[i] for i in idx])
+        with precision.autocast(self.cfg.precision, inputs.device):
+            return self.model.loss(inputs, targets, reduce=reduce)
+
+    def loss(self, batch):
+        self.model.train()
+        return self._loss(self.tr_src, self.tr_lab, batch)
+
+    def validate(self):
+        def summed(idx):
+            s, c = self._loss(self.va_src, self.va_lab, idx, reduce=False)
+            return s.sum(), c.sum()
+        return mean_loss(self.model, self.va_batches, summed)
+
+    def state(self):
+        return self.model.trainable_state_dict()
+
+    def load_state(self, state):
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"{self.exp}/checkpoint_last.pt: unexpected keys {unexpected[:5]}")
+
+    def save_best(self, progress):
+        atomic_torch_save({"format": FORMAT, "method": self.cfg.method, "ulm_sha256": self.sha,
+                           "state_dict": self.model.stored_state_dict()}, self.exp / "prompt.pt")
+
+
 def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resume=False, log=print) -> dict:
     from s3prl_speechprompt.ulm.checkpoint import load_ulm
 
@@ -270,8 +204,8 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     torch.manual_seed(cfg.seed)
     model = PromptedULM(lm, pcfg)
     init_prompts(model, tr_src, seed=cfg.seed)      # a resumed run overwrites it with its saved state
-    lengths = [len(s) + len(y) + 2 for s, y in zip(tr_src, tr_lab)]
-    n_batches = len(bucketed_batches(lengths, max_sentences=cfg.batch_size, seed=cfg.seed))
+    job = PromptJob(model, cfg, exp, sha, (tr_src, tr_lab), (va_src, va_lab))
+    n_batches = len(job.batches(0))
     if pt:
         lr = cfg.lr if cfg.lr is not None else 5e-3
         warmup = 0
@@ -302,45 +236,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
         f"{len(tr_src)} train / {len(va_src)} dev utterances, "
         f"{n_batches} batches per epoch, lr {lr:g}, {cfg.precision}")
 
-    params = list(model.trainable_parameters().values())
-    fitter = Fitter(exp, cfg, params, lr_schedule(cfg, lr, warmup), log)
-
-    def state_fn():
-        return model.trainable_state_dict()
-
-    def load_state(sd):
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if unexpected:
-            raise ValueError(f"{exp}/checkpoint_last.pt: unexpected keys {unexpected[:5]}")
-
-    def save_best():
-        atomic_torch_save({"format": FORMAT, "method": cfg.method, "ulm_sha256": sha,
-                           "state_dict": model.stored_state_dict()}, exp / "prompt.pt")
-
-    def batch_loss(idx):
-        model.train()
-        inputs, targets = build_batch([tr_src[i] for i in idx], [tr_lab[i] for i in idx])
-        with precision.autocast(cfg.precision, inputs.device):
-            return model.loss(inputs, targets)
-
-    va_lengths = [len(s) + len(y) + 2 for s, y in zip(va_src, va_lab)]
-    va_batches = bucketed_batches(va_lengths, max_sentences=128, shuffle=False)
-
-    @torch.no_grad()
-    def valid_loss():
-        model.eval()
-        total, n = 0.0, 0
-        for idx in va_batches:
-            inputs, targets = build_batch([va_src[i] for i in idx], [va_lab[i] for i in idx])
-            with precision.autocast(cfg.precision, inputs.device):
-                s, c = model.loss(inputs, targets, reduce=False)
-            total, n = total + float(s.sum()), n + int(c.sum())
-        model.train()
-        return total / max(n, 1)
-
-    if resume:
-        fitter.restore(load_state)
-    summary = fitter.run(lengths, batch_loss, valid_loss, state_fn, save_best)
+    summary = fit_engine(job, exp, cfg, lr_schedule(cfg, lr, warmup), resume=resume, log=log)
     if not pt:   # the fine-tuned LM, also as a fairseq checkpoint that load_ulm / fairseq read directly
         from s3prl_speechprompt.ulm.checkpoint import save_ulm
         best = torch.load(exp / "prompt.pt", map_location="cpu", weights_only=True)["state_dict"]

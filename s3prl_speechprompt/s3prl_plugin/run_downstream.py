@@ -30,9 +30,9 @@ import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
-from s3prl_speechprompt import compat
+from s3prl_speechprompt import compat, schedules
 from s3prl_speechprompt.errors import DeviceError, DownloadError, UserError, run_reporting_errors
-from s3prl_speechprompt.s3prl_plugin import registry, runner_patches, schedulers
+from s3prl_speechprompt.s3prl_plugin import registry, runner_patches
 
 PROG = "speechprompt-run-downstream"
 
@@ -225,7 +225,7 @@ def check_paths(options: dict) -> None:
 def run(argv: List[str], prog: str = PROG) -> int:
     """Run s3prl's downstream runner on ``argv``; exceptions propagate (see :func:`main` for the command)."""
     compat.apply()
-    schedulers.register()
+    schedules.register()
     names = registry.register()
     argv, notice = choose_device(argv)
     if notice and os.environ.get("RANK", "0") == "0":
