@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import editdistance
 
+from s3prl_speechprompt.errors import ConfigError, InputFileError, MissingFileError
+
 _TOKEN = re.compile(r"B-\S+ | E-\S+|.", re.S)
 
 
@@ -27,15 +29,15 @@ def tokenize(text: str) -> List[str]:
 def read_lines(path: Path) -> Dict[str, str]:
     """``<id> <text>`` lines -> {id: text}; the text may be empty."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (an experiment directory needs the {path.name} that "
-                                f"evaluation writes; run `-m evaluate -t <split> -e <ckpt>` first)")
+        raise MissingFileError(f"{path}: not found (an experiment directory needs the {path.name} that "
+                               f"evaluation writes; run `-m evaluate -t <split> -e <ckpt>` first)")
     out = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         uid, _, text = line.partition(" ")
         if uid in out:
-            raise ValueError(f"{path}:{n}: id {uid!r} appears twice")
+            raise InputFileError(f"{path}:{n}: id {uid!r} appears twice")
         out[uid] = text
     return out
 
@@ -54,7 +56,8 @@ class Run:
         ref = read_lines(expdir / f"{split}_truth.txt")
         if set(hyp) != set(ref):
             missing = sorted(set(ref) ^ set(hyp))[:5]
-            raise ValueError(f"{expdir}: {split}_predict.txt and {split}_truth.txt list different ids (e.g. {missing})")
+            raise InputFileError(f"{expdir}: {split}_predict.txt and {split}_truth.txt list different ids "
+                                 f"(e.g. {missing})")
         return cls(name or expdir.name, {u: (tokenize(ref[u]), tokenize(hyp[u])) for u in sorted(ref)})
 
 
@@ -93,7 +96,7 @@ def cer_by_length(runs: Sequence[Run], edges: Optional[Sequence[int]] = None, bi
         edges = bucket_edges([len(r) for r, _ in runs[0].pairs.values()], bins)
     edges = [int(e) for e in edges]
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"bucket edges must be at least two strictly increasing integers, got {edges}")
+        raise ConfigError(f"bucket edges must be at least two strictly increasing integers, got {edges}")
     buckets = [Bucket(lo, hi) for lo, hi in zip(edges, edges[1:])]
     for run in runs:
         acc = [[0, 0, 0] for _ in buckets]            # edits, reference tokens, utterances

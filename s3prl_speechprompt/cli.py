@@ -4,9 +4,11 @@ Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``
 Modules are imported lazily by name so ``speechprompt --help`` stays fast and one broken
 optional dependency cannot take down unrelated subcommands.
 
-Errors: a user error (missing file, bad value, failed download; rule in :mod:`s3prl_speechprompt.errors`)
-ends any subcommand with one line ``speechprompt: error: ...`` and exit code 2; a bug keeps its traceback
-(exit 1); ``speechprompt --verbose COMMAND`` or ``SPEECHPROMPT_TRACEBACK=1`` shows every traceback.
+Errors: commands raise, :func:`main` reports, in one place. A user error (missing file, bad value, failed
+download; rule in :mod:`s3prl_speechprompt.errors`) ends any subcommand with one line
+``speechprompt <command>: error: ...`` (the prefix of argparse's own usage errors for that command) and exit
+code 2; a bug keeps its traceback (exit 1); ``speechprompt --verbose COMMAND`` or ``SPEECHPROMPT_TRACEBACK=1``
+shows every traceback.
 """
 import argparse
 import importlib
@@ -39,8 +41,8 @@ def build_parser(argv=None):
     parser = argparse.ArgumentParser(
         prog="speechprompt",
         description="SpeechPrompt for s3prl: prompt tuning a frozen GSLM unit LM (see README.md).",
-        epilog="Exit codes: 0 success, 2 user error (one line 'speechprompt: error: ...': bad input, config, "
-               "missing file, failed download), 1 unexpected error (with traceback).",
+        epilog="Exit codes: 0 success, 2 user error (one line 'speechprompt COMMAND: error: ...': bad input, "
+               "config, missing file, failed download), 1 unexpected error (with traceback).",
     )
     parser.add_argument("--verbose", action="store_true",
                         help=f"show the traceback of every error, also of user errors (same as {TRACEBACK_ENV}=1)")
@@ -70,4 +72,4 @@ def main(argv=None, *, report_errors=None):
     args = build_parser(argv).parse_args(argv)
     if not report_errors:
         sys.exit(args._run(args) or 0)
-    sys.exit(run_reporting_errors("speechprompt", lambda: args._run(args), verbose=args.verbose))
+    sys.exit(run_reporting_errors(f"speechprompt {args.command}", lambda: args._run(args), verbose=args.verbose))

@@ -44,6 +44,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from s3prl_speechprompt.errors import MissingFileError
+
 # attribute set on every function/module we install, so apply() can recognise its own work
 _MARK = "_speechprompt_compat"
 
@@ -88,7 +90,7 @@ def read_audio(path) -> Tuple[np.ndarray, int]:
     sf = _soundfile()
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"audio file not found: {path}")
+        raise MissingFileError(f"audio file not found: {path}")
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
     except Exception as e:

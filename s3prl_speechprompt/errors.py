@@ -3,32 +3,93 @@
 Rule (the same for ``speechprompt`` and ``speechprompt-run-downstream``): an error that is the user's to fix
 (a missing corpus, a bad config value, a file that fails a check, a failed download, no GPU) ends the
 command with **one line** ``<prog>: error: <message>`` on stderr and **exit code 2**; anything else is a bug
-and keeps its full traceback (exit code 1). "The user's to fix" means:
+and keeps its full traceback (exit code 1). ``<prog>`` is what argparse calls the command in its own usage
+errors: ``speechprompt <command>`` (e.g. ``speechprompt train``) and ``speechprompt-run-downstream``.
+Each entry point reports in one place, :func:`run_reporting_errors`; commands only raise.
 
-- an instance of :class:`UserError` (raised by our own checks: downloads, devices, unit files, k-means files), or
-- a ``ValueError`` / ``OSError`` (``FileNotFoundError``, ``NotADirectoryError``, ...) raised by code of this
-  package (the innermost traceback frame is a file of ``s3prl_speechprompt``): our config and corpus checks
-  raise these with messages that name the file or field and the fix; or
-- a YAML file that does not parse (yaml's own error names the file, line and column).
+"The user's to fix" is decided by the exception's type, never by where it was raised (:func:`is_user_error`):
 
-A ``ValueError`` from inside torch, numpy or s3prl, and every other exception type (``TypeError``,
-``RuntimeError``, ...), is not ours to explain and is shown with its traceback. ``--verbose`` or the environment
-variable ``SPEECHPROMPT_TRACEBACK=1`` shows the traceback for user errors too.
+- a :class:`UserError`: our checks raise one of the subclasses below on purpose, with a message that names the
+  file, flag or config key and the fix;
+- a YAML file that does not parse (yaml's own error names the file, line and column);
+- the operating system refusing a path the user gave: ``FileNotFoundError``, ``FileExistsError``,
+  ``IsADirectoryError``, ``NotADirectoryError`` or ``PermissionError`` with its ``filename`` set
+  (``[Errno 13] Permission denied: 'out/preds.jsonl'``): e.g. an ``--out`` in a read-only folder, or a path
+  from a config that s3prl opens itself.
+
+Everything else - a ``ValueError`` from torch, numpy, s3prl or from our own internal checks, a ``TypeError``,
+a ``RuntimeError`` - is a bug and is shown with its traceback. ``--verbose`` or the environment variable
+``SPEECHPROMPT_TRACEBACK=1`` shows the traceback for user errors too.
+
+Each subclass also subclasses the builtin exception such a check raised before, so code and tests that catch
+``ValueError``, ``FileNotFoundError``, ``KeyError`` or ``RuntimeError`` keep working::
+
+    UserError
+    ├── ConfigError(ValueError)           a config value, flag or environment variable we cannot use
+    ├── InputFileError(ValueError)        a file the user gave fails a check (message starts with file[:line])
+    │   ├── UnitFileError                 unit symbols the LM cannot read
+    │   ├── KMeansFileError               a k-means file we cannot read safely
+    │   └── CheckpointError               a checkpoint or trained run that cannot be used as is
+    ├── LMMismatchError(ValueError)       prompts / a run trained on other LM weights than the ones given
+    ├── MissingFileError(FileNotFoundError)   a file or directory the user named does not exist
+    ├── OutputExistsError(FileExistsError)    an output path is in the way (not empty, not a directory)
+    ├── UnknownNameError(KeyError)        an unknown task / downstream name (message printed without quotes)
+    ├── DownloadError(RuntimeError)       a published artefact could not be downloaded
+    └── DeviceError(RuntimeError)         the requested device is not available
+
+Elsewhere: ``synth.tts.EspeakUnavailable`` (RuntimeError, no TTS library) and
+``report.compare.TestSetMismatch`` (ValueError, runs scored on different test sets) are UserErrors too.
 """
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Callable, Optional
 
 EXIT_USER_ERROR = 2          # bad input / config / environment (also argparse's usage-error code)
 TRACEBACK_ENV = "SPEECHPROMPT_TRACEBACK"
-_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class UserError(Exception):
     """A problem the user fixes (input, config, environment), reported as one line with exit code 2."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value, command-line flag or environment variable we cannot use; the message names it."""
+
+
+class InputFileError(UserError, ValueError):
+    """A file the user gave fails a check; the message starts with the file (``file:line`` where it helps)."""
+
+
+class UnitFileError(InputFileError):
+    """A unit file has lines the LM cannot read (the message lists them as ``file:line: what``)."""
+
+
+class KMeansFileError(InputFileError):
+    """A k-means file cannot be read safely (unreadable, or it names code we do not run)."""
+
+
+class CheckpointError(InputFileError):
+    """A unit-LM checkpoint, runner checkpoint or trained run that cannot be used as is; names file and fix."""
+
+
+class LMMismatchError(UserError, ValueError):
+    """The unit LM given is not the one the prompts / the run were trained on (the weights' fingerprints differ)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or directory named by a flag or config key does not exist; the message names it and the key."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """An output path is in the way (a non-empty directory, a file where a directory goes); names the override."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """An unknown name (task, downstream) and the known ones. Printed as given, not quoted as ``KeyError`` is."""
+
+    __str__ = Exception.__str__
 
 
 class DownloadError(UserError, RuntimeError):
@@ -39,24 +100,7 @@ class DeviceError(UserError, RuntimeError):
     """The requested device (e.g. ``--device cuda``) is not available."""
 
 
-class UnitFileError(UserError, ValueError):
-    """A unit file has lines the LM cannot read (the message lists them as ``file:line: what``)."""
-
-
-class KMeansFileError(UserError, ValueError):
-    """A k-means file cannot be read safely (unreadable, or it names code we do not run)."""
-
-
-def _raised_in_package(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    try:
-        return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
-    except (OSError, ValueError):
-        return False
+_PATH_REFUSALS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -65,7 +109,7 @@ def is_user_error(exc: BaseException) -> bool:
         return True
     if type(exc).__module__.startswith("yaml") and type(exc).__name__.endswith("Error"):
         return True                    # a YAML file that does not parse; yaml's message names file, line, column
-    return isinstance(exc, (ValueError, OSError)) and _raised_in_package(exc)
+    return isinstance(exc, _PATH_REFUSALS) and getattr(exc, "filename", None) is not None
 
 
 def show_traceback(verbose: bool = False) -> bool:
@@ -91,4 +135,3 @@ def run_reporting_errors(prog: str, fn: Callable[[], Optional[int]], verbose: bo
         sys.stdout.flush()
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-

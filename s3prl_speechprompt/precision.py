@@ -18,14 +18,16 @@ from typing import Iterable, Optional, Union
 
 import torch
 
+from s3prl_speechprompt.errors import ConfigError
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check(precision: str, where: str = "precision") -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming ``where``."""
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ConfigError (a ValueError) naming ``where``."""
     if precision not in PRECISIONS:
-        raise ValueError(f"{where} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ConfigError(f"{where} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from s3prl_speechprompt.atomic import atomic_write_text
+from s3prl_speechprompt.errors import InputFileError
 
 FORMAT = "s3prl-speechprompt-predictions/1"
 
@@ -77,14 +78,14 @@ def read_predictions(path) -> Predictions:
     path = Path(path)
     lines = path.read_text(encoding="utf-8").splitlines()
     if not lines:
-        raise ValueError(f"{path}: empty; expected a header line and one line per utterance")
+        raise InputFileError(f"{path}: empty; expected a header line and one line per utterance")
     try:
         header = json.loads(lines[0])
     except ValueError as e:
-        raise ValueError(f"{path}:1: not JSON ({e})") from None
+        raise InputFileError(f"{path}:1: not JSON ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path}:1: header format {header.get('format') if isinstance(header, dict) else header!r}"
-                         f", expected {FORMAT!r}")
+        raise InputFileError(f"{path}:1: header format {header.get('format') if isinstance(header, dict) else header!r}"
+                             f", expected {FORMAT!r}")
     out = Predictions(str(path), header)
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -93,17 +94,17 @@ def read_predictions(path) -> Predictions:
             rec = json.loads(line)
             uid, truth, pred = rec["id"], rec["truth"], rec["prediction"]
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{lineno}: expected {{\"id\", \"truth\", \"prediction\"}} ({e!r})") from None
+            raise InputFileError(f"{path}:{lineno}: expected {{\"id\", \"truth\", \"prediction\"}} ({e!r})") from None
         if not isinstance(truth, list) or not isinstance(pred, list):
-            raise ValueError(f"{path}:{lineno}: truth and prediction must be lists of label tokens")
+            raise InputFileError(f"{path}:{lineno}: truth and prediction must be lists of label tokens")
         out.ids.append(str(uid))
         out.truths.append(tuple(truth))
         out.predictions.append(tuple(pred))
     if len(set(out.ids)) != len(out.ids):
-        raise ValueError(f"{path}: duplicate utterance ids")
+        raise InputFileError(f"{path}: duplicate utterance ids")
     if header.get("n") is not None and header["n"] != len(out.ids):
-        raise ValueError(f"{path}: header says n={header['n']} but the file has {len(out.ids)} utterances "
-                         f"(truncated?)")
+        raise InputFileError(f"{path}: header says n={header['n']} but the file has {len(out.ids)} utterances "
+                             f"(truncated?)")
     return out
 
 
@@ -119,8 +120,8 @@ def read_predict_truth(predict_path, truth_path, task: str) -> Predictions:
     for ``|``). Other sequence tasks (SF) cannot be recovered exactly: ValueError.
     """
     if task == "sf":
-        raise ValueError(f"{predict_path}: SF label strings cannot be turned back into label tokens exactly; "
-                         f"re-run `speechprompt evaluate` to write the .jsonl predictions")
+        raise InputFileError(f"{predict_path}: SF label strings cannot be turned back into label tokens exactly; "
+                             f"re-run `speechprompt evaluate` to write the .jsonl predictions")
 
     def tokens(text: str) -> tuple:
         if task == "asr":
@@ -134,15 +135,15 @@ def read_predict_truth(predict_path, truth_path, task: str) -> Predictions:
                 continue
             uid, sep, text = line.partition("\t")
             if not sep:
-                raise ValueError(f"{path}:{lineno}: expected 'id<TAB>labels' (speechprompt evaluate's format)")
+                raise InputFileError(f"{path}:{lineno}: expected 'id<TAB>labels' (speechprompt evaluate's format)")
             if uid in out:
-                raise ValueError(f"{path}:{lineno}: utterance id {uid!r} repeats")
+                raise InputFileError(f"{path}:{lineno}: utterance id {uid!r} repeats")
             out[uid] = tokens(text)
         return out
 
     hyp, ref = read(predict_path), read(truth_path)
     if set(hyp) != set(ref):
-        raise ValueError(f"{predict_path} and {truth_path} list different utterance ids")
+        raise InputFileError(f"{predict_path} and {truth_path} list different utterance ids")
     ids = sorted(ref)
     return Predictions(str(predict_path), {"format": LEGACY, "task": task, "n": len(ids)}, ids,
                        [ref[i] for i in ids], [hyp[i] for i in ids])

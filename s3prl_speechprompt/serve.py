@@ -37,6 +37,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from s3prl_speechprompt.errors import CheckpointError
 from s3prl_speechprompt.prompt.bank import PromptBank
 from s3prl_speechprompt.prompt.decode import decode
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
@@ -54,7 +55,7 @@ UPSTREAM_ARGS = ("upstream", "upstream_ckpt", "upstream_model_config", "upstream
                  "upstream_layer_selection", "upstream_feature_normalize")
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(CheckpointError):
     """A checkpoint cannot be served as asked (its LM differs from the one found, or it is not a prompt run)."""
 
 

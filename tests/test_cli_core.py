@@ -19,7 +19,7 @@ def test_ulm_info_reports_architecture_and_parameters(tiny_ulm_dir):
 def test_ulm_info_errors_name_the_file(tmp_path):
     out = _run("ulm-info", str(tmp_path))
     assert out.returncode == 2 and str(tmp_path) in out.stderr and "no unit-LM checkpoint" in out.stderr
-    assert out.stderr.startswith("speechprompt: error: ") and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("speechprompt ulm-info: error: ") and out.stderr.count("\n") == 1
 
 
 def test_every_command_has_help():

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from s3prl_speechprompt.commands.demo import _check_reuse, _count_correct, _wilson
+from s3prl_speechprompt.errors import ConfigError
 
 
 def test_count_correct_compares_labels_per_clip(tmp_path):
@@ -30,7 +31,7 @@ def test_reuse_of_out_with_other_settings_is_refused(tmp_path):
     stamp.parent.mkdir()
     stamp.write_text(json.dumps({"arch": "ulm_tiny", "updates": 300}))
     _check_reuse(stamp, {"arch": "ulm_tiny", "updates": 300}, lambda d: d)
-    with pytest.raises(SystemExit, match="fresh --out"):
+    with pytest.raises(ConfigError, match="fresh --out"):
         _check_reuse(stamp, {"arch": "ulm_tiny", "updates": 900}, lambda d: d)
-    with pytest.raises(SystemExit, match="unknown settings"):       # an LM without a stamp is not trusted
+    with pytest.raises(ConfigError, match="unknown settings"):       # an LM without a stamp is not trusted
         _check_reuse(tmp_path / "missing.json", {"arch": "ulm_tiny"}, lambda d: d)

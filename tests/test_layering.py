@@ -14,7 +14,8 @@ NAME = PKG.name
 
 # the docstring's layers, bottom first; a module's layer is that of its first component under the package
 LAYERS = [
-    {"atomic", "compat", "errors", "safe_globals", "precision", "schedules"},
+    {"errors"},
+    {"atomic", "compat", "safe_globals", "precision", "schedules"},
     {"ulm"},
     {"prompt"},
     {"units"},

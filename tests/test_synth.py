@@ -262,7 +262,7 @@ def test_ic_deterministic(tmp_path):
 
 def _run_cli(argv):
     with pytest.raises(SystemExit) as e:
-        cli.main(argv)
+        cli.main(argv, report_errors=True)
     return e.value.code
 
 
@@ -271,7 +271,7 @@ def test_cli_ks_refuses_non_empty_and_force(tmp_path, capsys):
     assert _run_cli(["synth", "ks", "--out", str(out), "--per-class", "1", "--quiet"]) == 0
     assert "speech_commands_test_root" in capsys.readouterr().out
     before = _tree_digest(out)
-    assert _run_cli(["synth", "ks", "--out", str(out), "--per-class", "1", "--seed", "5", "--quiet"]) == 1
+    assert _run_cli(["synth", "ks", "--out", str(out), "--per-class", "1", "--seed", "5", "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert _tree_digest(out) == before
     (out / "keep.txt").write_text("user file")

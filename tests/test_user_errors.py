@@ -72,6 +72,104 @@ def test_user_error_rule_keeps_tracebacks_of_bugs():
         np.zeros(3).reshape(2, 2)
     assert not is_user_error(numpy_error.value)                      # raised inside numpy: a bug of ours
     assert not is_user_error(TypeError("x")) and is_user_error(DownloadError("x"))
+    # decided by type, not by where it was raised: a plain ValueError of ours is a bug too
+    assert not is_user_error(ValueError("x")) and not is_user_error(FileNotFoundError("no filename"))
+    with pytest.raises(FileNotFoundError) as refused:                 # the OS refusing a named path: the user's
+        open("/nonexistent/dir/file.txt")
+    assert is_user_error(refused.value)
+
+
+def _user_error_classes():
+    """Every UserError subclass the package defines (importing the modules that define some outside errors.py)."""
+    import importlib
+
+    from s3prl_speechprompt.errors import UserError
+
+    for module in ("synth.tts", "report.compare", "serve", "engine.evaluate", "ulm.checkpoint"):
+        importlib.import_module(f"s3prl_speechprompt.{module}")
+    found, todo = [], [UserError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_user_error_is_one_line_exit_2_through_both_entry_points(capsys, monkeypatch):
+    """Whatever raises it, each UserError subclass ends a command as ``<prog>: error: <message>`` + exit 2."""
+    from s3prl_speechprompt import cli
+    from s3prl_speechprompt.commands import ulm_info
+    from s3prl_speechprompt.s3prl_plugin import run_downstream
+
+    monkeypatch.delenv("SPEECHPROMPT_TRACEBACK", raising=False)
+    classes = _user_error_classes()
+    names = {c.__name__ for c in classes}
+    assert {"ConfigError", "InputFileError", "UnitFileError", "KMeansFileError", "CheckpointError", "LMMismatchError",
+            "MissingFileError", "OutputExistsError", "UnknownNameError", "DownloadError", "DeviceError",
+            "EspeakUnavailable", "TestSetMismatch", "CheckpointMismatch", "MismatchedLMError"} <= names
+    for cls in classes:
+        message = f"{cls.__name__}: x.txt:3: what is wrong; how to fix it"
+
+        def fail(*args, cls=cls, message=message):
+            raise cls(message)
+
+        monkeypatch.setattr(ulm_info, "run", fail)
+        with pytest.raises(SystemExit) as done:
+            cli.main(["ulm-info", "x"], report_errors=True)
+        assert done.value.code == 2, cls
+        assert capsys.readouterr().err == f"speechprompt ulm-info: error: {message}\n", cls
+
+        monkeypatch.setattr(run_downstream, "run", fail)
+        assert run_downstream.main(["-m", "train"], report_errors=True) == 2, cls
+        assert capsys.readouterr().err == f"{PREFIX}{message}\n", cls
+        # --verbose: the exception itself (Python prints its traceback)
+        with pytest.raises(cls):
+            run_downstream.main(["-m", "train", "--verbose"], report_errors=True)
+
+
+def _torch_value_error():
+    import torch
+
+    torch.nn.functional.cross_entropy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))   # batch sizes differ
+
+
+_BUG_SCRIPT = """
+import sys
+from s3prl_speechprompt.commands import ulm_info
+from s3prl_speechprompt.s3prl_plugin import run_downstream
+
+which, entry = sys.argv[1], sys.argv[2]
+sys.argv = [sys.argv[0]] + sys.argv[3:]
+
+def fail(*args):
+    if which == "type":
+        raise TypeError("a bug: unsupported operand")
+    import torch
+    torch.nn.functional.cross_entropy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
+if entry == "cli":
+    ulm_info.run = fail
+    from s3prl_speechprompt.cli import main
+    main()
+else:
+    run_downstream.run = fail
+    sys.exit(run_downstream.main())
+"""
+
+
+@pytest.mark.parametrize("bug", ["type", "torch"])
+def test_a_bug_keeps_its_traceback_and_exit_1_through_both_entry_points(bug):
+    with pytest.raises(ValueError) as torch_error:
+        _torch_value_error()
+    assert not is_user_error(torch_error.value)
+    env = runner_env()
+    env.pop("SPEECHPROMPT_TRACEBACK", None)
+    expected = "TypeError: a bug: unsupported operand" if bug == "type" else "ValueError: Expected input batch_size"
+    for entry, args in (("cli", ["ulm-info", "x"]), ("runner", ["-m", "train"])):
+        out = subprocess.run([sys.executable, "-c", _BUG_SCRIPT, bug, entry, *args], env=env, capture_output=True,
+                             text=True)
+        assert out.returncode == 1, (entry, out.stderr[-3000:])
+        assert "Traceback (most recent call last)" in out.stderr and expected in out.stderr, (entry, out.stderr)
+        assert ": error: " not in out.stderr
 
 
 # ------------------------------------------------------------------------------------ through the commands
@@ -114,11 +212,11 @@ def test_offline_gslm_name_is_one_line_naming_url_and_cache_path(corpus, tmp_pat
     # the same through the `speechprompt` dispatch (every subcommand goes through it), here ulm-info
     out = subprocess.run(CLI + ["ulm-info", "hubert100"], env=env, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
-    assert out.stderr.startswith(f"speechprompt: error: cannot download {url}") and cached in out.stderr
+    assert out.stderr.startswith(f"speechprompt ulm-info: error: cannot download {url}") and cached in out.stderr
     # SPEECHPROMPT_TRACEBACK=1: the traceback instead (exit 1, Python's own)
     out = subprocess.run(CLI + ["ulm-info", str(tmp_path / "nowhere")], env=dict(env, SPEECHPROMPT_TRACEBACK="1"),
                          capture_output=True, text=True)
-    assert out.returncode == 1 and "Traceback" in out.stderr and "FileNotFoundError: unit LM" in out.stderr
+    assert out.returncode == 1 and "Traceback" in out.stderr and "MissingFileError: unit LM" in out.stderr
 
 
 def _runner_main(*args):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from s3prl_speechprompt.cli import build_parser
+from s3prl_speechprompt.cli import main
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.ulm.dictionary import Dictionary
 from s3prl_speechprompt.units.manifest import read_unit_file
@@ -50,12 +50,11 @@ def test_cli_reproduces_speechprompt_file(unit_type, tmp_path):
 
 
 def _cli_in_process(capsys, *flags):
-    """The same parser and run() as the console script, without paying for a new interpreter."""
-    argv = ["verbalize", *map(str, flags)]
-    args = build_parser(argv).parse_args(argv)
-    rc = args._run(args)
+    """The console script's parser, run() and error reporting, without paying for a new interpreter."""
+    with pytest.raises(SystemExit) as done:
+        main(["verbalize", *map(str, flags)], report_errors=True)
     out = capsys.readouterr()
-    return rc, out.out, out.err
+    return done.value.code, out.out, out.err
 
 
 def test_cli_without_dict_uses_seen_units(tmp_path, capsys):
@@ -73,7 +72,7 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     train = tmp_path / "train.txt"
     train.write_text("".join(f"1 2 <s> {i}\n" for i in range(3)), encoding="utf-8")
     rc, _, stderr = _cli_in_process(capsys, "--train", train, "--out", tmp_path / "v.json")
-    assert rc == 2 and stderr.count("\n") == 1
+    assert rc == 2 and stderr.count("\n") == 1 and stderr.startswith("speechprompt verbalize: error: ")
     assert "3 labels and only 2 units" in stderr and "--verbalizer multi" in stderr
     assert not (tmp_path / "v.json").exists()
 

@@ -1,10 +1,9 @@
 """What ``train``, ``evaluate`` and ``pretrain-ulm`` share: a ``--threads`` flag, and one way to end: the run's
-summary as the last stdout line (one JSON object, what scripts parse), or, for a problem with the user's input,
-one line ``speechprompt <command>: error: ...`` on stderr and exit status 2 (no traceback)."""
+summary as the last stdout line (one JSON object, what scripts parse). Errors are not handled here: a user error
+raised by the work reaches ``speechprompt``'s one reporter (:mod:`s3prl_speechprompt.errors`) and ends as one
+line ``speechprompt <command>: error: ...`` with exit status 2; a bug keeps its traceback."""
 import json
 import sys
-
-INPUT_ERRORS = (ValueError, OSError, KeyError)
 
 
 def log_to_stderr(message: str) -> None:
@@ -17,12 +16,7 @@ def add_threads_argument(parser) -> None:
                         help="torch threads (0 = all cores this process may use)")
 
 
-def run_json(name: str, work, errors=INPUT_ERRORS) -> int:
-    """``work()`` -> its summary dict printed as JSON (exit 0), or the input error as one line (exit 2)."""
-    try:
-        summary = work()
-    except errors as e:
-        print(f"speechprompt {name}: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
+def run_json(work) -> int:
+    """``work()`` -> its summary dict printed as JSON on stdout (exit 0); exceptions propagate."""
+    print(json.dumps(work()))
     return 0

@@ -5,7 +5,7 @@ Each EXPDIR is an experiment directory with {split}_predict.txt and {split}_trut
 bucketed by reference length in label tokens (characters; a SUPERB slot tag is one token), with edges at
 quantiles of the first run's lengths unless --edges is given.
 """
-import sys
+from s3prl_speechprompt.errors import ConfigError
 
 NAME = "analyze-length"
 HELP = "CER per label-length bucket for several runs: table + PNG plot"
@@ -28,18 +28,16 @@ def run(args):
 
     names = args.names.split(",") if args.names else [None] * len(args.expdirs)
     if len(names) != len(args.expdirs):
-        print(f"error: --names has {len(names)} names for {len(args.expdirs)} directories", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--names has {len(names)} names for {len(args.expdirs)} directories")
     try:
         edges = [int(e) for e in args.edges.split(",")] if args.edges else None
-        runs = [analysis.Run.load(d, args.split, n) for d, n in zip(args.expdirs, names)]
-        if len({r.name for r in runs}) != len(runs):
-            raise ValueError("two runs have the same name; pass --names")
-        buckets = analysis.cer_by_length(runs, edges=edges, bins=args.bins)
-        path = analysis.plot(runs, buckets, args.plot, args.title or f"CER vs label length ({args.split})")
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except ValueError:
+        raise ConfigError(f"--edges expects comma-separated integers, got {args.edges!r}") from None
+    runs = [analysis.Run.load(d, args.split, n) for d, n in zip(args.expdirs, names)]
+    if len({r.name for r in runs}) != len(runs):
+        raise ConfigError("two runs have the same name; pass --names")
+    buckets = analysis.cer_by_length(runs, edges=edges, bins=args.bins)
+    path = analysis.plot(runs, buckets, args.plot, args.title or f"CER vs label length ({args.split})")
     print(f"CER (%) by reference length in label tokens, split {args.split}")
     print(analysis.format_table(runs, buckets))
     print(f"plot: {path}")

@@ -7,7 +7,8 @@ printed). Absolute seconds depend on the machine's load and are only shown for o
 thread by default (--threads) so runs on a shared machine stay comparable.
 """
 import json
-import sys
+
+from s3prl_speechprompt.errors import ConfigError
 
 NAME = "bench"
 HELP = "efficiency benchmark: decoding, PT vs FT-LM, PEFT peer, unit cache, FLOP/s, bf16 vs fp32 (table + JSON)"
@@ -39,8 +40,7 @@ def run(args) -> int:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        print(f"error: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--sections: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
     overrides = {k: getattr(args, k) for k in ("reps", "layers", "dim", "heads", "ffn", "upstream")
                  if getattr(args, k) is not None}
     if args.upstream == "tiny" and not args.quick:
@@ -48,11 +48,7 @@ def run(args) -> int:
     if args.no_rss:
         overrides["rss"] = False
     overrides.update(threads=args.threads, device=args.device)
-    try:
-        cfg = BenchConfig.quick_config(**overrides) if args.quick else BenchConfig(**overrides)
-    except (TypeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = BenchConfig.quick_config(**overrides) if args.quick else BenchConfig(**overrides)
     result = run_bench(cfg, sections)
     print()
     print(format_table(result))

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from s3prl_speechprompt.errors import ConfigError
+
 NAME = "demo"
 HELP = "run the embedded default end to end (synthetic KS, fbank, small unit LM, s3prl runner)"
 
@@ -146,11 +148,12 @@ def run(args) -> int:
 
 
 def _check_reuse(stamp: Path, wanted: dict, read) -> None:
-    """``--out`` is reused (corpus, LM) only when it was made with the same settings; else say how to fix it."""
+    """``--out`` is reused (corpus, LM) only when it was made with the same settings; else a ConfigError saying
+    how to fix it."""
     have = read(json.loads(stamp.read_text())) if stamp.is_file() else None
     if have != wanted:
-        raise SystemExit(f"{stamp.parent} was made with {have or 'unknown settings'}, this run asks for {wanted}; "
-                         f"use a fresh --out (or delete {stamp.parent})")
+        raise ConfigError(f"--out: {stamp.parent} was made with {have or 'unknown settings'}, this run asks for "
+                          f"{wanted}; use a fresh --out (or delete {stamp.parent})")
 
 
 def _count_correct(predict: Path, truth: Path):

@@ -29,5 +29,5 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     name, path = args.split
-    return run_json(NAME, lambda: evaluate(args.exp, name, path, batch_size=args.batch_size, ulm=args.ulm,
-                                           threads=args.threads, log=log_to_stderr, precision=args.precision))
+    return run_json(lambda: evaluate(args.exp, name, path, batch_size=args.batch_size, ulm=args.ulm,
+                                     threads=args.threads, log=log_to_stderr, precision=args.precision))

@@ -6,8 +6,9 @@ Utterances are processed one at a time by default: batching pads, and padding ch
 features (GSLM extracted unpadded).
 """
 import json
-import sys
 from pathlib import Path
+
+from s3prl_speechprompt.errors import ConfigError
 
 NAME = "extract-units"
 HELP = "upstream features -> k-means units for every split of a corpus (unit manifests)"
@@ -51,7 +52,7 @@ def _datarc(args) -> dict:
     for kv in args.datarc:
         key, sep, value = kv.partition("=")
         if not sep:
-            raise ValueError(f"--datarc expects KEY=VALUE, got {kv!r}")
+            raise ConfigError(f"--datarc expects KEY=VALUE, got {kv!r}")
         rc[key] = value
     return rc
 
@@ -68,14 +69,10 @@ def run(args) -> int:
     from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
     from s3prl_speechprompt.units.prepare import prepare_units, to_units
 
-    try:
-        task = get_task(args.corpus_task)(**_datarc(args))
-        splits = args.splits.split(",") if args.splits else list(task.splits)
-        checked = {s: audit_split(task.read_split(s), s, args.bad_audio, report_dir=Path(args.out)) for s in splits}
-        items = {s: kept for s, (kept, _) in checked.items()}
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    task = get_task(args.corpus_task)(**_datarc(args))
+    splits = args.splits.split(",") if args.splits else list(task.splits)
+    checked = {s: audit_split(task.read_split(s), s, args.bad_audio, report_dir=Path(args.out)) for s in splits}
+    items = {s: kept for s, (kept, _) in checked.items()}
     runner_args = {"upstream": args.upstream, "upstream_ckpt": args.upstream_ckpt, "device": args.device,
                    "upstream_feature_selection": args.feature_selection, "upstream_layer_selection": args.layer}
     featurize = runner_featurizer(runner_args)

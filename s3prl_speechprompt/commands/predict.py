@@ -19,6 +19,8 @@ deduplicated units: the LM source length).
 import json
 import sys
 
+from s3prl_speechprompt.errors import ConfigError
+
 NAME = "predict"
 HELP = "predict labels for audio files with one or more trained prompt checkpoints (JSON lines)"
 
@@ -49,11 +51,9 @@ def run(args) -> int:
 
     files = list(args.files) + (read_file_list(args.list) if args.list else [])
     if not files:
-        print("error: no audio files: give FILE arguments or --list", file=sys.stderr)
-        return 2
+        raise ConfigError("no audio files: give FILE arguments or --list")
     if args.batch_size < 1:
-        print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     good, bad = check_files(files, args.bad_audio)
     for f, reason in bad:
         print(f"[speechprompt predict] skipped {f}: {reason}", file=sys.stderr)

@@ -40,6 +40,5 @@ def run(args) -> int:
     cfg = PretrainConfig(arch=args.arch, max_updates=args.max_updates, max_tokens=args.max_tokens, lr=args.lr,
                          warmup_updates=args.warmup, dropout=args.dropout, valid_interval=args.valid_interval,
                          seed=args.seed, threads=args.threads)
-    return run_json(NAME, lambda: pretrain_ulm(args.train, args.out, valid_path=args.valid, dict_path=args.dict_path,
-                                               cfg=cfg, resume=args.resume, log=log_to_stderr),
-                    errors=(ValueError, OSError))
+    return run_json(lambda: pretrain_ulm(args.train, args.out, valid_path=args.valid, dict_path=args.dict_path,
+                                         cfg=cfg, resume=args.resume, log=log_to_stderr))

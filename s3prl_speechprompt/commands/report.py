@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sys
 
+from s3prl_speechprompt.errors import ConfigError
+
 NAME = "report"
 HELP = "side-by-side table of experiment dirs and published numbers, with intervals, paired tests, seeds, plot"
 
@@ -54,25 +56,19 @@ def run(args) -> int:
     from s3prl_speechprompt.report import build_report, render, statistics_note
 
     if args.resamples < 1:
-        print(f"speechprompt {NAME}: error: --resamples must be >= 1, got {args.resamples}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--resamples must be >= 1, got {args.resamples}")
     if not 0 < args.confidence < 1:
-        print(f"speechprompt {NAME}: error: --confidence must be in (0, 1), got {args.confidence}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--confidence must be in (0, 1), got {args.confidence}")
     if args.reference and not args.compare:
-        print(f"speechprompt {NAME}: error: --reference needs --compare", file=sys.stderr)
-        return 2
+        raise ConfigError("--reference needs --compare")
     stat = dict(resamples=args.resamples, seed=args.bootstrap_seed, confidence=args.confidence)
     rows = build_report(args.expdirs, references=args.references, intervals=not args.no_intervals,
                         group_seeds=args.group_seeds, **stat)
     comparisons, skipped = None, []
     if args.compare:
         from s3prl_speechprompt.report.compare import compare_runs
-        try:
-            comparisons, skipped = compare_runs(rows, reference=args.reference, **stat)
-        except ValueError as e:          # different test sets, unknown --reference: say so, print no number
-            print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
-            return 2
+        # different test sets (TestSetMismatch), an unknown --reference (ConfigError): one line, no number
+        comparisons, skipped = compare_runs(rows, reference=args.reference, **stat)
         for why in skipped:
             print(f"speechprompt {NAME}: warning: not compared: {why}", file=sys.stderr)
     text = render(rows, args.format, comparisons=comparisons, not_compared=skipped, stats_note=statistics_note(**stat))
@@ -82,11 +78,7 @@ def run(args) -> int:
         sys.stdout.write(text)
     if args.plot:
         from s3prl_speechprompt.report.plot import plot_report
-        try:
-            data = plot_report(rows, args.plot)
-        except ValueError as e:
-            print(f"speechprompt {NAME}: error: {e}", file=sys.stderr)
-            return 2
+        data = plot_report(rows, args.plot)
         drawn = ", ".join(f"{n} {src}" for src, n in data["drawn"].items())
         print(f"speechprompt {NAME}: plot written to {args.plot} ({drawn}; points in "
               f"{Path(args.plot).with_suffix('.json')})", file=sys.stderr)

@@ -14,9 +14,10 @@ and moved into place only when complete.
 """
 import argparse
 import importlib
-import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
+
+from s3prl_speechprompt.errors import ConfigError
 
 NAME = "synth"
 HELP = ("write a synthetic KS (Speech Commands), IC (Fluent Speech Commands), ASR (LibriSpeech), SF (SNIPS), "
@@ -41,9 +42,12 @@ class Option:
     def value(self, text):
         if not self.ints:
             return text
-        parts = [int(x) for x in str(text).split(",")]
+        try:
+            parts = [int(x) for x in str(text).split(",")]
+        except ValueError:
+            parts = []
         if len(parts) != self.ints:
-            raise ValueError(f"{self.flag} takes {self.ints} comma-separated integers, got {text!r}")
+            raise ConfigError(f"{self.flag} takes {self.ints} comma-separated integers, got {text!r}")
         return tuple(parts)
 
 
@@ -156,25 +160,18 @@ def add_arguments(parser):
 
 
 def run(args):
-    from s3prl_speechprompt.synth.tts import EspeakUnavailable
-
     corpus = CORPORA[args.corpus]
     kwargs = {}
-    try:
-        for o in OPTIONS:
-            if not hasattr(args, o.dest):
-                continue
-            if args.corpus not in o.corpora:
-                print(f"error: {o.flag} does not apply to `synth {args.corpus}` (it is for "
-                      f"`synth {'/'.join(o.corpora)}`)", file=sys.stderr)
-                return 2
-            kwargs[o.kwarg or o.dest] = o.value(getattr(args, o.dest))
-        module, function = corpus.maker.split(".")
-        make = getattr(importlib.import_module(f"s3prl_speechprompt.synth.{module}"), function)
-        summary = make(args.out, seed=args.seed, force=args.force, progress=not args.quiet, **kwargs)
-    except (FileExistsError, ValueError, EspeakUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    for o in OPTIONS:
+        if not hasattr(args, o.dest):
+            continue
+        if args.corpus not in o.corpora:
+            raise ConfigError(f"{o.flag} does not apply to `synth {args.corpus}` (it is for "
+                              f"`synth {'/'.join(o.corpora)}`)")
+        kwargs[o.kwarg or o.dest] = o.value(getattr(args, o.dest))
+    module, function = corpus.maker.split(".")
+    make = getattr(importlib.import_module(f"s3prl_speechprompt.synth.{module}"), function)
+    summary = make(args.out, seed=args.seed, force=args.force, progress=not args.quiet, **kwargs)
     print(f"wrote synthetic {args.corpus.upper()} corpus in {summary['seconds']:.1f} s (seed {summary['seed']})")
     for line in corpus.lines(summary):
         print(line)

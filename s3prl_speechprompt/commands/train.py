@@ -78,4 +78,4 @@ def run(args) -> int:
                           prompt_init=args.prompt_init)
         return train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume, log=log_to_stderr)
 
-    return run_json(NAME, work)
+    return run_json(work)

@@ -4,8 +4,7 @@ Example: speechprompt verbalize --train ks/train.txt --dict dict.txt --method fr
 """
 from __future__ import annotations
 
-import sys
-
+from s3prl_speechprompt.errors import InputFileError
 from s3prl_speechprompt.prompt.verbalizer import METHODS, build_verbalizer, natural_order
 from s3prl_speechprompt.units.manifest import read_unit_file
 
@@ -41,17 +40,12 @@ def _unit_vocab(dict_path, records):
 
 
 def run(args) -> int:
-    try:
-        records = read_unit_file(args.train)
-        if not records:
-            raise ValueError(f"{args.train}: no utterances; --train needs the training split's unit file")
-        vocab, vocab_source = _unit_vocab(args.dict_path, records)
-        verbalizer = build_verbalizer(args.method, [r.labels for r in records], [r.units for r in records],
-                                      vocab, seed=args.seed)
-    except (ValueError, OSError) as e:
-        # input problems are the user's to fix: one line, no traceback
-        print(f"speechprompt verbalize: error: {e}", file=sys.stderr)
-        return 2
+    records = read_unit_file(args.train)
+    if not records:
+        raise InputFileError(f"{args.train}: no utterances; --train needs the training split's unit file")
+    vocab, vocab_source = _unit_vocab(args.dict_path, records)
+    verbalizer = build_verbalizer(args.method, [r.labels for r in records], [r.units for r in records],
+                                  vocab, seed=args.seed)
     verbalizer.save(args.out, task_key=args.task_key)
     print(f"verbalize: {len(verbalizer.codes)} labels -> {len(vocab)} units from {vocab_source}, "
           f"method {verbalizer.method}, code length {verbalizer.code_length}, wrote {args.out}")

@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
+from s3prl_speechprompt.errors import LMMismatchError
 from s3prl_speechprompt.predictions import predictions_name, write_predictions
 
 
-class MismatchedLMError(ValueError):
+class MismatchedLMError(LMMismatchError):
     """The unit LM given at evaluation is not the one the prompts were trained on."""
 
 

@@ -15,12 +15,13 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 import s3prl_speechprompt.report.stats as stats
+from s3prl_speechprompt.errors import ConfigError, UserError
 from s3prl_speechprompt.report.rows import METRIC_LABELS, Row, higher_is_better
 from s3prl_speechprompt.report.scores import UtteranceScores, load_scores
 
 
-class TestSetMismatch(ValueError):
-    """Two runs were not scored on the same test utterances."""
+class TestSetMismatch(UserError, ValueError):
+    """Two runs were not scored on the same test utterances (a user error: the message names both runs)."""
 
     __test__ = False        # not a pytest test class
 
@@ -114,8 +115,8 @@ def _find(rows: Sequence[Row], wanted: str) -> Row:
             (r.expdir and Path(r.expdir).resolve() == Path(wanted).resolve())]
     if len(hits) != 1:
         names = ", ".join(r.name for r in rows)
-        raise ValueError(f"--reference {wanted!r} matches {len(hits)} of the runs ({names}); give one run's "
-                         f"directory or name")
+        raise ConfigError(f"--reference {wanted!r} matches {len(hits)} of the runs ({names}); give one run's "
+                          f"directory or name")
     return hits[0]
 
 
@@ -132,8 +133,8 @@ def compare_runs(rows: Sequence[Row], reference: Optional[str] = None, resamples
     if reference is not None:
         ref = _find(runs, reference)
         if not ref.predictions:
-            raise ValueError(f"--reference {reference}: {ref.expdir} has no per-utterance predictions for its test "
-                             f"result, so nothing can be paired with it")
+            raise ConfigError(f"--reference {reference}: {ref.expdir} has no per-utterance predictions for its test "
+                              f"result, so nothing can be paired with it")
         pairs = [(ref, r) for r in usable if r is not ref and r.task == ref.task]
     else:
         pairs = [(a, b) for a, b in combinations(usable, 2) if a.task == b.task]

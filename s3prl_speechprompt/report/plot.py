@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from s3prl_speechprompt.errors import ConfigError
 from s3prl_speechprompt.report.published import SPEECHPROMPT_SRC, SUPERB_SRC
 from s3prl_speechprompt.report.rows import METRIC_LABELS, TASK_LABELS, TASK_METRICS, TASK_ORDER, Row
 
@@ -68,7 +69,7 @@ def plot_report(rows: Sequence[Row], path) -> dict:
     data = plot_points(rows)
     tasks = sorted({p["task"] for p in data["points"]}, key=lambda t: (TASK_ORDER.get(t, 9), t))
     if not tasks:
-        raise ValueError("--plot: no row has both a test metric and a parameter count; nothing to draw")
+        raise ConfigError("--plot: no row has both a test metric and a parameter count; nothing to draw")
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
     drawn: Dict[str, int] = {}
     for ax, task in zip(axes[0], tasks):

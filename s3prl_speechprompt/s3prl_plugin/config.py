@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Sequence, Type, TypeVar
 
+from s3prl_speechprompt.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -12,8 +14,8 @@ def from_expert_dict(cls: Type[T], d: dict, required: Sequence[str] = ("task",))
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"downstream_expert: unknown key(s) {unknown}; known: {sorted(names)}")
+        raise ConfigError(f"downstream_expert: unknown key(s) {unknown}; known: {sorted(names)}")
     for key in required:
         if not d.get(key):
-            raise ValueError(f"downstream_expert.{key} is required")
+            raise ConfigError(f"downstream_expert.{key} is required")
     return cls(**d)

@@ -10,6 +10,8 @@ from typing import Callable, Optional
 
 import torch
 
+from s3prl_speechprompt.errors import ConfigError
+
 
 def runner_featurizer(kwargs: dict, featurizer_state: Optional[dict] = None) -> Callable:
     """``featurize(wav np.float32) -> (T, D) tensor`` matching ``-u/-k/-g/-s/-l/--upstream_feature_normalize``;
@@ -19,7 +21,7 @@ def runner_featurizer(kwargs: dict, featurizer_state: Optional[dict] = None) -> 
 
     name = kwargs.get("upstream")
     if not name or not hasattr(hub, name):
-        raise ValueError(f"-u {name!r} is not an s3prl upstream")
+        raise ConfigError(f"-u {name!r} is not an s3prl upstream")
     device = kwargs.get("device") or "cpu"
     upstream = getattr(hub, name)(ckpt=kwargs.get("upstream_ckpt"), model_config=kwargs.get("upstream_model_config"),
                                   refresh=False).to(device).eval()

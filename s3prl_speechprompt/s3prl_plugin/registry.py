@@ -41,6 +41,8 @@ import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional
 
+from s3prl_speechprompt.errors import ConfigError, UnknownNameError
+
 CONFIG_PACKAGE = "s3prl_speechprompt.downstream_configs"
 BASELINE_EXPERT = "s3prl_speechprompt.s3prl_plugin.baseline_expert"
 PROMPT_EXPERT = "s3prl_speechprompt.s3prl_plugin.prompt_expert"
@@ -63,7 +65,7 @@ def extra_downstreams(environ: Optional[Mapping[str, str]] = None) -> Dict[str, 
     for item in filter(None, (part.strip() for part in value.split(","))):
         name, sep, module = (s.strip() for s in item.partition("="))
         if not sep or not name or not module:
-            raise ValueError(f"{ENV_EXTRA}: expected 'name=module' items separated by commas, got {item!r}")
+            raise ConfigError(f"{ENV_EXTRA}: expected 'name=module' items separated by commas, got {item!r}")
         extra[name] = module
     return extra
 
@@ -82,8 +84,8 @@ def expert_module_for(name: str, overrides: Optional[Mapping[str, str]] = None) 
         if name.endswith(("_linear", "_lstm")):
             return BASELINE_EXPERT
         return PROMPT_EXPERT
-    raise KeyError(f"{name!r} is not a SpeechPrompt downstream (expected a 'speechprompt_*' name, "
-                   f"an entry of registry.EXPERT_MODULES or of ${ENV_EXTRA})")
+    raise UnknownNameError(f"{name!r} is not a SpeechPrompt downstream (expected a 'speechprompt_*' name, "
+                           f"an entry of registry.EXPERT_MODULES or of ${ENV_EXTRA})")
 
 
 def _config_dir():
@@ -251,14 +253,14 @@ def register(names: Optional[Iterable[str]] = None, overrides: Optional[Mapping[
     done = []
     for name in names:
         if not name.isidentifier():
-            raise ValueError(f"downstream name {name!r} must be a Python identifier (it becomes a module name)")
+            raise ConfigError(f"downstream name {name!r} must be a Python identifier (it becomes a module name)")
         real = expert_module_for(name, overrides)
         full = f"{S3PRL_DOWNSTREAM}.{name}"
         existing = sys.modules.get(full)
         if existing is not None and getattr(existing, "__speechprompt_expert__", None) is None:
-            raise ValueError(f"cannot register -d {name}: {full} is already a module ({existing!r})")
+            raise ConfigError(f"cannot register -d {name}: {full} is already a module ({existing!r})")
         if existing is None and _shipped_by_s3prl(full):
-            raise ValueError(f"cannot register -d {name}: s3prl already ships a downstream of that name")
+            raise ConfigError(f"cannot register -d {name}: s3prl already ships a downstream of that name")
         if existing is None or existing.__speechprompt_expert__ != real:
             sys.modules.pop(full + ".expert", None)
             package = _package_module(name, real)

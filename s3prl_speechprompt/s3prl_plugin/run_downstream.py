@@ -31,7 +31,7 @@ import sys
 from typing import Callable, List, Optional, Tuple
 
 from s3prl_speechprompt import compat, schedules
-from s3prl_speechprompt.errors import DeviceError, DownloadError, UserError, run_reporting_errors
+from s3prl_speechprompt.errors import DeviceError, DownloadError, MissingFileError, run_reporting_errors
 from s3prl_speechprompt.s3prl_plugin import registry, runner_patches
 
 PROG = "speechprompt-run-downstream"
@@ -219,7 +219,7 @@ def check_paths(options: dict) -> None:
     for flag, what in _PATH_OPTIONS.items():
         value = options.get(flag)
         if isinstance(value, str) and not os.path.exists(value):
-            raise UserError(f"{flag} {value}: no such {what}")
+            raise MissingFileError(f"{flag} {value}: no such {what}")
 
 
 def run(argv: List[str], prog: str = PROG) -> int:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from s3prl_speechprompt.errors import ConfigError
+
 from .render import check_out_dir, draw_speakers, random_string, render_all, staging, write_info
 
 # neutral sentences: every emotion / speaker says the same texts, so the words carry no label
@@ -66,9 +68,9 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
     if per_emotion < 1:
-        raise ValueError("per_emotion must be >= 1")
+        raise ConfigError("per_emotion must be >= 1")
     if sessions != 5:
-        raise ValueError("IEMOCAP has 5 sessions (s3prl's parser reads Session1..Session5)")
+        raise ConfigError("IEMOCAP has 5 sessions (s3prl's parser reads Session1..Session5)")
     rng = np.random.default_rng([seed, 0x4552])  # "ER"
     # one base pitch/range for every speaker (voices differ in timbre and rate): pitch carries the emotion,
     # and the offsets stay inside espeak's 0..100
@@ -196,7 +198,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
     out_dir = check_out_dir(out_dir, force)
     n_train, n_dev, n_test = (int(n) for n in per_speaker)
     if speakers < 2 or min(n_train, n_dev, n_test) < 1:
-        raise ValueError("need >= 2 speakers and >= 1 utterance per speaker in every split")
+        raise ConfigError("need >= 2 speakers and >= 1 utterance per speaker in every split")
     rng = np.random.default_rng([seed, 0x534944])  # "SID"
     voices = _distinct_speakers(rng, speakers)
     if timbre:
@@ -267,11 +269,11 @@ def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speaker
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
     if not (1 <= colours <= len(CSV_COLOURS) and 1 <= shapes <= len(CSV_SHAPES)):
-        raise ValueError(f"colours must be in 1..{len(CSV_COLOURS)} and shapes in 1..{len(CSV_SHAPES)}")
+        raise ConfigError(f"colours must be in 1..{len(CSV_COLOURS)} and shapes in 1..{len(CSV_SHAPES)}")
     n_per = dict(zip(("train", "dev", "test"), (int(n) for n in per_class)))
     n_spk = dict(zip(("train", "dev", "test"), (int(n) for n in speakers)))
     if min(n_per.values()) < 1 or min(n_spk.values()) < 1:
-        raise ValueError("every split needs at least one utterance per class and one speaker")
+        raise ConfigError("every split needs at least one utterance per class and one speaker")
     rng = np.random.default_rng([seed, 0x435356])  # "CSV"
     voices = draw_speakers(rng, sum(n_spk.values()))
     classes = [(c, s) for c in CSV_COLOURS[:colours] for s in CSV_SHAPES[:shapes]]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from s3prl_speechprompt.errors import ConfigError
+
 from .render import (NOISE_KINDS, check_out_dir, draw_speakers, make_noise, random_string, render_all, staging,
                      write_info, write_wav)
 from .tts import SAMPLE_RATE
@@ -86,14 +88,14 @@ def make_ks(out_dir, seed=0, per_class=40, dev_per_class=None, test_per_class=No
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
     if per_class < 1:
-        raise ValueError("per_class must be >= 1")
+        raise ConfigError("per_class must be >= 1")
     dev_n = max(1, per_class // 4) if dev_per_class is None else int(dev_per_class)
     test_n = max(1, per_class // 4) if test_per_class is None else int(test_per_class)
     if dev_n < 1 or test_n < 1:
-        raise ValueError("dev_per_class and test_per_class must be >= 1")
+        raise ConfigError("dev_per_class and test_per_class must be >= 1")
     unknown_words = list(KS_UNKNOWN_WORDS if unknown_words is None else unknown_words)
     if not unknown_words or set(unknown_words) & set(KS_CLASSES):
-        raise ValueError("unknown_words must be non-empty and must not contain the 12 SUPERB classes")
+        raise ConfigError("unknown_words must be non-empty and must not contain the 12 SUPERB classes")
 
     def n_for(word, n):
         return n if word in KS_COMMANDS else max(1, round(n * unknown_fraction))
@@ -275,16 +277,16 @@ def make_ic(out_dir, seed=0, per_intent=10, eval_per_intent=None, num_intents=22
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
     if not 1 <= num_intents <= len(FSC_INTENTS):
-        raise ValueError(f"num_intents must be in 1..{len(FSC_INTENTS)}")
+        raise ConfigError(f"num_intents must be in 1..{len(FSC_INTENTS)}")
     if per_intent < 1:
-        raise ValueError("per_intent must be >= 1")
+        raise ConfigError("per_intent must be >= 1")
     eval_n = max(1, round(0.3 * per_intent)) if eval_per_intent is None else int(eval_per_intent)
     if eval_n < 1:
-        raise ValueError("eval_per_intent must be >= 1")
+        raise ConfigError("eval_per_intent must be >= 1")
     n_utt = {"train": per_intent, "valid": eval_n, "test": eval_n}
     n_spk = dict(zip(("train", "valid", "test"), (int(s) for s in speakers)))
     if min(n_spk.values()) < 1:
-        raise ValueError("every split needs at least one speaker")
+        raise ConfigError("every split needs at least one speaker")
 
     rng = np.random.default_rng([seed, 0x4943])  # "IC"
     voices = draw_speakers(rng, sum(n_spk.values()))

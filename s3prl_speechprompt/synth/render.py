@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from s3prl_speechprompt.errors import ConfigError, OutputExistsError
+
 from .tts import SAMPLE_RATE, synthesize
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -35,7 +37,7 @@ def draw_speakers(rng, n):
     """``n`` distinct (voice, rate, pitch, pitch_range) tuples."""
     grid = _voice_grid()
     if n > len(grid):
-        raise ValueError(f"at most {len(grid)} distinct synthetic speakers, asked for {n}")
+        raise ConfigError(f"at most {len(grid)} distinct synthetic speakers, asked for {n}")
     picks = rng.choice(len(grid), size=n, replace=False)
     return [dict(voice=grid[i][0], rate=grid[i][1], pitch=grid[i][2], range=int(rng.integers(30, 80)))
             for i in picks]
@@ -195,9 +197,9 @@ def check_out_dir(out_dir, force):
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
-            raise FileExistsError(f"{out_dir} exists and is not a directory")
+            raise OutputExistsError(f"{out_dir} exists and is not a directory")
         if any(out_dir.iterdir()) and not force:
-            raise FileExistsError(f"{out_dir} is not empty; use force=True (--force) to replace the corpus in it")
+            raise OutputExistsError(f"{out_dir} is not empty; use force=True (--force) to replace the corpus in it")
     return out_dir
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from s3prl_speechprompt.errors import ConfigError
+
 from .render import check_out_dir, draw_speakers, render_all, staging, write_info
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -54,14 +56,14 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
     out_dir = check_out_dir(out_dir, force)
     vocab = ASR_WORDS[:vocabulary] if vocabulary else list(ASR_WORDS)
     if len(vocab) < 2:
-        raise ValueError("vocabulary must be >= 2 words")
+        raise ConfigError("vocabulary must be >= 2 words")
     lo, hi = (int(w) for w in words)
     if not 1 <= lo <= hi:
-        raise ValueError(f"words must be (min, max) with 1 <= min <= max, got {words}")
+        raise ConfigError(f"words must be (min, max) with 1 <= min <= max, got {words}")
     n_utt = dict(zip(ASR_SPLITS, (int(n) for n in utterances)))
     n_spk = dict(zip(ASR_SPLITS, (int(n) for n in speakers)))
     if min(n_utt.values()) < 1 or min(n_spk.values()) < 1:
-        raise ValueError("every split needs at least one utterance and one speaker")
+        raise ConfigError("every split needs at least one utterance and one speaker")
 
     rng = np.random.default_rng([seed, 0x415352])  # "ASR"
     voices = draw_speakers(rng, sum(n_spk.values()))
@@ -186,9 +188,9 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
     n_spk = dict(zip(("train", "valid", "test"), (int(n) for n in speakers)))
     for split, n in n_spk.items():
         if not 1 <= n <= len(SNIPS_SPEAKERS[split]):
-            raise ValueError(f"{split}: 1..{len(SNIPS_SPEAKERS[split])} speakers, got {n}")
+            raise ConfigError(f"{split}: 1..{len(SNIPS_SPEAKERS[split])} speakers, got {n}")
     if min(n_txt.values()) < 1:
-        raise ValueError("every split needs at least one text")
+        raise ConfigError("every split needs at least one text")
     use = SF_TEMPLATES[:templates] if templates else list(SF_TEMPLATES)
     slot_types = sorted({p[1:-1] for _, t in use for p in t.split(" ") if p.startswith("{")})
 

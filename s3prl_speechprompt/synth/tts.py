@@ -20,6 +20,8 @@ from math import gcd
 
 import numpy as np
 
+from s3prl_speechprompt.errors import UserError
+
 SAMPLE_RATE = 16000
 
 # espeak_AUDIO_OUTPUT (speak_lib.h)
@@ -41,8 +43,8 @@ _VOICE_ALIASES = {"en-gb": "en", "en-uk": "en"}
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
-class EspeakUnavailable(RuntimeError):
-    """libespeak-ng (or its voice data) could not be loaded."""
+class EspeakUnavailable(UserError, RuntimeError):
+    """libespeak-ng (or its voice data) could not be loaded (a user error: the message says what to install)."""
 
 
 class _Espeak:

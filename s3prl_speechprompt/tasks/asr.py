@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import editdistance
 
+from s3prl_speechprompt.errors import ConfigError, InputFileError, MissingFileError
 from s3prl_speechprompt.tasks.base import Item, read_utf8, register_task
 from s3prl_speechprompt.tasks.sequence import UNDECODABLE, SequenceTask, text_to_tokens, tokens_to_text
 
@@ -29,7 +30,7 @@ def _as_list(value, key):
     if isinstance(value, str):
         return [value]
     if not value:
-        raise ValueError(f"downstream_expert.datarc.{key}: needs at least one LibriSpeech subset")
+        raise ConfigError(f"downstream_expert.datarc.{key}: needs at least one LibriSpeech subset")
     return [str(v) for v in value]
 
 
@@ -81,7 +82,7 @@ class SpeechRecognition(SequenceTask):
             wanted = [s for subsets in self.subsets.values() for s in subsets]
             missing = [s for s in wanted if not (self.root / s).is_dir()]
             if not str(self.root) or missing or not (self.root / "SPEAKERS.TXT").is_file():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"downstream_expert.datarc.libri_root: {str(self.root) or '(empty)'} is not a LibriSpeech root "
                     f"with SPEAKERS.TXT and the subsets {wanted} (missing: {missing or ['SPEAKERS.TXT']}); point it "
                     f"at the extracted LibriSpeech/ folder (or make a synthetic one with `speechprompt synth asr "
@@ -103,10 +104,10 @@ class SpeechRecognition(SequenceTask):
         items = []
         for uid, e in sorted(entries.items()):
             if e["transcription"] is None:
-                raise ValueError(f"{e['wav_path']}: no line for it in its chapter's .trans.txt")
+                raise InputFileError(f"{e['wav_path']}: no line for it in its chapter's .trans.txt")
             labels = text_to_tokens(e["transcription"])
             if not labels:
-                raise ValueError(f"{e['wav_path']}: empty transcription")
+                raise InputFileError(f"{e['wav_path']}: empty transcription")
             items.append(Item(str(uid), str(e["wav_path"]), labels))
         return items
 

@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from s3prl_speechprompt.errors import ConfigError, InputFileError
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -36,16 +38,16 @@ def read_item_audio(item) -> np.ndarray:
             f.seek(item.offset)
             wav = f.read(item.num_samples if item.num_samples is not None else -1, dtype="float32", always_2d=True)
     except Exception as e:
-        raise RuntimeError(f"{item.wav_path}: cannot read audio ({type(e).__name__}: {e}); remove or re-create "
-                           f"the file, or set downstream_expert.bad_audio: skip") from e
+        raise InputFileError(f"{item.wav_path}: cannot read audio ({type(e).__name__}: {e}); remove or re-create "
+                             f"the file, or set downstream_expert.bad_audio: skip") from e
     wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
     if sr != SAMPLE_RATE and wav.size:
         import torch
         import torchaudio.functional as AF
         wav = AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), sr, SAMPLE_RATE).numpy()
     if wav.size == 0:
-        raise ValueError(f"{item.wav_path}: empty audio (0 samples at offset {item.offset}); remove the file "
-                         f"or set downstream_expert.bad_audio: skip")
+        raise InputFileError(f"{item.wav_path}: empty audio (0 samples at offset {item.offset}); remove the file "
+                             f"or set downstream_expert.bad_audio: skip")
     if wav.size < MIN_SAMPLES:
         wav = np.pad(wav, (0, MIN_SAMPLES - wav.size))
     return np.ascontiguousarray(wav, dtype=np.float32)
@@ -104,7 +106,7 @@ def audit_split(items: Sequence, split: str, policy: str = "error", report_dir: 
     from tqdm import tqdm
 
     if policy not in BAD_AUDIO_POLICIES:
-        raise ValueError(f"downstream_expert.bad_audio must be one of {BAD_AUDIO_POLICIES}, got {policy!r}")
+        raise ConfigError(f"downstream_expert.bad_audio must be one of {BAD_AUDIO_POLICIES}, got {policy!r}")
     audit, kept = AudioAudit(split, total=len(items)), []
     for it in tqdm(items, desc=f"checking audio ({split})", unit="utt", disable=not progress or len(items) < 1000):
         reason, notes = _check(it)
@@ -121,9 +123,10 @@ def audit_split(items: Sequence, split: str, policy: str = "error", report_dir: 
         listing = "\n".join(f"  {path}: {reason}" for _, path, reason in audit.bad[:20])
         more = f"\n  ... and {len(audit.bad) - 20} more" if len(audit.bad) > 20 else ""
         if policy == "error":
-            raise ValueError(f"{len(audit.bad)} of {len(items)} utterances of split {split!r} have unusable audio:\n"
-                             f"{listing}{more}\nfix or remove these files, or set downstream_expert.bad_audio: skip "
-                             f"to train/evaluate without them (they are then counted and listed)")
+            raise InputFileError(f"{len(audit.bad)} of {len(items)} utterances of split {split!r} have unusable "
+                                 f"audio:\n{listing}{more}\nfix or remove these files, or set "
+                                 f"downstream_expert.bad_audio: skip to train/evaluate without them (they are then "
+                                 f"counted and listed)")
         if report_dir is not None:
             from s3prl_speechprompt.atomic import atomic_write_text
             path = Path(report_dir) / f"skipped_{split}.tsv"
@@ -136,7 +139,8 @@ def audit_split(items: Sequence, split: str, policy: str = "error", report_dir: 
         print(f"[speechprompt] split {split}: skipped {len(audit.bad)} of {len(items)} utterances with unusable "
               f"audio{where}")
     if not kept:
-        raise ValueError(f"split {split!r} has no usable utterance ({len(items)} listed, {len(audit.bad)} unusable)")
+        raise InputFileError(f"split {split!r} has no usable utterance ({len(items)} listed, {len(audit.bad)} "
+                             f"unusable)")
     return kept, audit
 
 
@@ -146,7 +150,7 @@ def read_audio_file(path) -> np.ndarray:
     An unusable file raises ``ValueError('<path>: <reason>')``."""
     reason = audio_file_problem(path)
     if reason is not None:
-        raise ValueError(f"{path}: {reason}")
+        raise InputFileError(f"{path}: {reason}")
     return read_item_audio(_whole_file(path))
 
 

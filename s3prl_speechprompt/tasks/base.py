@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
+from s3prl_speechprompt.errors import ConfigError, InputFileError, UnknownNameError
 from s3prl_speechprompt.tasks.audio import SAMPLE_RATE, read_item_audio  # noqa: F401  (re-exported)
 
 
@@ -48,8 +49,8 @@ def read_utf8(path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}: not UTF-8 text (line {line}, byte {e.start}: {data[e.start:e.start + 1]!r}); "
-                         f"re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+        raise InputFileError(f"{path}: not UTF-8 text (line {line}, byte {e.start}: {data[e.start:e.start + 1]!r}); "
+                             f"re-encode it, e.g. iconv -f latin1 -t utf-8") from None
 
 
 class Task:
@@ -91,7 +92,7 @@ class Task:
 
     def check_split(self, split: str) -> None:
         if split not in self.splits:
-            raise ValueError(f"task {self.name!r} has splits {list(self.splits)}, not {split!r}")
+            raise ConfigError(f"task {self.name!r} has splits {list(self.splits)}, not {split!r}")
 
     def corpus_split(self, corpus, split: str):
         """``(ids, all_data)`` of an s3prl corpus parser whose ``data_split_ids`` follow ``self.splits``."""
@@ -127,21 +128,22 @@ def _from_module(spec: str, requested: str, prefer: Optional[str] = None) -> Typ
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):   # the module itself (not one of its imports) is missing
-            raise KeyError(f"unknown task {requested!r}: no module {module_name!r} on sys.path "
-                           f"(known tasks: {', '.join(sorted(TASKS))})") from None
+            raise UnknownNameError(f"unknown task {requested!r}: no module {module_name!r} on sys.path "
+                                   f"(known tasks: {', '.join(sorted(TASKS))})") from None
         raise
     if task_name:
         if task_name not in TASKS:
-            raise KeyError(f"module {module_name} registers no task {task_name!r}; known: {', '.join(sorted(TASKS))}")
+            raise UnknownNameError(f"module {module_name} registers no task {task_name!r}; known: "
+                                   f"{', '.join(sorted(TASKS))}")
         return TASKS[task_name]
     mine = [cls for cls in TASKS.values() if cls.__module__ == module.__name__]
     if prefer is not None and len(mine) > 1 and any(c.name == prefer for c in mine):
         return TASKS[prefer]
     if not mine:
-        raise KeyError(f"module {module_name} registers 0 tasks; decorate a Task subclass with @register_task")
+        raise UnknownNameError(f"module {module_name} registers 0 tasks; decorate a Task subclass with @register_task")
     if len(mine) > 1:
-        raise KeyError(f"module {module_name} registers {len(mine)} tasks ({', '.join(sorted(c.name for c in mine))}); "
-                       f"name one as '{module_name}:<name>'")
+        raise UnknownNameError(f"module {module_name} registers {len(mine)} tasks "
+                               f"({', '.join(sorted(c.name for c in mine))}); name one as '{module_name}:<name>'")
     return mine[0]
 
 
@@ -171,5 +173,6 @@ def get_task(name: str) -> Type[Task]:
         return _from_module(target, name, prefer=name)
     if name.isidentifier() and importlib.util.find_spec(name) is not None:   # a top-level module: task: my_task
         return _from_module(name, name)
-    raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))} (a task outside this package is "
-                   f"named by its module, e.g. 'my_pkg.my_task', or by an entry point of group {ENTRY_POINT_GROUP!r})")
+    raise UnknownNameError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))} (a task outside this package "
+                           f"is named by its module, e.g. 'my_pkg.my_task', or by an entry point of group "
+                           f"{ENTRY_POINT_GROUP!r})")

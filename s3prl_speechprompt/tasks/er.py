@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
+from s3prl_speechprompt.errors import ConfigError, InputFileError, MissingFileError
 from s3prl_speechprompt.tasks.base import Item, Task, register_task
 
 CLASSES = ("neu", "hap", "ang", "sad")
@@ -31,7 +32,7 @@ def parse_fold(test_fold) -> int:
         if text.startswith(prefix):
             text = text[len(prefix):]
     if not text.isdigit() or not 1 <= int(text) <= SESSIONS:
-        raise ValueError(f"downstream_expert.datarc.test_fold: expected fold1..fold{SESSIONS}, got {test_fold!r}")
+        raise ConfigError(f"downstream_expert.datarc.test_fold: expected fold1..fold{SESSIONS}, got {test_fold!r}")
     return int(text)
 
 
@@ -47,7 +48,7 @@ class EmotionRecognition(Task):
         self.root = Path(root)
         self.fold = parse_fold(test_fold)
         if not 0.0 <= float(valid_ratio) < 1.0:
-            raise ValueError(f"downstream_expert.datarc.valid_ratio must be in [0, 1), got {valid_ratio}")
+            raise ConfigError(f"downstream_expert.datarc.valid_ratio must be in [0, 1), got {valid_ratio}")
         self.valid_ratio = float(valid_ratio)
         self.seed = int(seed)
         self._split_items = None
@@ -55,7 +56,7 @@ class EmotionRecognition(Task):
     def _parsed(self):
         missing = [f"Session{k}" for k in range(1, SESSIONS + 1) if not (self.root / f"Session{k}").is_dir()]
         if not str(self.root) or missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"downstream_expert.datarc.root: {str(self.root) or '(empty)'} is not an IEMOCAP root (missing "
                 f"{', '.join(missing)}); point it at IEMOCAP_full_release/ (or make a synthetic one with "
                 f"`speechprompt synth er --out DIR`)")
@@ -90,5 +91,5 @@ class EmotionRecognition(Task):
         self.check_split(split)
         items = self._splits()[split]
         if not items:
-            raise ValueError(f"ER split {split!r} (test fold {self.fold}) is empty under {self.root}")
+            raise InputFileError(f"ER split {split!r} (test fold {self.fold}) is empty under {self.root}")
         return list(items)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
+from s3prl_speechprompt.errors import InputFileError, MissingFileError
 from s3prl_speechprompt.tasks.base import Item, Task, register_task
 
 SLOTS = ("action", "object", "location")
@@ -31,7 +32,7 @@ class IntentClassification(Task):
             missing = [f"data/{s}_data.csv" for s in ("train", "valid", "test")
                        if not (self.root / "data" / f"{s}_data.csv").is_file()]
             if not str(self.root) or missing:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"downstream_expert.datarc.file_path: {str(self.root) or '(empty)'} is not a Fluent Speech "
                     f"Commands root (missing {', '.join(missing)}); point it at fluent_speech_commands_dataset/ "
                     f"(or make a synthetic one with `speechprompt synth ic --out DIR`)")
@@ -47,5 +48,5 @@ class IntentClassification(Task):
             labels = tuple(f"{slot}:{str(e[slot]).replace(' ', '_')}" for slot in SLOTS)   # "change language"
             items.append(Item(str(uid), str(e["path"]), labels))
         if not items:
-            raise ValueError(f"IC split {split!r} is empty in {self.root}/data")
+            raise InputFileError(f"IC split {split!r} is empty in {self.root}/data")
         return items

@@ -12,6 +12,7 @@ from typing import List
 
 import soundfile as sf
 
+from s3prl_speechprompt.errors import InputFileError, MissingFileError
 from s3prl_speechprompt.tasks.base import Item, Task, register_task
 
 CLASSES = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "_unknown_", "_silence_"]
@@ -36,7 +37,7 @@ class KeywordSpotting(Task):
         if self._corpus is None:
             for key, path in (("speech_commands_root", self.root), ("speech_commands_test_root", self.test_root)):
                 if not str(path) or not path.is_dir():
-                    raise FileNotFoundError(
+                    raise MissingFileError(
                         f"downstream_expert.datarc.{key}: {str(path) or '(empty)'} is not a directory; point it at "
                         f"the extracted speech_commands_{'test_set_' if 'test' in key else ''}v0.01 folder "
                         f"(or make a synthetic one with `speechprompt synth ks --out DIR`)")
@@ -52,14 +53,15 @@ class KeywordSpotting(Task):
         for uid, e in sorted(entries.items()):
             label = e["class_name"]
             if label not in CLASSES:
-                raise ValueError(f"{e['wav_path']}: class folder {label!r} is not one of the 12 SUPERB classes")
+                raise InputFileError(f"{e['wav_path']}: class folder {label!r} is not one of the 12 SUPERB classes")
             if label == "_silence_" and split != "test":
                 items.extend(self._silence_windows(Path(e["wav_path"])))
             else:
                 items.append(Item(uid, str(e["wav_path"]), (label,)))
         items = self._cap_silence(items)
         if not items:
-            raise ValueError(f"KS split {split!r} is empty under {self.test_root if split == 'test' else self.root}")
+            raise InputFileError(f"KS split {split!r} is empty under "
+                                 f"{self.test_root if split == 'test' else self.root}")
         return items
 
     @staticmethod

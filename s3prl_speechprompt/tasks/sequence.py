@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import List, Optional, Sequence
 
+from s3prl_speechprompt.errors import InputFileError
 from s3prl_speechprompt.tasks.base import Item, Task
 
 WORD_BOUNDARY = "|"
@@ -49,7 +50,7 @@ class SequenceTask(Task):
         if split not in self._cache:
             items = self._read(split)
             if not items:
-                raise ValueError(f"task {self.name!r}: split {split!r} is empty")
+                raise InputFileError(f"task {self.name!r}: split {split!r} is empty")
             self._cache[split] = items
         return self._cache[split]
 

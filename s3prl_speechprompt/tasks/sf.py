@@ -17,6 +17,7 @@ import string
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from s3prl_speechprompt.errors import InputFileError, MissingFileError
 from s3prl_speechprompt.tasks.base import Item, register_task
 from s3prl_speechprompt.tasks.sequence import UNDECODABLE, WORD_BOUNDARY, SequenceTask
 
@@ -122,8 +123,8 @@ class SlotFilling(SequenceTask):
         """s3prl's ``CharacterTextSlotEncoder`` over SUPERB's characters and this corpus's ``slots.txt``."""
         if self._encoder is None:
             if not self.slots_file.is_file():
-                raise FileNotFoundError(f"{self.slots_file}: slots file not found (set downstream_expert.datarc."
-                                        f"slots_file, or put slots.txt in the SNIPS root)")
+                raise MissingFileError(f"{self.slots_file}: slots file not found (set downstream_expert.datarc."
+                                       f"slots_file, or put slots.txt in the SNIPS root)")
             from s3prl.downstream.ctc.text import CharacterTextSlotEncoder
             # the first line is not a slot (as load_from_file reads it); blank lines are not slots either
             names = [s.strip() for s in self.slots_file.read_text().split("\n")[1:] if s.strip()]
@@ -135,7 +136,7 @@ class SlotFilling(SequenceTask):
         if self._corpus is None:
             missing = [n for n in ("all.iob.snips.txt", "train", "valid", "test") if not (self.root / n).exists()]
             if not str(self.root) or missing:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"downstream_expert.datarc.path: {str(self.root) or '(empty)'} is not an Audio SNIPS root "
                     f"(missing {', '.join(missing)}); point it at the preprocessed SNIPS/ folder (or make a "
                     f"synthetic one with `speechprompt synth sf --out DIR`)")
@@ -166,7 +167,7 @@ class SlotFilling(SequenceTask):
             try:
                 labels = self.encode(e["transcription"], e["iob"], e["intent"])
             except KeyError as err:
-                raise ValueError(f"{uid}: slot {err} is not in {self.slots_file}") from None
+                raise InputFileError(f"{uid}: slot {err} is not in {self.slots_file}") from None
             items.append(Item(str(uid), str(e["wav_path"]), labels))
         return items
 

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
+from s3prl_speechprompt.errors import InputFileError, MissingFileError
 from s3prl_speechprompt.tasks.base import Item, Task, register_task
 
 SPLIT_FILE = "iden_split.txt"
@@ -41,13 +42,13 @@ class SpeakerIdentification(Task):
     def _parsed(self):
         if self._corpus is None:
             if not str(self.root) or not self.root.is_dir():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"downstream_expert.datarc.file_path: {str(self.root) or '(empty)'} is not a directory; point it "
                     f"at the VoxCeleb1 root holding dev/wav and test/wav (or make a synthetic one with "
                     f"`speechprompt synth sid --out DIR`)")
             if not self.meta.is_file():
-                raise FileNotFoundError(f"downstream_expert.datarc.meta_data: {self.meta} not found; it is VoxCeleb1's "
-                                        f"iden_split.txt (lines '<1|2|3> idXXXXX/<video>/<n>.wav')")
+                raise MissingFileError(f"downstream_expert.datarc.meta_data: {self.meta} not found; it is VoxCeleb1's "
+                                       f"iden_split.txt (lines '<1|2|3> idXXXXX/<video>/<n>.wav')")
             from s3prl_speechprompt import compat
             compat.apply()
             from s3prl.dataio.corpus.voxceleb1sid import VoxCeleb1SID
@@ -63,5 +64,5 @@ class SpeakerIdentification(Task):
         crop = self.max_timestep if split == "train" else None
         items = [Item(uid, str(data[uid]["wav_path"]), (data[uid]["label"],), 0, crop) for uid in sorted(ids)]
         if not items:
-            raise ValueError(f"SID split {split!r} is empty in {self.meta}")
+            raise InputFileError(f"SID split {split!r} is empty in {self.meta}")
         return items

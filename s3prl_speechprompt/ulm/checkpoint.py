@@ -22,15 +22,12 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from s3prl_speechprompt.atomic import atomic_torch_save
+from s3prl_speechprompt.errors import CheckpointError, MissingFileError
 from s3prl_speechprompt.safe_globals import numpy_globals, torch_globals
 from s3prl_speechprompt.ulm.dictionary import Dictionary
 from s3prl_speechprompt.ulm.model import ARCHITECTURES, ULMConfig, UnitLM
 
 CHECKPOINT_NAMES = ("checkpoint_best.pt", "checkpoint_last.pt", "checkpoint.pt")
-
-
-class CheckpointError(ValueError):
-    """A unit-LM checkpoint that cannot be used as is; the message names the file and the fix."""
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -249,13 +246,13 @@ def resolve_paths(path) -> Tuple[Path, Path]:
         if ckpt is None:
             found = sorted(p.name for p in path.glob("*.pt"))
             if len(found) != 1:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"{path}: no unit-LM checkpoint found (looked for {', '.join(CHECKPOINT_NAMES)}; "
                     f"*.pt files here: {found or 'none'})")
             ckpt = path / found[0]
         return ckpt, path / "dict.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: unit-LM checkpoint or directory does not exist")
+        raise MissingFileError(f"{path}: unit-LM checkpoint or directory does not exist")
     return path, path.parent / "dict.txt"
 
 
@@ -264,7 +261,7 @@ def load_ulm(path, dict_path=None, map_location="cpu") -> Tuple[UnitLM, Dictiona
     ckpt, default_dict = resolve_paths(path)
     dict_path = Path(dict_path) if dict_path else default_dict
     if not dict_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{dict_path}: missing. The unit LM {ckpt} needs the dict.txt it was trained with "
             f"(it fixes which row of the embedding is which unit); place it next to the checkpoint or pass dict_path")
     dictionary = Dictionary.load(dict_path)

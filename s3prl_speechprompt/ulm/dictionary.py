@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, List, Sequence
 
 from s3prl_speechprompt.atomic import atomic_write_text
+from s3prl_speechprompt.errors import InputFileError, MissingFileError, UnknownNameError
 
 BOS, PAD, EOS, UNK = "<s>", "<pad>", "</s>", "<unk>"
 SPECIALS = (BOS, PAD, EOS, UNK)
@@ -58,7 +59,7 @@ class Dictionary:
             i = self.indices.get(s)
             if i is None:
                 if strict:
-                    raise KeyError(
+                    raise UnknownNameError(
                         f"symbol {s!r} is not in the LM dictionary ({len(self.units)} units, "
                         f"e.g. {self.units[:5]}); were the units made with the same k-means as this LM?")
                 i = self.unk_index
@@ -73,7 +74,7 @@ class Dictionary:
         """Parse ``<symbol> <count>`` lines (an optional trailing ``#fairseq:overwrite`` flag is honoured)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path}: GSLM dictionary not found; a unit LM directory needs the dict.txt that was used to "
                 f"train checkpoint_best.pt (GSLM tarballs ship it next to the checkpoint)")
         d = cls()
@@ -86,13 +87,14 @@ class Dictionary:
                 line = line[: -len("#fairseq:overwrite")].rstrip()
             parts = line.rsplit(" ", 1)
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise ValueError(f"{path}:{lineno}: expected '<symbol> <count>', got {raw!r}")
+                raise InputFileError(f"{path}:{lineno}: expected '<symbol> <count>', got {raw!r}")
             sym, count = parts[0], int(parts[1])
             if sym in d.indices:
                 if overwrite:
                     d.counts[d.indices[sym]] = count
                     continue
-                raise ValueError(f"{path}:{lineno}: duplicate symbol {sym!r} (add '#fairseq:overwrite' if intended)")
+                raise InputFileError(f"{path}:{lineno}: duplicate symbol {sym!r} (add '#fairseq:overwrite' if "
+                                     f"intended)")
             d.add(sym, count)
         return d
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from s3prl_speechprompt.errors import ConfigError
+
 # fairseq transformer_lm architectures: name -> (embed_dim, ffn_dim, layers, heads, activation)
 ARCHITECTURES = {
     "transformer_lm": (512, 2048, 6, 8, "relu"),
@@ -66,7 +68,7 @@ class ULMConfig:
     @classmethod
     def from_arch(cls, arch: str, vocab_size: int, **overrides) -> "ULMConfig":
         if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown unit-LM architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+            raise ConfigError(f"unknown unit-LM architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
         d, f, n, h, act = ARCHITECTURES[arch]
         kw = dict(embed_dim=d, ffn_dim=f, layers=n, heads=h, activation=act, arch=arch)
         kw.update(overrides)

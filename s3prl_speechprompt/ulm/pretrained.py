@@ -16,7 +16,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from s3prl_speechprompt.errors import DownloadError
+from s3prl_speechprompt.errors import DownloadError, MissingFileError
 
 _BASE = "https://dl.fbaipublicfiles.com/textless_nlp/gslm"
 ULM_URLS = {
@@ -62,8 +62,8 @@ def resolve_ulm(name_or_path: str) -> Path:
     if name_or_path not in ULM_URLS:
         path = Path(name_or_path).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"unit LM {name_or_path!r}: no such file or directory, and not a GSLM name "
-                                    f"({', '.join(ULM_URLS)})")
+            raise MissingFileError(f"unit LM {name_or_path!r}: no such file or directory, and not a GSLM name "
+                                   f"({', '.join(ULM_URLS)})")
         return path
     tarball = fetch(ULM_URLS[name_or_path])
     out = tarball.with_suffix("")
@@ -93,5 +93,6 @@ def resolve_kmeans(name_or_path: str) -> Path:
         return fetch(KMEANS_URLS[name_or_path])
     path = Path(name_or_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"k-means {name_or_path!r}: no such file, and not a GSLM name ({', '.join(KMEANS_URLS)})")
+        raise MissingFileError(f"k-means {name_or_path!r}: no such file, and not a GSLM name "
+                               f"({', '.join(KMEANS_URLS)})")
     return path

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
 from s3prl_speechprompt.atomic import atomic_write_text
-from s3prl_speechprompt.errors import UnitFileError
+from s3prl_speechprompt.errors import MissingFileError, UnitFileError
 
 SEPARATOR = "<s>"
 MAX_LISTED = 20            # bad lines listed in one error (the rest are counted)
@@ -107,7 +107,7 @@ def read_unit_file(path: str | os.PathLike) -> List[UnitRecord]:
     what``, the first MAX_LISTED of them and a count), not just the first."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: unit file not found")
+        raise MissingFileError(f"{path}: unit file not found")
     lines = path.read_text(encoding="utf-8").splitlines()
     first = next((ln for ln in lines if ln.strip()), None)
     if first is None:

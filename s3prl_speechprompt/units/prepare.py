@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from s3prl_speechprompt.errors import ConfigError, InputFileError
 from s3prl_speechprompt.units.manifest import UnitRecord, read_unit_file, write_unit_manifest
 from s3prl_speechprompt.units.quantizer import KMeansQuantizer, dedup
 
@@ -45,8 +46,8 @@ def cache_key(**parts) -> str:
 def to_units(quantizer: KMeansQuantizer, feats: torch.Tensor) -> List[str]:
     """(T, D) features -> deduplicated unit symbols (cluster index as a string, as in GSLM's dict.txt)."""
     if feats.dim() != 2 or feats.size(1) != quantizer.dim:
-        raise ValueError(f"features of shape {tuple(feats.shape)} do not fit the k-means (dim {quantizer.dim}); "
-                         f"the k-means must be fitted on the same upstream layer")
+        raise ConfigError(f"features of shape {tuple(feats.shape)} do not fit the k-means (dim {quantizer.dim}); "
+                          f"the k-means must be fitted on the same upstream layer")
     return [str(u) for u in dedup(quantizer(feats.float())).tolist()]
 
 
@@ -78,9 +79,10 @@ def prepare_units(items: Sequence, featurize: Callable, read_audio: Callable, *,
     if km:
         quantizer = KMeansQuantizer.load(km)
         if feature_dim is not None and quantizer.dim != feature_dim:
-            raise ValueError(f"{km}: k-means dimension {quantizer.dim} != upstream feature dimension {feature_dim}; "
-                             f"this k-means belongs to another upstream/layer (GSLM's hubert100 km.bin expects "
-                             f"-u hubert -l 6, 768 dims); pick the matching km or km: null to fit one")
+            raise InputFileError(f"{km}: k-means dimension {quantizer.dim} != upstream feature dimension "
+                                 f"{feature_dim}; this k-means belongs to another upstream/layer (GSLM's hubert100 "
+                                 f"km.bin expects -u hubert -l 6, 768 dims); pick the matching km or km: null to fit "
+                                 f"one")
     elif q_path.is_file():
         quantizer = KMeansQuantizer.load(q_path)
         log.info("k-means from cache %s", q_path)
@@ -116,8 +118,8 @@ def _fit(items, featurize, read_audio, n_clusters, max_frames, seed) -> KMeansQu
             break
     bar.close()
     if n < n_clusters:
-        raise ValueError(f"only {n} feature frames in the training split, fewer than the {n_clusters} k-means "
-                         f"clusters asked for; lower downstream_expert.n_clusters")
+        raise ConfigError(f"only {n} feature frames in the training split, fewer than the {n_clusters} k-means "
+                          f"clusters asked for; lower downstream_expert.n_clusters")
     stacked = np.concatenate(feats)
     # GSLM's n_init=20 / batch 10000 are sized for millions of frames; keep them unless the data is tiny
     overrides = {"batch_size": min(10000, len(stacked))}

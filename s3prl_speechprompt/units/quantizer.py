@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from s3prl_speechprompt.atomic import atomic_torch_save
-from s3prl_speechprompt.errors import KMeansFileError
+from s3prl_speechprompt.errors import ConfigError, KMeansFileError, MissingFileError
 from s3prl_speechprompt.safe_globals import numpy_globals
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -70,8 +70,8 @@ class KMeansQuantizer(torch.nn.Module):
             raise ValueError(f"expected features of shape (T, D) or (B, T, D) with D={self.dim}, "
                              f"got shape {tuple(x.shape)}")
         if x.shape[-1] != self.dim:
-            raise ValueError(f"expected feature dim D={self.dim} (the k-means centroids), got {x.shape[-1]} "
-                             f"(features of shape {tuple(x.shape)}); was the k-means fit on this layer/upstream?")
+            raise ConfigError(f"expected feature dim D={self.dim} (the k-means centroids), got {x.shape[-1]} "
+                              f"(features of shape {tuple(x.shape)}); was the k-means fit on this layer/upstream?")
         if not x.is_floating_point():
             raise TypeError(f"expected float features, got dtype {x.dtype}")
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -111,8 +111,8 @@ class KMeansQuantizer(torch.nn.Module):
 
         x = _stack(features)
         if x.shape[0] < n_clusters:
-            raise ValueError(f"k-means needs at least n_clusters={n_clusters} frames, got {x.shape[0]}; "
-                             f"use more utterances (or a larger sample) or fewer clusters")
+            raise ConfigError(f"k-means needs at least n_clusters={n_clusters} frames, got {x.shape[0]}; "
+                              f"use more utterances (or a larger sample) or fewer clusters")
         args = dict(GSLM_KMEANS_ARGS, n_clusters=n_clusters, random_state=seed)
         args.update(overrides)
         km = MiniBatchKMeans(**args).fit(x)
@@ -132,7 +132,7 @@ class KMeansQuantizer(torch.nn.Module):
         """Load our torch file, a ``.npy`` of centroids, or a GSLM km.bin (dispatch on content)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: k-means file not found")
+            raise MissingFileError(f"{path}: k-means file not found")
         with open(path, "rb") as f:
             magic = f.read(6)
         if magic == b"\x93NUMPY":
@@ -142,12 +142,12 @@ class KMeansQuantizer(torch.nn.Module):
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"{path}: not a readable torch file ({type(e).__name__}: {e}); expected a "
-                             f"quantizer saved by KMeansQuantizer.save or a GSLM km.bin") from None
+            raise KMeansFileError(f"{path}: not a readable torch file ({type(e).__name__}: {e}); expected a "
+                                  f"quantizer saved by KMeansQuantizer.save or a GSLM km.bin") from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT or "centroids" not in blob:
             found = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
-            raise ValueError(f"{path}: torch file is not a saved KMeansQuantizer (found {found}); "
-                             f"expected keys format={FORMAT!r}, centroids, meta")
+            raise KMeansFileError(f"{path}: torch file is not a saved KMeansQuantizer (found {found}); "
+                                  f"expected keys format={FORMAT!r}, centroids, meta")
         meta = dict(blob.get("meta", {}))
         meta.setdefault("source", str(path))
         return cls(blob["centroids"], meta=meta)
@@ -270,8 +270,8 @@ def read_km_bin(path: Union[str, os.PathLike]) -> KMeansState:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: k-means file not found (GSLM ships it as km.bin next to the "
-                                f"unit LM, e.g. hubert/km100/km.bin)")
+        raise MissingFileError(f"{path}: k-means file not found (GSLM ships it as km.bin next to the "
+                               f"unit LM, e.g. hubert/km100/km.bin)")
     try:
         from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
     except ImportError:
