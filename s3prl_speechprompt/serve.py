@@ -197,7 +197,9 @@ def load_task_checkpoint(path, lms: Optional[LMCache] = None, ulm: Optional[str]
                 f"--ulm at the LM this run was trained with")
     own = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(own, strict=False)
-    missing = [k for k in missing if not (cfg.method == "pt" and k.startswith("lm."))]
+    # what training changed must all be there; the frozen LM (PT) and the tied output projection (FT-LM: it is the
+    # embedding, stored once) are not stored
+    missing = sorted(set(model.trainable_parameters()) & set(missing))
     if missing or unexpected:
         raise CheckpointMismatch(f"{path}: its model state does not fit the model its config builds "
                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]})")

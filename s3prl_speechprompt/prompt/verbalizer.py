@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from s3prl_speechprompt.atomic import atomic_write_text
+from s3prl_speechprompt.errors import ConfigError, InputFileError
 
 METHODS = ("freq", "random", "identity", "multi", "learnable")
 
@@ -61,23 +62,23 @@ class Verbalizer:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"unknown verbalizer method {self.method!r}; choose one of {', '.join(METHODS)}")
+            raise ConfigError(f"unknown verbalizer method {self.method!r}; choose one of {', '.join(METHODS)}")
         if not self.codes:
-            raise ValueError("a verbalizer needs at least one label")
+            raise ConfigError("a verbalizer needs at least one label")
         self.codes = {str(k): tuple(str(u) for u in v) for k, v in self.codes.items()}
         lengths = {len(c) for c in self.codes.values()}
         if 0 in lengths:
             empty = [k for k, c in self.codes.items() if not c]
-            raise ValueError(f"verbalizer: label(s) {_preview(empty)} have an empty code")
+            raise ConfigError(f"verbalizer: label(s) {_preview(empty)} have an empty code")
         if len(lengths) != 1:
             by_len = {n: next(k for k, c in self.codes.items() if len(c) == n) for n in sorted(lengths)}
-            raise ValueError(
+            raise ConfigError(
                 f"verbalizer: all codes must have the same length, found lengths {sorted(lengths)} "
                 f"(e.g. {', '.join(f'label {k!r} has {n}' for n, k in by_len.items())})")
         seen: Dict[Tuple[str, ...], str] = {}
         for label, code in self.codes.items():
             if code in seen:
-                raise ValueError(
+                raise ConfigError(
                     f"verbalizer: labels {seen[code]!r} and {label!r} share the code {' '.join(code)!r}; "
                     f"codes must be distinct or predictions cannot be decoded")
             seen[code] = label
@@ -96,7 +97,7 @@ class Verbalizer:
         for label in labels:
             code = self.codes.get(label)
             if code is None:
-                raise ValueError(
+                raise ConfigError(
                     f"verbalizer has no code for label {label!r}; known labels: {_preview(self.labels)}. "
                     f"Was the verbalizer built from the same task's training labels?")
             out.extend(code)
@@ -121,35 +122,35 @@ class Verbalizer:
         """Read our shape, or SpeechPrompt's ``{task: {label: "u1 u2"}}`` (single key, or ``task_key``;
         ignored for our shape). ``source`` names the file in error messages."""
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
+            raise InputFileError(f"{source}: expected a JSON object, got {type(d).__name__}")
         if "codes" in d:
             # our shape holds a single task, so a task_key has nothing to select
             method, codes = d.get("method", "freq"), d["codes"]
         else:
             if task_key is None:
                 if len(d) != 1:
-                    raise ValueError(
+                    raise InputFileError(
                         f"{source}: SpeechPrompt-style table with tasks {_preview(list(d))}; "
                         f"pass task_key= (--task-key) to pick one")
                 task_key = next(iter(d))
             if task_key not in d:
-                raise ValueError(f"{source}: no task {task_key!r}; found {_preview(list(d))}")
+                raise InputFileError(f"{source}: no task {task_key!r}; found {_preview(list(d))}")
             # SpeechPrompt only released tables made by its frequency verbalizer
             method, codes = "freq", d[task_key]
         if not isinstance(codes, dict):
-            raise ValueError(f"{source}: codes must map label -> 'u1 u2 ...', got {type(codes).__name__}")
+            raise InputFileError(f"{source}: codes must map label -> 'u1 u2 ...', got {type(codes).__name__}")
         parsed = {}
         for label, code in codes.items():
             if not isinstance(code, str):
-                raise ValueError(f"{source}: label {label!r} has code {code!r}; expected a string of "
+                raise InputFileError(f"{source}: label {label!r} has code {code!r}; expected a string of "
                                  f"space-separated unit symbols")
             parsed[str(label)] = tuple(code.split())
         try:
             v = cls(method, parsed)
         except ValueError as e:
-            raise ValueError(f"{source}: {e}") from None
+            raise InputFileError(f"{source}: {e}") from None
         if "code_length" in d and int(d["code_length"]) != v.code_length:
-            raise ValueError(f"{source}: code_length is {d['code_length']} but the codes have "
+            raise InputFileError(f"{source}: code_length is {d['code_length']} but the codes have "
                              f"{v.code_length} units; fix or drop the code_length field")
         return v
 
@@ -171,7 +172,7 @@ class Verbalizer:
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise InputFileError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(d, task_key=task_key, source=str(path))
 
 
@@ -182,8 +183,8 @@ def _ranked(counts: Counter) -> List[str]:
     return sorted(counts, key=lambda k: -counts[k])
 
 
-def _too_many(method: str, n_labels: int, n_units: int) -> ValueError:
-    return ValueError(
+def _too_many(method: str, n_labels: int, n_units: int) -> ConfigError:
+    return ConfigError(
         f"verbalizer '{method}' gives each label its own single unit, but there are {n_labels} labels and only "
         f"{n_units} units; use the multi-unit verbalizer instead (--verbalizer multi / method='multi'), "
         f"which gives each label a code of several units")
@@ -199,26 +200,26 @@ def build_verbalizer(method: str, train_label_seqs: Iterable[Sequence[str]],
     matters for ``random``.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown verbalizer method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown verbalizer method {method!r}; choose one of {', '.join(METHODS)}")
     vocab = [str(u) for u in unit_vocab]
     if not vocab:
-        raise ValueError("unit vocabulary is empty; pass the GSLM dict.txt symbols")
+        raise ConfigError("unit vocabulary is empty; pass the GSLM dict.txt symbols")
     if len(set(vocab)) != len(vocab):
         dup = next(u for i, u in enumerate(vocab) if u in vocab[:i])
-        raise ValueError(f"unit vocabulary lists unit {dup!r} twice; check dict.txt")
+        raise ConfigError(f"unit vocabulary lists unit {dup!r} twice; check dict.txt")
 
     label_counts: Counter = Counter()
     for labels in train_label_seqs:
         label_counts.update(str(x) for x in labels)
     if not label_counts:
-        raise ValueError("no training labels found; the verbalizer is built from the train split's labels")
+        raise ConfigError("no training labels found; the verbalizer is built from the train split's labels")
     unit_counts: Counter = Counter()
     for units in train_unit_seqs:
         unit_counts.update(str(u) for u in units)
     known = set(vocab)
     unknown = [u for u in unit_counts if u not in known]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"training sources use unit(s) {_preview(unknown)} that are not in the unit vocabulary "
             f"({len(vocab)} units: {_preview(vocab, 5)}); were the units made with the k-means of this dict.txt?")
 
@@ -240,7 +241,7 @@ def build_verbalizer(method: str, train_label_seqs: Iterable[Sequence[str]],
             codes[label] = tuple(reversed(digits))
     elif n_labels > n_units:
         if method == "learnable":
-            raise ValueError(
+            raise ConfigError(
                 f"verbalizer 'learnable' keeps one input unit per label (code length 1), but there are "
                 f"{n_labels} labels and only {n_units} units; use the multi-unit verbalizer instead "
                 f"(--verbalizer multi / method='multi')")
