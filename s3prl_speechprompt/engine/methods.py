@@ -1,7 +1,7 @@
 """``speechprompt train --method``: which trainer serves which method.
 
-The one module that knows both trainers, so neither imports the other: :mod:`.trainer` holds the loop
-(``Fitter``) and PT / FT-LM, :mod:`.baseline` the unit BLSTM, which reuses the loop.
+The one module that knows both trainers, so neither imports the other: :mod:`.trainer` holds PT / FT-LM and
+what the methods share (``fit_engine``: the run through :mod:`.loop`), :mod:`.baseline` the unit BLSTM.
 """
 from __future__ import annotations
 
