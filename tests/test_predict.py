@@ -27,6 +27,23 @@ def _predictions(path: Path) -> dict:
     return dict(line.rstrip("\n").split(" ", 1) for line in path.read_text().splitlines())
 
 
+def _train_and_evaluate(root: Path, name: str, datarc: dict, exp: Path, lr=None, **expert) -> Path:
+    """A runner run of ``name`` on the fixture's LM and k-means (``root/ulm``, ``root/km.pt``) with a learnable
+    verbalizer, trained for STEPS steps and evaluated once on test (``-m evaluate -e dev-best.ckpt``)."""
+    cfg_path = write_config(root / f"{name}.yaml", name, datarc, root / "ulm", root / "cache", STEPS, lr=lr,
+                            verbalizer="learnable", **expert)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["downstream_expert"]["km"] = str(root / "km.pt")
+    # batch 1: s3prl's Featurizer keeps round(samples / hop) frames per utterance of a padded batch, so in a
+    # batch a shorter clip gains 1-2 padding frames (units) that it does not have alone; -m inference and
+    # predict featurize one file at a time
+    cfg["downstream_expert"]["datarc"]["eval_batch_size"] = 1
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg_path), "-p", str(exp), "--device", "cpu")
+    run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
+    return exp
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from s3prl_speechprompt import compat
@@ -56,20 +73,8 @@ def runs(tmp_path_factory):
     save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(d))), d, root / "ulm")
     out = {"root": root, "datarc": datarc, "exp": {}}
     for task, length in (("ks", 4), ("ic", 9)):
-        name = f"speechprompt_{task}"
-        cfg_path = write_config(root / f"{name}.yaml", name, datarc[task], root / "ulm", root / "cache", STEPS,
-                                lr=3e-2, verbalizer="learnable", prompt={"prompt_length": length})
-        cfg = yaml.safe_load(cfg_path.read_text())
-        cfg["downstream_expert"]["km"] = str(root / "km.pt")
-        # batch 1: s3prl's Featurizer keeps round(samples / hop) frames per utterance of a padded batch, so in a
-        # batch a shorter clip gains 1-2 padding frames (units) that it does not have alone; -m inference and
-        # predict featurize one file at a time
-        cfg["downstream_expert"]["datarc"]["eval_batch_size"] = 1
-        cfg_path.write_text(yaml.safe_dump(cfg))
-        exp = root / f"exp_{task}"
-        run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg_path), "-p", str(exp), "--device", "cpu")
-        run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
-        out["exp"][task] = exp
+        out["exp"][task] = _train_and_evaluate(root, f"speechprompt_{task}", datarc[task], root / f"exp_{task}",
+                                               lr=3e-2, prompt={"prompt_length": length})
     out["quantizer"] = quantizer
     return out
 
@@ -242,19 +247,10 @@ def _pinned_outputs(runs, tmp_path) -> dict:
     from s3prl_speechprompt.units.prepare import to_units
 
     root, got = runs["root"], {}
-    name = "speechprompt_ks_ftlm"
-    cfg_path = write_config(root / f"{name}.yaml", name, runs["datarc"]["ks"], root / "ulm", root / "cache", STEPS,
-                            verbalizer="learnable")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["downstream_expert"]["km"] = str(root / "km.pt")
-    cfg["downstream_expert"]["datarc"]["eval_batch_size"] = 1
-    cfg_path.write_text(yaml.safe_dump(cfg))
     exps = dict(runs["exp"])
     exps["ks_ftlm"] = root / "exp_ks_ftlm"
     if not (exps["ks_ftlm"] / "test_predict.txt").is_file():
-        run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg_path), "-p", str(exps["ks_ftlm"]),
-                   "--device", "cpu")
-        run_runner("-m", "evaluate", "-t", "test", "-e", str(exps["ks_ftlm"] / "dev-best.ckpt"), "--device", "cpu")
+        _train_and_evaluate(root, "speechprompt_ks_ftlm", runs["datarc"]["ks"], exps["ks_ftlm"])
     ckpt = read_runner_checkpoint(runs["exp"]["ic"] / "dev-best.ckpt")
     ckpt["Config"]["downstream_expert"].update(beam_size=3, precision="bf16")
     exps["ic_beam_bf16"] = tmp_path / "exp_ic_beam"
