@@ -21,6 +21,7 @@ from s3prl_speechprompt.atomic import atomic_torch_save
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, read_records
 from s3prl_speechprompt.engine.loop import FORMAT, Job, mean_loss
 from s3prl_speechprompt.engine.trainer import TrainConfig, check_resume_config, fit_engine, lr_schedule, write_config
+from s3prl_speechprompt.errors import InputFileError
 from s3prl_speechprompt.prompt.verbalizer import natural_order
 
 PAD_ID, UNK_ID = 0, 1
@@ -58,7 +59,7 @@ class Vocab:
     def from_records(cls, records, path) -> "Vocab":
         k = {len(r.labels) for r in records}
         if len(k) != 1 or 0 in k:
-            raise ValueError(f"{path}: the BLSTM baseline classifies a fixed number of label tokens per utterance, "
+            raise InputFileError(f"{path}: the BLSTM baseline classifies a fixed number of label tokens per utterance, "
                              f"but label lengths here are {sorted(k)[:5]}; use --method pt/ftlm for sequence labels")
         n = k.pop()
         return cls(natural_order({u for r in records for u in r.units}),
@@ -71,7 +72,7 @@ class Vocab:
         out = []
         for r in records:
             if len(r.labels) != len(self.slots):
-                raise ValueError(f"{path}: utterance {r.id} has {len(r.labels)} label tokens, expected "
+                raise InputFileError(f"{path}: utterance {r.id} has {len(r.labels)} label tokens, expected "
                                  f"{len(self.slots)}")
             out.append([self.label_id[j].get(l, -100) for j, l in enumerate(r.labels)])   # unseen: ignored
         return out

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from s3prl_speechprompt.errors import UnitFileError
+from s3prl_speechprompt.errors import InputFileError, UnitFileError
 from s3prl_speechprompt.ulm.dictionary import Dictionary
 from s3prl_speechprompt.units.manifest import UnitRecord, check_unit_indices, list_problems, read_unit_file
 
@@ -31,7 +31,7 @@ def read_records(path, what: str, dictionary: Optional[Dictionary] = None) -> Li
     the LM's ``dictionary``, one of its units."""
     records = read_unit_file(path)
     if not records:
-        raise ValueError(f"{path}: no utterances in the {what} unit file")
+        raise InputFileError(f"{path}: no utterances in the {what} unit file")
     check_unit_indices(path, records)
     if dictionary is not None:
         check_in_dictionary(path, records, dictionary)

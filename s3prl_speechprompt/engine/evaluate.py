@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
-from s3prl_speechprompt.errors import LMMismatchError
+from s3prl_speechprompt.errors import CheckpointError, InputFileError, LMMismatchError
 from s3prl_speechprompt.predictions import predictions_name, write_predictions
 
 
@@ -69,7 +69,7 @@ def load_prompted(exp: Path, config: dict, ulm_override: Optional[str] = None):
     missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
     not_loaded = set(model.trainable_parameters()) & set(missing)
     if unexpected or not_loaded:
-        raise ValueError(f"{exp}/prompt.pt does not fit the model described by config.json "
+        raise CheckpointError(f"{exp}/prompt.pt does not fit the model described by config.json "
                          f"(unexpected {unexpected[:3]}, missing {sorted(not_loaded)[:3]})")
     return model.eval(), dictionary, Verbalizer.load(exp / "verbal.json")
 
@@ -86,7 +86,7 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
     seen = {}
     for i, r in enumerate(records, 1):
         if r.id in seen:       # checked before decoding: the per-utterance predictions are keyed by id
-            raise ValueError(f"{units_path}: utterance id {r.id!r} of record {i} repeats record {seen[r.id]}; "
+            raise InputFileError(f"{units_path}: utterance id {r.id!r} of record {i} repeats record {seen[r.id]}; "
                              f"ids must be unique (the report pairs runs by utterance id)")
         seen[r.id] = i
     refs = [list(r.labels) for r in records]

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from s3prl_speechprompt import precision
 from s3prl_speechprompt.atomic import atomic_torch_save
+from s3prl_speechprompt.errors import CheckpointError
 
 FORMAT = "s3prl-speechprompt-engine/1"
 
@@ -141,7 +142,7 @@ class Checkpoint:
             return None
         ck = torch.load(self.path, map_location="cpu", weights_only=True)
         if ck.get("format") != FORMAT:
-            raise ValueError(f"{self.path}: not a checkpoint of `speechprompt train` ({ck.get('format')!r}); "
+            raise CheckpointError(f"{self.path}: not a checkpoint of `speechprompt train` ({ck.get('format')!r}); "
                              f"use a fresh --out")
         return Saved(ck["state"], ck["optimizer"], ck.get("scaler"), Progress.from_dict(ck["progress"]), ck["rng"])
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from s3prl_speechprompt.engine.baseline import train_blstm
 from s3prl_speechprompt.engine.trainer import TrainConfig, train_prompted
+from s3prl_speechprompt.errors import ConfigError
 
 
 def train(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resume=False, log=print) -> dict:
@@ -14,6 +15,6 @@ def train(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resume=False,
     if cfg.method == "blstm":
         return train_blstm(train_path, valid_path, exp, cfg, resume=resume, log=log)
     if not ulm_path:
-        raise ValueError(f"--ulm is required for --method {cfg.method} (a unit-LM directory with "
+        raise ConfigError(f"--ulm is required for --method {cfg.method} (a unit-LM directory with "
                          f"checkpoint_best.pt and dict.txt, e.g. from `speechprompt pretrain-ulm`)")
     return train_prompted(train_path, valid_path, ulm_path, exp, cfg, resume=resume, log=log)

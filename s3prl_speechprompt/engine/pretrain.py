@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from s3prl_speechprompt import schedules
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, read_records
 from s3prl_speechprompt.engine.loop import Checkpoint, Job, Progress, Saved, Settings, fit, mean_loss
+from s3prl_speechprompt.errors import CheckpointError, ConfigError
 from s3prl_speechprompt.prompt.verbalizer import natural_order
 from s3prl_speechprompt.ulm.checkpoint import load_container, save_ulm, upgrade_state_dict
 from s3prl_speechprompt.ulm.dictionary import Dictionary
@@ -154,10 +155,10 @@ def pretrain_ulm(train_path, out_dir, valid_path=None, dict_path=None, cfg: Opti
         state = load_container(last)
         saved = (state.get("extra_state") or {}).get("engine")
         if not saved:
-            raise ValueError(f"{last}: has no engine state (extra_state['engine']); it was not written by "
+            raise CheckpointError(f"{last}: has no engine state (extra_state['engine']); it was not written by "
                              f"`speechprompt pretrain-ulm`, so it cannot be resumed. Use a fresh --out")
         if saved["config"]["arch"] != cfg.arch:
-            raise ValueError(f"{last}: was trained with --arch {saved['config']['arch']}, not {cfg.arch}; "
+            raise ConfigError(f"{last}: was trained with --arch {saved['config']['arch']}, not {cfg.arch}; "
                              f"resume with the same --arch or use a fresh --out")
         dictionary = Dictionary.load(out / "dict.txt")
     else:

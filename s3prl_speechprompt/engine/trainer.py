@@ -30,6 +30,7 @@ from s3prl_speechprompt import precision, schedules
 from s3prl_speechprompt.atomic import atomic_torch_save, atomic_write_text
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
 from s3prl_speechprompt.engine.loop import FORMAT, Checkpoint, Job, Settings, fit, mean_loss
+from s3prl_speechprompt.errors import CheckpointError, ConfigError, InputFileError
 from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
 from s3prl_speechprompt.prompt.verbalizer import build_verbalizer
@@ -66,14 +67,14 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine" and self.max_updates <= 0:
-            raise ValueError("--lr-schedule cosine decays to 0 at --max-updates; give --max-updates N (N > 0)")
+            raise ConfigError("--lr-schedule cosine decays to 0 at --max-updates; give --max-updates N (N > 0)")
         precision.check(self.precision, "--precision")
         if self.method == "blstm" and self.precision != "fp32":
-            raise ValueError(f"--precision {self.precision} applies to the unit LM (pt, ftlm); the BLSTM baseline "
+            raise ConfigError(f"--precision {self.precision} applies to the unit LM (pt, ftlm); the BLSTM baseline "
                              f"runs in fp32: drop --precision")
 
 
@@ -121,7 +122,7 @@ def check_resume_config(exp: Path, cfg: TrainConfig) -> None:
     diff = [k for k, v in was.items() if k not in cfg.RESUMABLE and v != getattr(cfg, k)]
     if diff:
         shown = ", ".join(f"--{k.replace('_', '-')} {was[k]!r} (now {getattr(cfg, k)!r})" for k in diff)
-        raise ValueError(f"{path}: --resume with different settings than the original run: {shown}; "
+        raise ConfigError(f"{path}: --resume with different settings than the original run: {shown}; "
                          f"use the original settings or a fresh --out")
 
 
@@ -162,7 +163,7 @@ class PromptJob(Job):
     def load_state(self, state):
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected:
-            raise ValueError(f"{self.exp}/checkpoint_last.pt: unexpected keys {unexpected[:5]}")
+            raise CheckpointError(f"{self.exp}/checkpoint_last.pt: unexpected keys {unexpected[:5]}")
 
     def save_best(self, progress):
         atomic_torch_save({"format": FORMAT, "method": self.cfg.method, "ulm_sha256": self.sha,
@@ -187,10 +188,10 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
         try:
             lab = [dictionary.encode(verbalizer.encode(r.labels)) for r in records]
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise InputFileError(f"{path}: {e}") from None
         if any(not y for y in lab):
             i = next(i for i, y in enumerate(lab) if not y)
-            raise ValueError(f"{path}: utterance {records[i].id} has no label after '<s>'; training needs labels")
+            raise InputFileError(f"{path}: utterance {records[i].id} has no label after '<s>'; training needs labels")
         return src, lab
 
     tr_src, tr_lab = encode(train_rec, train_path)

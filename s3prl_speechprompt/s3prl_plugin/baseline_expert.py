@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from s3prl_speechprompt.errors import CheckpointError, ConfigError
 from s3prl_speechprompt.s3prl_plugin.config import from_expert_dict
 from s3prl_speechprompt.s3prl_plugin.data import ExpertData
 from s3prl_speechprompt.s3prl_plugin.records import RecordLogger
@@ -87,7 +88,7 @@ class BaselineConfig:
     def from_dict(cls, d: dict) -> "BaselineConfig":
         cfg = from_expert_dict(cls, d)
         if cfg.head is not None and cfg.head not in HEADS:
-            raise ValueError(f"downstream_expert.head: expected one of {list(HEADS)}, got {cfg.head!r}")
+            raise ConfigError(f"downstream_expert.head: expected one of {list(HEADS)}, got {cfg.head!r}")
         return cfg
 
 
@@ -120,7 +121,7 @@ def build_head(kind: str, upstream_dim: int, output_size: int, upstream_rate: in
 
         rc = _merged(LINEAR_MODELRC, modelrc or {})
         if rc["select"] != "UtteranceLevel":
-            raise ValueError(f"modelrc.select: the linear head uses UtteranceLevel, got {rc['select']!r}")
+            raise ConfigError(f"modelrc.select: the linear head uses UtteranceLevel, got {rc['select']!r}")
         return {"projector": nn.Linear(upstream_dim, rc["projector_dim"]),
                 "model": UtteranceLevel(rc["projector_dim"], output_size, **rc.get("UtteranceLevel", {}))}
     if kind == "lstm":
@@ -128,10 +129,10 @@ def build_head(kind: str, upstream_dim: int, output_size: int, upstream_rate: in
 
         rc = _merged(LSTM_MODELRC, modelrc or {})
         if rc["select"] != "RNNs":
-            raise ValueError(f"modelrc.select: the lstm head uses RNNs, got {rc['select']!r}")
+            raise ConfigError(f"modelrc.select: the lstm head uses RNNs, got {rc['select']!r}")
         return {"projector": nn.Linear(upstream_dim, rc["project_dim"]),
                 "model": RNNs(rc["project_dim"], output_size, upstream_rate, **rc["RNNs"])}
-    raise ValueError(f"head: expected one of {list(HEADS)}, got {kind!r}")
+    raise ConfigError(f"head: expected one of {list(HEADS)}, got {kind!r}")
 
 
 def class_vocabularies(task: Task, train: Sequence[Item]) -> List[List[str]]:
@@ -142,7 +143,7 @@ def class_vocabularies(task: Task, train: Sequence[Item]) -> List[List[str]]:
         return [list(v) for v in hook()]
     lengths = {len(it.labels) for it in train}
     if len(lengths) != 1:
-        raise ValueError(f"task {task.name!r}: the linear head needs a fixed number of label tokens per item, "
+        raise ConfigError(f"task {task.name!r}: the linear head needs a fixed number of label tokens per item, "
                          f"found lengths {sorted(lengths)} in the training split")
     n = lengths.pop()
     return [sorted({it.labels[i] for it in train}) for i in range(n)]
@@ -207,7 +208,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         self.restore_rng(state.pop("rng", None))
         mine = self._head_identity()
         if state != mine:
-            raise ValueError(f"checkpoint head {state.get('kind')}/{state.get('task')} with its class sets or "
+            raise CheckpointError(f"checkpoint head {state.get('kind')}/{state.get('task')} with its class sets or "
                              f"vocabulary does not match this expert ({mine['kind']}/{mine['task']})")
 
     def num_trainable(self) -> int:

@@ -9,6 +9,7 @@ from typing import List, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from s3prl_speechprompt.errors import InputFileError
 from s3prl_speechprompt.tasks.audio import audit_split
 from s3prl_speechprompt.tasks.base import Item, get_task, read_item_audio
 from s3prl_speechprompt.ulm.checkpoint import load_container
@@ -124,7 +125,7 @@ class ExpertData:
                         unseen[t] = unseen.get(t, 0) + 1
             if unseen:
                 listed = ", ".join(f"{t!r} ({n}x)" for t, n in sorted(unseen.items(), key=lambda kv: -kv[1])[:10])
-                raise ValueError(f"split {split!r} has label(s) never seen in the training split: {listed}. "
+                raise InputFileError(f"split {split!r} has label(s) never seen in the training split: {listed}. "
                                  f"The model can never output them; add training utterances with these labels, or "
                                  f"remove those utterances from {split!r}")
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from s3prl_speechprompt import precision
+from s3prl_speechprompt.errors import ConfigError, LMMismatchError
 from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.decode import Decoded, decode
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
@@ -76,10 +77,10 @@ def check_runner_precision(prec: str, runner: dict, device: str) -> None:
     if prec != "fp16":
         return
     if not str(device).startswith("cuda"):
-        raise ValueError(f"downstream_expert.precision: fp16 needs CUDA (s3prl's fp16 loss scaler is CUDA-only; "
+        raise ConfigError(f"downstream_expert.precision: fp16 needs CUDA (s3prl's fp16 loss scaler is CUDA-only; "
                          f"device is {device!r}); use precision: bf16 on CPU")
     if not runner.get("fp16"):
-        raise ValueError("downstream_expert.precision: fp16 needs loss scaling, which s3prl's runner applies only "
+        raise ConfigError("downstream_expert.precision: fp16 needs loss scaling, which s3prl's runner applies only "
                          "with runner.fp16: true; add -o config.runner.fp16=True (or use precision: bf16, no scaler)")
 
 
@@ -99,11 +100,11 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         else:
             self.quantizer, self.verbalizer, train_units = self._prepare(kwargs, upstream_dim)
         if self.quantizer.dim != upstream_dim:
-            raise ValueError(f"k-means dimension {self.quantizer.dim} != upstream feature dimension {upstream_dim}; "
+            raise ConfigError(f"k-means dimension {self.quantizer.dim} != upstream feature dimension {upstream_dim}; "
                              f"the k-means ({self.cfg.km or 'fitted'}) belongs to another upstream/layer")
         missing = [str(k) for k in range(self.quantizer.n_clusters) if str(k) not in self.dictionary.indices]
         if missing:
-            raise ValueError(f"unit LM {self.cfg.ulm}: dict.txt lacks units {missing[:10]} of the "
+            raise ConfigError(f"unit LM {self.cfg.ulm}: dict.txt lacks units {missing[:10]} of the "
                              f"{self.quantizer.n_clusters}-cluster k-means; LM and k-means must share a unit set")
 
         prompt = dict(self.cfg.prompt)
@@ -148,7 +149,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
 
     def set_extra_state(self, state):
         if state.get("lm_fingerprint") != self.lm_fingerprint:
-            raise ValueError(f"this checkpoint was trained on a different unit LM (fingerprint "
+            raise LMMismatchError(f"this checkpoint was trained on a different unit LM (fingerprint "
                              f"{state.get('lm_fingerprint')}, loaded {self.cfg.ulm} is {self.lm_fingerprint})")
         self.quantizer = KMeansQuantizer(state["centroids"]).to(self.best_score.device)
         self.verbalizer = Verbalizer.from_dict(state["verbalizer"])
