@@ -3,8 +3,9 @@
 Layers (each imports only the ones listed before it; tests/test_layering.py checks this and that no
 module imports itself back through others):
 ``errors`` (the user-error classes and how the commands report them) -> ``atomic``, ``compat``,
-``safe_globals``, ``precision``, ``schedules`` (atomic file writes; s3prl on today's torch/torchaudio; the
-globals a checkpoint or km.bin may name; fp32/bf16/fp16 autocast; lr schedules)
+``safe_globals``, ``precision``, ``schedules``, ``runlock`` (atomic file writes; s3prl on today's
+torch/torchaudio; the globals a checkpoint or km.bin may name; fp32/bf16/fp16 autocast; lr schedules; one job
+per output directory)
 -> ``ulm`` (fairseq-compatible unit LM) -> ``prompt`` (deep prompts, verbalizers, prompted LM, prompt bank) -> ``units`` (k-means quantizer, dedup)
 -> ``tasks`` (SUPERB task adapters), ``predictions`` (the per-utterance predictions file) -> back ends, which
 do not import one another (``s3prl_plugin``: s3prl's runner; ``engine``: training from unit files; ``synth``,

@@ -35,7 +35,8 @@ Each subclass also subclasses the builtin exception such a check raised before, 
     ├── OutputExistsError(FileExistsError)    an output path is in the way (not empty, not a directory)
     ├── UnknownNameError(KeyError)        an unknown task / downstream name (message printed without quotes)
     ├── DownloadError(RuntimeError)       a published artefact could not be downloaded
-    └── DeviceError(RuntimeError)         the requested device is not available
+    ├── DeviceError(RuntimeError)         the requested device is not available
+    └── DirectoryLockedError(RuntimeError)    another running job writes to the output directory
 
 Elsewhere: ``synth.tts.EspeakUnavailable`` (RuntimeError, no TTS library) and
 ``report.compare.TestSetMismatch`` (ValueError, runs scored on different test sets) are UserErrors too.
@@ -98,6 +99,10 @@ class DownloadError(UserError, RuntimeError):
 
 class DeviceError(UserError, RuntimeError):
     """The requested device (e.g. ``--device cuda``) is not available."""
+
+
+class DirectoryLockedError(UserError, RuntimeError):
+    """Another running job holds the output directory (runlock.py); the message names the holder."""
 
 
 _PATH_REFUSALS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)

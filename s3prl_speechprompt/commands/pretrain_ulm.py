@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from s3prl_speechprompt.commands._json_run import add_threads_argument, log_to_stderr, run_json
 from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
+from s3prl_speechprompt.runlock import RunLock
 from s3prl_speechprompt.ulm.model import ARCHITECTURES
 
 NAME = "pretrain-ulm"
@@ -40,5 +41,10 @@ def run(args) -> int:
     cfg = PretrainConfig(arch=args.arch, max_updates=args.max_updates, max_tokens=args.max_tokens, lr=args.lr,
                          warmup_updates=args.warmup, dropout=args.dropout, valid_interval=args.valid_interval,
                          seed=args.seed, threads=args.threads)
-    return run_json(lambda: pretrain_ulm(args.train, args.out, valid_path=args.valid, dict_path=args.dict_path,
-                                         cfg=cfg, resume=args.resume, log=log_to_stderr))
+
+    def work():
+        with RunLock(args.out, "speechprompt pretrain-ulm"):     # one job per --out
+            return pretrain_ulm(args.train, args.out, valid_path=args.valid, dict_path=args.dict_path, cfg=cfg,
+                                resume=args.resume, log=log_to_stderr)
+
+    return run_json(work)

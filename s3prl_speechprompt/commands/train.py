@@ -10,6 +10,7 @@ from s3prl_speechprompt.commands._json_run import add_threads_argument, log_to_s
 from s3prl_speechprompt.engine.methods import train
 from s3prl_speechprompt.engine.trainer import LR_SCHEDULES, METHODS, TrainConfig
 from s3prl_speechprompt.precision import PRECISIONS
+from s3prl_speechprompt.runlock import RunLock
 from s3prl_speechprompt.prompt.prefix import INITS
 from s3prl_speechprompt.prompt.verbalizer import METHODS as VERBALIZERS
 
@@ -76,6 +77,7 @@ def run(args) -> int:
                           clip_norm=args.clip_norm, precision=args.precision, seed=args.seed, threads=args.threads,
                           blstm_hidden=args.blstm_hidden, prompt_reparam=args.prompt_reparam,
                           prompt_init=args.prompt_init)
-        return train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume, log=log_to_stderr)
+        with RunLock(args.out, "speechprompt train"):     # one job per --out
+            return train(args.train, args.valid, args.ulm, args.out, cfg, resume=args.resume, log=log_to_stderr)
 
     return run_json(work)

@@ -238,6 +238,7 @@ def run(argv: List[str], prog: str = PROG) -> int:
     else:
         check_paths(options)
     runner_patches.atomic_runner_checkpoints()
+    runner_patches.lock_training_expdir(" ".join([prog] + argv))
     explain_upstream_downloads()
     if "--local_rank" in options:
         if str(options.get("--device", "cuda")).startswith("cpu"):

@@ -4,7 +4,8 @@ import and run on today's torch / torchaudio:
 
 * :func:`atomic_runner_checkpoints`: crash-safe ``states-*.ckpt`` / ``dev-best.ckpt``, on every run;
 * :func:`fix_runner_ddp`: two bugs of its DDP training loop, on every distributed run;
-* :func:`enable_cpu_ddp`: DDP with ``--device cpu --backend gloo`` on a machine without CUDA.
+* :func:`enable_cpu_ddp`: DDP with ``--device cpu --backend gloo`` on a machine without CUDA;
+* :func:`lock_training_expdir`: one ``-m train`` job per expdir.
 
 Every patch is made in s3prl's module namespaces at run time (no installed file is edited) and is idempotent.
 """
@@ -186,3 +187,38 @@ def atomic_runner_checkpoints() -> list:
     torch_proxy.save, os_proxy.remove = save, remove
     runner.torch, runner.os = mark(torch_proxy), mark(os_proxy)
     return ["s3prl.downstream.runner.torch.save (atomic)", "s3prl.downstream.runner.os.remove (after the next save)"]
+
+
+# --------------------------------------------------------------------------------------------------
+# one training job per expdir
+# --------------------------------------------------------------------------------------------------
+
+def lock_training_expdir(command: str) -> list:
+    """Hold ``<expdir>/.speechprompt.lock`` (:mod:`s3prl_speechprompt.runlock`) for a ``-m train`` run.
+
+    ``s3prl.run_downstream.get_downstream_args`` decides the expdir (``-p`` / ``-n`` / ``-e`` / ``-a``) and creates
+    it; wrapped, the leader process (rank 0, or no DDP) then takes the lock before s3prl writes anything into it
+    (``args_*.yaml``, tensorboard events, checkpoints), so a second training job on the same expdir is refused with
+    one line naming the first. ``-m evaluate`` / ``-m inference`` take no lock: evaluating ``dev-best.ckpt``
+    while training goes on is a normal use. The lock is released at exit; a killed job's lock is taken over by
+    the next job (``-a`` resumes as before). Idempotent."""
+    import atexit
+
+    from s3prl_speechprompt.runlock import RunLock
+
+    module = importlib.import_module("s3prl.run_downstream")
+    if is_marked(module.get_downstream_args):
+        return []
+    original = module.get_downstream_args
+
+    def get_downstream_args(*args, **kwargs):
+        out = original(*args, **kwargs)
+        parsed = out[0]
+        leader = os.environ.get("RANK", "0") == "0" and parsed.local_rank in (None, 0)
+        if parsed.mode == "train" and leader:
+            lock = RunLock(parsed.expdir, command).acquire()
+            atexit.register(lock.release)
+        return out
+
+    module.get_downstream_args = mark(get_downstream_args)
+    return ["s3prl.run_downstream.get_downstream_args (locks the training expdir)"]
