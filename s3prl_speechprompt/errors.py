@@ -36,6 +36,7 @@ Each subclass also subclasses the builtin exception such a check raised before, 
     ├── UnknownNameError(KeyError)        an unknown task / downstream name (message printed without quotes)
     ├── DownloadError(RuntimeError)       a published artefact could not be downloaded
     ├── DeviceError(RuntimeError)         the requested device is not available
+    ├── DiskFullError(OSError)            no space left while writing a file (the previous version is intact)
     └── DirectoryLockedError(RuntimeError)    another running job writes to the output directory
 
 Elsewhere: ``synth.tts.EspeakUnavailable`` (RuntimeError, no TTS library) and
@@ -99,6 +100,14 @@ class DownloadError(UserError, RuntimeError):
 
 class DeviceError(UserError, RuntimeError):
     """The requested device (e.g. ``--device cuda``) is not available."""
+
+
+class DiskFullError(UserError, OSError):
+    """The disk filled up while a file was written (atomic.py): the previous version of that file is intact.
+    Raised as ``DiskFullError(errno, message, path)``; printed as the message alone (it names the path)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class DirectoryLockedError(UserError, RuntimeError):

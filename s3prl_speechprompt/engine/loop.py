@@ -215,44 +215,46 @@ def fit(job: Job, s: Settings, checkpoint: Checkpoint, tb_dir: Path, resume: boo
         checkpoint.write(job, opt, scaler, p)
 
     reason = None
-    while not p.done:
-        batches = job.batches(p.epoch)
-        if p.batch >= len(batches):     # a pretrain-ulm checkpoint of before the loop, written at an epoch's end
-            p.epoch, p.batch = p.epoch + 1, 0
-            continue
-        reason = stop_reason(p, s)       # e.g. resumed with a limit already reached
-        while not reason:
-            lr = s.lr_at(p.updates + 1)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = job.loss(batches[p.batch])
-            opt.zero_grad(set_to_none=True)
-            precision.optimizer_step(loss, opt, params, scaler, s.clip_norm)
-            p.updates += 1
-            p.batch += 1
-            bar.update(1)
-            if p.updates % 10 == 0:
-                writer.add_scalar("train/loss", loss.item(), p.updates)
-                writer.add_scalar("train/lr", lr, p.updates)
-                shown["loss"] = f"{loss.item():.3f}"
-                bar.set_postfix(shown)
-            epoch_end = p.batch >= len(batches)
-            if epoch_end:
+    try:                                 # the bar ends before an error is reported: one clean line
+        while not p.done:
+            batches = job.batches(p.epoch)
+            if p.batch >= len(batches):     # a pretrain-ulm checkpoint of before the loop, written at an epoch's end
                 p.epoch, p.batch = p.epoch + 1, 0
-            if (epoch_end and s.validate_every_epoch) or (s.valid_interval and p.updates % s.valid_interval == 0) \
-                    or (s.max_updates is not None and p.updates >= s.max_updates):
-                validate()
-            reason = stop_reason(p, s)
-            if epoch_end:
-                break
-        if reason:
-            if not p.history or p.history[-1]["updates"] != p.updates:
-                validate()               # a run ends validated (e.g. pretrain-ulm --max-updates 0)
-            p.done = True
-            clock()
-            checkpoint.write(job, opt, scaler, p)
-    bar.close()
-    writer.close()
+                continue
+            reason = stop_reason(p, s)       # e.g. resumed with a limit already reached
+            while not reason:
+                lr = s.lr_at(p.updates + 1)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                loss = job.loss(batches[p.batch])
+                opt.zero_grad(set_to_none=True)
+                precision.optimizer_step(loss, opt, params, scaler, s.clip_norm)
+                p.updates += 1
+                p.batch += 1
+                bar.update(1)
+                if p.updates % 10 == 0:
+                    writer.add_scalar("train/loss", loss.item(), p.updates)
+                    writer.add_scalar("train/lr", lr, p.updates)
+                    shown["loss"] = f"{loss.item():.3f}"
+                    bar.set_postfix(shown)
+                epoch_end = p.batch >= len(batches)
+                if epoch_end:
+                    p.epoch, p.batch = p.epoch + 1, 0
+                if (epoch_end and s.validate_every_epoch) or (s.valid_interval and p.updates % s.valid_interval == 0) \
+                        or (s.max_updates is not None and p.updates >= s.max_updates):
+                    validate()
+                reason = stop_reason(p, s)
+                if epoch_end:
+                    break
+            if reason:
+                if not p.history or p.history[-1]["updates"] != p.updates:
+                    validate()               # a run ends validated (e.g. pretrain-ulm --max-updates 0)
+                p.done = True
+                clock()
+                checkpoint.write(job, opt, scaler, p)
+    finally:
+        bar.close()
+        writer.close()
     best = (f"best {s.valid_name} loss {p.best_loss:.4f} at update {p.best_update}" if p.best_loss is not None
             else f"no {s.valid_name} loss")
     log(f"{s.name}: {reason or 'already finished'}; {best} ({p.updates} updates, {p.seconds:.0f} s)")
