@@ -107,7 +107,7 @@ class DiskFullError(UserError, OSError):
     Raised as ``DiskFullError(errno, message, path)``; printed as the message alone (it names the path)."""
 
     def __str__(self) -> str:
-        return str(self.strerror)
+        return str(self.strerror) if self.strerror is not None else Exception.__str__(self)
 
 
 class DirectoryLockedError(UserError, RuntimeError):

@@ -54,8 +54,10 @@ class RunLock:
         self.command = command or " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])
         self.notify = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._fd: Optional[int] = None
+        self._created = False
 
     def acquire(self) -> "RunLock":
+        self._created = not self.directory.exists()     # removed again at release if the job wrote nothing
         self.directory.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -96,6 +98,11 @@ class RunLock:
             pass
         os.close(self._fd)
         self._fd = None
+        if self._created:
+            try:
+                self.directory.rmdir()         # a job refused before writing anything leaves no empty --out behind
+            except OSError:
+                pass
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -15,7 +15,7 @@ NAME = PKG.name
 # the docstring's layers, bottom first; a module's layer is that of its first component under the package
 LAYERS = [
     {"errors"},
-    {"atomic", "compat", "safe_globals", "precision", "schedules", "runlock"},
+    {"atomic", "compat", "safe_globals", "precision", "schedules", "runlock", "readers"},
     {"ulm"},
     {"prompt"},
     {"units"},

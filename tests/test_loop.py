@@ -153,7 +153,7 @@ def test_progress_round_trips_and_old_checkpoints_resume(tmp_path):
 
 def test_a_foreign_checkpoint_is_refused(tmp_path):
     torch.save({"format": "something else"}, tmp_path / "checkpoint_last.pt")
-    with pytest.raises(ValueError, match="not a checkpoint of `speechprompt train`"):
+    with pytest.raises(ValueError, match="is a file of format 'something else', expected a `speechprompt train` checkpoint"):
         run(tmp_path, Toy(), resume=True)
 
 

@@ -54,7 +54,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(ValueError, match=r"km\.bin: found a builtins\.dict without cluster_centers_"):
         KMeansQuantizer.from_km_bin(junk)
     torch.save({"x": 1}, tmp_path / "q.pt")
-    with pytest.raises(ValueError, match=r"q\.pt: torch file is not a saved KMeansQuantizer"):
+    with pytest.raises(ValueError, match=r"q\.pt: is a dict with keys \['x'\], expected a k-means file"):
         KMeansQuantizer.load(tmp_path / "q.pt")
     with pytest.raises(FileNotFoundError, match="missing.bin"):
         KMeansQuantizer.load(tmp_path / "missing.bin")

@@ -157,7 +157,7 @@ def test_clear_errors(tiny_ulm_dir, tmp_path):
     with pytest.raises(CheckpointError, match="unknown architecture 'transformer_lm_mystery'"):
         load_ulm(bare)
     (bare / "checkpoint_best.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="checkpoint_best.pt: not a readable"):
+    with pytest.raises(CheckpointError, match="checkpoint_best.pt: is a text file, not a PyTorch file; expected a fairseq unit-LM"):
         load_ulm(bare)
 
 

@@ -23,6 +23,7 @@ from s3prl_speechprompt.engine.loop import FORMAT, Job, mean_loss
 from s3prl_speechprompt.engine.trainer import TrainConfig, check_resume_config, fit_engine, lr_schedule, write_config
 from s3prl_speechprompt.errors import InputFileError
 from s3prl_speechprompt.prompt.verbalizer import natural_order
+from s3prl_speechprompt.readers import read_torch
 
 PAD_ID, UNK_ID = 0, 1
 
@@ -161,7 +162,8 @@ def train_blstm(train_path, valid_path, exp, cfg: TrainConfig, resume=False, log
 
 
 def load_blstm(exp: Path):
-    ck = torch.load(exp / "model.pt", map_location="cpu", weights_only=True)
+    ck = read_torch(exp / "model.pt", "the unit BLSTM's model.pt (written by `speechprompt train --method blstm`)",
+                    is_expected=lambda c: isinstance(c, dict) and {"meta", "state_dict"} <= set(c))
     meta = json.loads(ck["meta"])
     model = build_model(meta)
     model.load_state_dict(ck["state_dict"])

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from s3prl_speechprompt import precision
 from s3prl_speechprompt.atomic import atomic_torch_save
-from s3prl_speechprompt.errors import CheckpointError
+from s3prl_speechprompt.readers import read_torch
 
 FORMAT = "s3prl-speechprompt-engine/1"
 
@@ -140,10 +140,8 @@ class Checkpoint:
     def read(self) -> Optional[Saved]:
         if not self.path.is_file():
             return None
-        ck = torch.load(self.path, map_location="cpu", weights_only=True)
-        if ck.get("format") != FORMAT:
-            raise CheckpointError(f"{self.path}: not a checkpoint of `speechprompt train` ({ck.get('format')!r}); "
-                             f"use a fresh --out")
+        ck = read_torch(self.path, "a `speechprompt train` checkpoint (checkpoint_last.pt; or use a fresh --out)",
+                        flag="--resume", is_expected=lambda c: isinstance(c, dict) and c.get("format") == FORMAT)
         return Saved(ck["state"], ck["optimizer"], ck.get("scaler"), Progress.from_dict(ck["progress"]), ck["rng"])
 
 

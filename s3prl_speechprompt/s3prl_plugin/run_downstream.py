@@ -26,12 +26,13 @@ What it adds before handing over to ``s3prl.run_downstream.main()``:
    their traceback (``--verbose`` / ``SPEECHPROMPT_TRACEBACK=1``: always the traceback); see
    :mod:`s3prl_speechprompt.errors`.
 """
+import glob
 import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
 from s3prl_speechprompt import compat, schedules
-from s3prl_speechprompt.errors import DeviceError, DownloadError, MissingFileError, run_reporting_errors
+from s3prl_speechprompt.errors import CheckpointError, DeviceError, DownloadError, MissingFileError, run_reporting_errors
 from s3prl_speechprompt.s3prl_plugin import registry, runner_patches
 
 PROG = "speechprompt-run-downstream"
@@ -215,11 +216,41 @@ _PATH_OPTIONS = {"--config": "config file", "--past_exp": "checkpoint or experim
 
 
 def check_paths(options: dict) -> None:
-    """``-c`` / ``-e`` / ``-i`` must exist (s3prl would open them inside its own code: a traceback)."""
+    """``-c`` / ``-e`` / ``-i`` must exist, and the checkpoint that ``-e`` / ``-i`` / ``-a`` makes s3prl load must be
+    a whole runner checkpoint (:func:`~s3prl_speechprompt.readers.read_torch`, memory-mapped): s3prl would open
+    them inside its own code, where an empty, cut-short or wrong file ends in a traceback that names neither."""
+    from s3prl_speechprompt.readers import RUNNER_CHECKPOINT, is_runner_checkpoint, read_torch
+
     for flag, what in _PATH_OPTIONS.items():
         value = options.get(flag)
         if isinstance(value, str) and not os.path.exists(value):
             raise MissingFileError(f"{flag} {value}: no such {what}")
+    for flag, path in _checkpoints_s3prl_loads(options):
+        read_torch(path, RUNNER_CHECKPOINT, flag=flag, is_expected=is_runner_checkpoint, mmap=True)
+
+
+def _checkpoints_s3prl_loads(options: dict) -> List[tuple]:
+    """``(flag, path)`` of the checkpoints ``get_downstream_args`` will ``torch.load``, chosen as it chooses them:
+    ``-a`` resumes the expdir (``-p``, else ``result/downstream/<-n>``) when it holds ``states-*.ckpt``; ``-e`` a
+    file, or a directory's ``states-*.ckpt`` of the highest step; ``-i`` its file."""
+    out = []
+    past, flag = options.get("--past_exp"), "-e"
+    if options.get("--auto_resume"):
+        expdir = options.get("--expdir") or (f"result/downstream/{options['--expname']}"
+                                             if isinstance(options.get("--expname"), str) else None)
+        if expdir and glob.glob(os.path.join(expdir, "states-*.ckpt")):
+            past, flag = expdir, "-a"
+    if isinstance(past, str):
+        if os.path.isdir(past):
+            states = glob.glob(os.path.join(past, "states-*.ckpt"))
+            if not states:
+                raise CheckpointError(f"{flag} {past}: the directory holds no states-<step>.ckpt to resume from; "
+                                      f"give a checkpoint file (e.g. {past}/dev-best.ckpt)")
+            past = max(states, key=lambda p: int(p.split("-")[-1].split(".")[0]))
+        out.append((flag, past))
+    if isinstance(options.get("--init_ckpt"), str):
+        out.append(("-i", options["--init_ckpt"]))
+    return out
 
 
 def run(argv: List[str], prog: str = PROG) -> int:
@@ -248,7 +279,10 @@ def run(argv: List[str], prog: str = PROG) -> int:
     from s3prl.run_downstream import main as s3prl_main
 
     sys.argv = [prog] + argv
-    s3prl_main()
+    try:
+        s3prl_main()
+    finally:
+        runner_patches.release_training_expdir()
     return 0
 
 

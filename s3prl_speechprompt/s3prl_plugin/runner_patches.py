@@ -217,8 +217,18 @@ def lock_training_expdir(command: str) -> list:
         leader = os.environ.get("RANK", "0") == "0" and parsed.local_rank in (None, 0)
         if parsed.mode == "train" and leader:
             lock = RunLock(parsed.expdir, command).acquire()
+            _held_locks.append(lock)
             atexit.register(lock.release)
         return out
 
     module.get_downstream_args = mark(get_downstream_args)
     return ["s3prl.run_downstream.get_downstream_args (locks the training expdir)"]
+
+
+_held_locks: list = []
+
+
+def release_training_expdir() -> None:
+    """Release the expdir lock of the run that just ended (a Python caller may run the runner again in-process)."""
+    while _held_locks:
+        _held_locks.pop().release()

@@ -115,20 +115,17 @@ _restricted_pickle = types.SimpleNamespace(Unpickler=_RestrictedUnpickler, load=
                                            __name__="restricted_pickle")
 
 
-def load_container(path: Path) -> Dict[str, Any]:
-    """The raw checkpoint dict, on CPU, with no fairseq import and no code execution."""
+def load_container(path: Path, expected: str = "a PyTorch / fairseq checkpoint") -> Dict[str, Any]:
+    """The raw checkpoint dict, on CPU, with no fairseq import and no code execution; a damaged file or one of
+    another kind is one clear error (:func:`~s3prl_speechprompt.readers.read_torch`)."""
+    from s3prl_speechprompt.readers import read_torch
+
     # torch's safe_globals() context removes the class on exit even when it was allowed before (s3prl's
-    # runner needs argparse.Namespace allowed for its own checkpoints): enter it only when needed
+    # runner needs argparse.Namespace allowed for its own checkpoints): enter it only when needed. Classes
+    # outside torch's safe set (enums, DictConfig, ...) go through the restricted unpickler.
     allowed = argparse.Namespace in torch.serialization.get_safe_globals()
-    try:
-        with contextlib.nullcontext() if allowed else torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass   # needs classes outside torch's safe set (enums, DictConfig, ...): use the restricted unpickler
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
-    except Exception as e:                      # name the file and the real cause (SpeechPrompt issue #6)
-        raise CheckpointError(f"{path}: not a readable PyTorch/fairseq checkpoint ({type(e).__name__}: {e})") from e
+    with contextlib.nullcontext() if allowed else torch.serialization.safe_globals([argparse.Namespace]):
+        return read_torch(path, expected, restricted_pickle=_restricted_pickle)
 
 
 def _plain(obj):
@@ -256,6 +253,9 @@ def resolve_paths(path) -> Tuple[Path, Path]:
     return path, path.parent / "dict.txt"
 
 
+LM_CHECKPOINT = "a fairseq unit-LM checkpoint (e.g. GSLM's checkpoint_best.pt)"
+
+
 def load_ulm(path, dict_path=None, map_location="cpu") -> Tuple[UnitLM, Dictionary, Dict[str, Any]]:
     """Load a fairseq/GSLM unit LM. Returns (model in eval mode, dictionary, info dict)."""
     ckpt, default_dict = resolve_paths(path)
@@ -265,10 +265,10 @@ def load_ulm(path, dict_path=None, map_location="cpu") -> Tuple[UnitLM, Dictiona
             f"{dict_path}: missing. The unit LM {ckpt} needs the dict.txt it was trained with "
             f"(it fixes which row of the embedding is which unit); place it next to the checkpoint or pass dict_path")
     dictionary = Dictionary.load(dict_path)
-    state = load_container(ckpt)
+    state = load_container(ckpt, LM_CHECKPOINT)
     if not isinstance(state, dict) or "model" not in state:
-        keys = list(state.keys()) if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{ckpt}: not a fairseq checkpoint (no 'model' entry; found {keys})")
+        from s3prl_speechprompt.readers import describe
+        raise CheckpointError(f"{ckpt}: is {describe(state)}, expected {LM_CHECKPOINT} (a dict with a 'model' entry)")
     sd, has_final_norm = upgrade_state_dict(state["model"])
     emb = sd.get("decoder.embed_tokens.weight")
     if emb is None:

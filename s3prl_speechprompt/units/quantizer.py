@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -33,6 +32,7 @@ GSLM_KMEANS_ARGS = dict(init="k-means++", max_iter=150, batch_size=10000, tol=0.
                         max_no_improvement=100, n_init=20, reassignment_ratio=0.5,
                         compute_labels=True, init_size=None)
 FORMAT = "s3prl_speechprompt.kmeans"
+KMEANS_FILE = "a k-means file (GSLM's km.bin, a KMeansQuantizer.save file or a .npy of centroids)"
 _ROWS_PER_CHUNK = 1 << 24  # bound on rows * clusters of the distance matrix held at once
 
 
@@ -130,24 +130,18 @@ class KMeansQuantizer(torch.nn.Module):
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "KMeansQuantizer":
         """Load our torch file, a ``.npy`` of centroids, or a GSLM km.bin (dispatch on content)."""
+        from s3prl_speechprompt.readers import read_torch, sniff
+
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"{path}: k-means file not found")
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        if magic == b"\x93NUMPY":
+        looks = sniff(path)
+        if looks == "npy":
             return cls(np.load(path, allow_pickle=False), meta={"source": str(path)})
-        if not zipfile.is_zipfile(path):
-            return cls.from_km_bin(path)
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise KMeansFileError(f"{path}: not a readable torch file ({type(e).__name__}: {e}); expected a "
-                                  f"quantizer saved by KMeansQuantizer.save or a GSLM km.bin") from None
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT or "centroids" not in blob:
-            found = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
-            raise KMeansFileError(f"{path}: torch file is not a saved KMeansQuantizer (found {found}); "
-                                  f"expected keys format={FORMAT!r}, centroids, meta")
+        if looks not in ("zip", "empty"):
+            return cls.from_km_bin(path)      # a joblib pickle, compressed or not; its reader names what it finds
+        blob = read_torch(path, KMEANS_FILE, error=KMeansFileError,
+                          is_expected=lambda b: isinstance(b, dict) and b.get("format") == FORMAT and "centroids" in b)
         meta = dict(blob.get("meta", {}))
         meta.setdefault("source", str(path))
         return cls(blob["centroids"], meta=meta)
