@@ -162,5 +162,5 @@ def test_hubert_local_with_layer_selection(ks, tmp_path):
 def _tiny_hubert(path: Path) -> Path:
     """A 2-layer random HuBERT in s3prl's converted checkpoint format (no download)."""
     compat.apply()
-    from s3prl_speechprompt.bench import random_hubert
+    from benchmarks.measure import random_hubert
     return random_hubert(path, "tiny")
