@@ -16,7 +16,7 @@ import yaml
 
 from s3prl_speechprompt import compat
 
-from conftest import record_outcome, runner_env, runner_seed_args, seed_offset, thread_count
+from helpers import record_outcome, runner_env, runner_seed_args, seed_offset, thread_count
 
 RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
 N_CLUSTERS = 50
