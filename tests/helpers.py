@@ -127,6 +127,21 @@ def train_fairseq_lm(workdir: Path, *extra: str, n_units: int = 20) -> Path:
     return ck
 
 # ---------------------------------------------------------------------------------------------- s3prl's runner
+def run_in_group(cmd, cwd=None, env=None, timeout=3600, merge_stderr=False):
+    """Run ``cmd`` in its own process group and kill the whole group if it hangs past ``timeout`` s (the test then
+    fails with the output's tail). Returns (returncode, stdout, stderr); ``merge_stderr``: stderr goes into stdout."""
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(map(str, cmd))}\n{out[-4000:]}\n{(err or '')[-4000:]}")
+    return proc.returncode, out, err or ""
+
+
 def run_runner(*args, cwd=None, extra_env=None, timeout=3600) -> str:
     """s3prl's runner through our wrapper in a subprocess (its main() patches builtins globally); returns stdout.
     The checkout is imported first; ``extra_env`` is added to :func:`runner_env`. The timeout only guards against
@@ -134,15 +149,8 @@ def run_runner(*args, cwd=None, extra_env=None, timeout=3600) -> str:
     env = runner_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(extra_env or {})
-    proc = subprocess.Popen(RUNNER + [str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(map(str, args))}\n{out[-2000:]}\n{err[-4000:]}")
-    assert proc.returncode == 0, (out[-2000:], err[-4000:])
+    rc, out, err = run_in_group(RUNNER + list(args), cwd=cwd, env=env, timeout=timeout)
+    assert rc == 0, (out[-2000:], err[-4000:])
     return out
 
 
