@@ -38,7 +38,7 @@ setup(
     extras_require={
         # fairseq is only a test oracle; install it after torch with --no-build-isolation (see .ci/run)
         # pytest-xdist: CI runs test files on both cores (most runner tests are single-threaded subprocesses)
-        "test": ["pytest", "pytest-timeout", "pytest-xdist", "peft"],   # peft: the prefix-tuning peer in `speechprompt bench`
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "peft"],   # peft: the prefix-tuning peer in benchmarks/efficiency.py
     },
     entry_points={
         "console_scripts": [

@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "benchmarks"):      # the checkout's package; measure/ next to this file (also when imported)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from s3prl_speechprompt.bench.common import peak_rss_mib, reset_peak_rss  # noqa: E402
+from measure import peak_rss_mib, reset_peak_rss  # noqa: E402
 
 SIZES = {   # corpus, upstream, LM and run lengths per --size
     "full": dict(per_class=24, upstream="base", layer=6, ulm_arch="transformer_lm_big", n_clusters=100, steps=300,
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     compat.apply()
     import torch
 
-    from s3prl_speechprompt.bench.units import random_hubert
+    from measure import random_hubert
     from s3prl_speechprompt.synth import make_ks
     from s3prl_speechprompt.ulm.checkpoint import save_ulm
     from s3prl_speechprompt.ulm.dictionary import Dictionary

@@ -39,10 +39,11 @@ from argparse import Namespace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "benchmarks"):      # the checkout's package; measure/ next to this file (also when imported)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from s3prl_speechprompt.bench.common import peak_rss_mib, reset_peak_rss  # noqa: E402
+from measure import peak_rss_mib, reset_peak_rss  # noqa: E402
 
 N_UNITS = 100
 GSLM_PARAMS = 151_263_232

@@ -7,7 +7,7 @@ tests with
 * ``SPEECHPROMPT_TEST_SEED=<seed>``: shifts every seed the tests use (synthetic corpus, k-means, unit LM, the
   runner's ``--seed``; tests/conftest.py ``seed_offset``);
 * ``SPEECHPROMPT_TEST_THREADS=<n>``: torch/OMP threads of the training, in process and in runner subprocesses;
-* with or without xdist (``-n 2 --dist loadfile``, the README's CI command);
+* with or without xdist (``-n 2 --dist worksteal``, the README's CI command);
 * optionally ``ATEN_CPU_CAPABILITY`` (e.g. ``avx2`` on an AVX-512 machine: other kernels, as on another CPU).
 
 The tests write their figures with ``conftest.record_outcome`` to ``SPEECHPROMPT_OUTCOMES`` (one JSON line per
@@ -33,16 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 # outcome name (as recorded by the test) -> pytest node id; weakest (closest to its threshold) first
 TESTS = {
     "sf_ftlm": "tests/test_seq_tasks.py::test_runner_sf_ftlm_beats_untrained",
-    "sf_pt": "tests/test_seq_pt_sf.py::test_runner_sf_pt_beats_untrained_f1",
+    "sf_pt": "tests/test_seq_pt.py::test_runner_sf_pt_beats_untrained_f1",
     "csv_pt": "tests/test_new_tasks.py::test_csv_prompt_tuning_through_s3prl_runner",
     "er_pt": "tests/test_new_tasks.py::test_er_prompt_tuning_through_s3prl_runner",
     "outside_pt": "tests/test_new_tasks.py::test_task_module_outside_the_package_through_s3prl_runner",
-    "sid_ftlm": "tests/test_new_tasks_sid.py::test_sid_more_speakers_than_units_through_s3prl_runner",
+    "sid_ftlm": "tests/test_new_tasks.py::test_sid_more_speakers_than_units_through_s3prl_runner",
     "asr_ftlm": "tests/test_seq_tasks.py::test_runner_asr_ftlm_beats_untrained_and_length_analysis",
     "asr_pt": "tests/test_seq_pt.py::test_runner_asr_pt_beats_untrained_cer",
     "ks_pt": "tests/test_s3prl_expert.py::test_ks_prompt_tuning_through_s3prl_runner",
     "ks_ftlm": "tests/test_s3prl_expert.py::test_ks_ftlm_through_s3prl_runner",
-    "ic_pt": "tests/test_s3prl_expert_ic.py::test_ic_prompt_tuning_through_s3prl_runner",
+    "ic_pt": "tests/test_s3prl_expert.py::test_ic_prompt_tuning_through_s3prl_runner",
 }
 
 # run i uses SETTINGS[i % len(SETTINGS)] with seed i: (threads, xdist, ATEN_CPU_CAPABILITY or None)
@@ -57,7 +57,7 @@ def run_once(i: int, names, out: Path) -> None:
         env["ATEN_CPU_CAPABILITY"] = cpu
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={out / f'run{i}.xml'}",
-           *(["-n", "2", "--dist", "loadfile"] if xdist else []), *[TESTS[n] for n in names]]
+           *(["-n", "2", "--dist", "worksteal"] if xdist else []), *[TESTS[n] for n in names]]
     setting = {"run": i, "seed": i, "threads": threads, "xdist": xdist, "cpu": cpu or "default"}
     print(f"run {i}: {setting}", flush=True)
     t0 = time.time()

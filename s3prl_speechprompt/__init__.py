@@ -9,8 +9,8 @@ per output directory)
 -> ``ulm`` (fairseq-compatible unit LM) -> ``prompt`` (deep prompts, verbalizers, prompted LM, prompt bank) -> ``units`` (k-means quantizer, dedup)
 -> ``tasks`` (SUPERB task adapters), ``predictions`` (the per-utterance predictions file) -> back ends, which
 do not import one another (``s3prl_plugin``: s3prl's runner; ``engine``: training from unit files; ``synth``,
-``analysis``, ``report``) -> services over the back ends (``serve``: trained prompts on new audio; ``bench``,
-whose prompt-bank section measures ``serve``) -> front ends (``commands``/``cli``).
+``analysis``, ``report``) -> services over the back ends (``serve``: trained prompts on new audio) -> front ends
+(``commands``/``cli``). The benchmarks are not part of the package: they live in the repository's ``benchmarks/``.
 """
 
 __version__ = "0.1.0"

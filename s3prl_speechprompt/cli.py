@@ -28,7 +28,6 @@ COMMANDS = {
     "evaluate": "evaluate",
     "analyze-length": "analyze_length",
     "report": "report",
-    "bench": "bench",
     "predict": "predict",
 }
 

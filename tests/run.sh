@@ -72,4 +72,4 @@ fi
 
 # the checkout is imported first (also by the tests' subprocesses), whatever the venv's editable install points at
 export PATH="$VENV/bin:$PATH" PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PY" -m pytest -q -n 2 --dist loadfile tests "$@"
+exec "$PY" -m pytest -q -n 2 --dist worksteal tests "$@"

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import runner_env
+from helpers import runner_env
 from s3prl_speechprompt import report
 from s3prl_speechprompt import compat
 from s3prl_speechprompt.tasks.base import Item, Task

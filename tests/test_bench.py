@@ -1,16 +1,18 @@
-"""`speechprompt bench --quick` smoke test (every row is emitted; no timing assertions), and the preallocated
-KV cache the benchmark motivated."""
+"""`python benchmarks/efficiency.py --quick` smoke test (every row is emitted; no timing assertions), and the
+preallocated KV cache the benchmark motivated."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
 from s3prl_speechprompt.ulm.model import KVCache, ULMConfig, UnitLM
 
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "efficiency.py"
 ROWS = ["decode.ks", "decode.asr", "train.ks.time", "train.ks.memory", "peft.ks.time", "peft.ks.params",
         "train.asr.time", "train.asr.memory", "peft.asr.time", "peft.asr.params", "units.epoch",
         "flops.ks", "flops.asr", "precision.ks.pt", "precision.ks.ftlm", "precision.asr.pt", "precision.asr.ftlm"]
@@ -19,7 +21,7 @@ ROWS = ["decode.ks", "decode.asr", "train.ks.time", "train.ks.memory", "peft.ks.
 def test_bench_quick_emits_every_row(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    res = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "bench", "--quick", "--out", str(out)],
+    res = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     table = res.stdout[res.stdout.index("row "):]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from conftest import runner_env
+from helpers import runner_env
 
 K = 20
 STEPS = 4

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import fairseq_env, peer_dir, require_fairseq
+from helpers import fairseq_env, peer_dir, require_fairseq
 
 TOKENS = [[2, 5, 6, 7, 8, 9, 10, 0, 11, 12], [2, 14, 6, 7, 9, 4, 1, 1, 1, 1]]
 

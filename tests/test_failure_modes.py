@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,64 +22,7 @@ import yaml
 from s3prl_speechprompt import compat
 from s3prl_speechprompt.s3prl_plugin import registry
 
-from conftest import runner_env
-
-RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
-K = 20          # k-means clusters = units of the tiny LM (conftest's tiny_ulm_dir)
-CLASSES = {"low": 300.0, "mid": 900.0, "high": 2500.0}
-
-
-def tone(freq: float, seconds: float = 0.4, sr: int = 16000, seed: int = 0) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(seed)
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def make_csv_corpus(root: Path, per_class=(6, 2, 2)) -> Path:
-    """Tone classes in the csv task's layout: wav/<class>_<split>_<n>.wav + all.csv (path,label,split)."""
-    (root / "wav").mkdir(parents=True, exist_ok=True)
-    rows = ["path,label,split"]
-    for c, (label, freq) in enumerate(CLASSES.items()):
-        for split, n in zip(("train", "dev", "test"), per_class):
-            for i in range(n):
-                name = f"wav/{label}_{split}_{i}.wav"
-                sf.write(root / name, tone(freq * (1 + 0.03 * i), seed=100 * c + i), 16000)
-                rows.append(f"{name},{label},{split}")
-    (root / "all.csv").write_text("\n".join(rows) + "\n")
-    return root / "all.csv"
-
-
-def write_config(path: Path, ulm: Path, cache: Path, datarc: dict, steps: int = 2, **expert) -> Path:
-    cfg = {
-        "runner": {"total_steps": steps, "gradient_clipping": 1.0, "gradient_accumulate_steps": 1, "log_step": steps,
-                   "eval_step": steps, "save_step": steps, "max_keep": 1, "eval_dataloaders": ["dev"]},
-        "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-2, "betas": [0.9, 0.98]},
-        "downstream_expert": {"task": "csv", "method": "pt", "ulm": str(ulm), "km": None, "n_clusters": K,
-                              "verbalizer": "learnable", "cache_dir": str(cache),
-                              "prompt": {"prompt_length": 2, "prompt_dropout": 0.0},
-                              "datarc": {"batch_size": 4, "eval_batch_size": 8, "num_workers": 0, **datarc}},
-    }
-    for key, value in expert.items():
-        if isinstance(value, dict) and isinstance(cfg["downstream_expert"].get(key), dict):
-            cfg["downstream_expert"][key].update(value)
-        else:
-            cfg["downstream_expert"][key] = value
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def run_inprocess(*args) -> None:
-    """s3prl's runner through our wrapper, in this process; exceptions propagate to the test."""
-    import builtins
-
-    from s3prl_speechprompt.s3prl_plugin import run_downstream
-    argv, isinstance_ = sys.argv[:], builtins.isinstance
-    try:
-        run_downstream.main([str(a) for a in args])
-    finally:
-        # s3prl's main() wraps builtins.isinstance once more on every call (hack_isinstance); undo it,
-        # or each further in-process run gets slower
-        sys.argv, builtins.isinstance = argv, isinstance_
+from helpers import CSV_UNITS, RUNNER, make_csv_corpus, run_inprocess, runner_env, tone, write_csv_config
 
 
 def train(cfg: Path, exp: Path) -> None:
@@ -97,8 +39,8 @@ def env(tmp_path_factory, tiny_ulm_dir):
 
 
 def _cfg(env, tmp_path, datarc=None, **expert):
-    return write_config(tmp_path / "cfg.yaml", expert.pop("ulm", env["ulm"]), env["cache"],
-                        datarc if datarc is not None else {"csv": str(env["csv"])}, **expert)
+    return write_csv_config(tmp_path / "cfg.yaml", expert.pop("ulm", env["ulm"]), env["cache"],
+                            datarc if datarc is not None else {"csv": str(env["csv"])}, **expert)
 
 
 # ------------------------------------------------------------------------------------ corpus layout
@@ -226,7 +168,7 @@ def test_unseen_label_and_more_classes_than_units(env, tmp_path):
     with pytest.raises(ValueError, match=r"split 'dev' has label\(s\) never seen in the training split: 'zebra' \(1x\)"):
         train(_cfg(env, tmp_path, {"csv": str(csv_path)}), tmp_path / "e1")
 
-    rows = ["id,path,label,split"] + [f"u{i},{wav}/low_train_0.wav,c{i},train" for i in range(K + 5)] + \
+    rows = ["id,path,label,split"] + [f"u{i},{wav}/low_train_0.wav,c{i},train" for i in range(CSV_UNITS + 5)] + \
            [f"d,{wav}/low_dev_0.wav,c0,dev", f"t,{wav}/low_test_0.wav,c0,test"]
     many = tmp_path / "many.csv"
     many.write_text("\n".join(rows) + "\n")
@@ -253,7 +195,7 @@ def test_lm_and_kmeans_file_errors_name_the_files(env, tmp_path):
         train(_cfg(env, tmp_path, ulm=short_dict), tmp_path / "e2")
 
     km = tmp_path / "km7.pt"
-    KMeansQuantizer(torch.randn(K, 7)).save(km)
+    KMeansQuantizer(torch.randn(CSV_UNITS, 7)).save(km)
     with pytest.raises(ValueError, match=r"km7\.pt: k-means dimension 7 != upstream feature dimension 240"):
         train(_cfg(env, tmp_path, km=str(km)), tmp_path / "e3")
 

@@ -21,11 +21,11 @@ LAYERS = [
     {"units"},
     {"tasks", "predictions"},
     {"s3prl_plugin", "engine", "synth", "analysis", "report"},
-    {"serve", "bench"},
+    {"serve"},
     {"commands", "cli", "__main__"},
 ]
 # (importer, imported) components of one layer that may import each other; the back ends of layer 5 do not
-SAME_LAYER_OK = {("__main__", "cli"), ("cli", "commands"), ("bench", "serve")}
+SAME_LAYER_OK = {("__main__", "cli"), ("cli", "commands")}
 
 
 def _modules() -> dict:

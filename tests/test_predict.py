@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from test_s3prl_expert import FBANK, N_CLUSTERS, run_runner, write_config
+from helpers import FBANK, N_CLUSTERS, run_runner, write_config
 
 STEPS = 40
 
@@ -239,7 +239,7 @@ def _pinned_outputs(runs, tmp_path) -> dict:
     import subprocess
     import sys
 
-    from conftest import runner_env
+    from helpers import runner_env
     from s3prl_speechprompt.tasks.base import get_task, read_item_audio
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
     from s3prl_speechprompt.serve import read_runner_checkpoint
@@ -320,7 +320,7 @@ def test_predict_serves_an_ftlm_runner_checkpoint_as_its_evaluation(runs, tmp_pa
     import subprocess
     import sys
 
-    from conftest import runner_env
+    from helpers import runner_env
 
     exp = runs["root"] / "exp_ks_ftlm"
     if not (exp / "dev-best.ckpt").is_file():

@@ -160,15 +160,15 @@ def test_runner_eval_and_auto_resume_with_reparam_and_activation_init(tmp_path, 
     -a continuing a 2-step run to 4 steps gives the 4-step run's prompts bitwise."""
     from s3prl_speechprompt import compat
 
-    from test_failure_modes import make_csv_corpus, run_inprocess, write_config
+    from helpers import make_csv_corpus, run_inprocess, write_csv_config
     compat.apply()
     torch.set_num_threads(1)
     csv = make_csv_corpus(tmp_path / "corpus")
     prompt = {"prompt_length": 2, "prompt_dropout": 0.0, "reparam": 8, "init": "activations"}
 
     def run(name, steps):
-        cfg = write_config(tmp_path / f"{name}.yaml", tiny_ulm_dir, tmp_path / "cache", {"csv": str(csv)},
-                           steps=steps, prompt=prompt)
+        cfg = write_csv_config(tmp_path / f"{name}.yaml", tiny_ulm_dir, tmp_path / "cache", {"csv": str(csv)},
+                               steps=steps, prompt=prompt)
         data = yaml.safe_load(cfg.read_text())
         data["runner"].update(save_step=2, eval_step=2, max_keep=2)
         cfg.write_text(yaml.safe_dump(data))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import runner_env
+from helpers import runner_env
 from s3prl_speechprompt import report
 from s3prl_speechprompt.predictions import read_predictions, write_predictions
 from s3prl_speechprompt.report import stats

@@ -7,8 +7,6 @@ throwaway downstream written into a temporary folder and registered through the 
 """
 import importlib
 import os
-import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,6 +17,8 @@ import torch
 
 from s3prl_speechprompt import compat
 from s3prl_speechprompt.s3prl_plugin import registry, run_downstream
+
+from helpers import run_in_group
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_MODULE = "s3prl_plugin_toy_expert"
@@ -122,16 +122,8 @@ def _env(toy_dir):
 
 
 def _run(cmd, cwd, env, timeout=150):
-    """Run a command in its own process group; kill the whole group if it hangs."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{out[-4000:]}")
-    return proc.returncode, out
+    rc, out, _ = run_in_group(cmd, cwd=cwd, env=env, timeout=timeout, merge_stderr=True)
+    return rc, out
 
 
 def _runner(*args):

@@ -3,27 +3,21 @@ long sequences in the unit LM, the length analysis, and s3prl's real runner end 
 
 The runner tests run ``python -m s3prl_speechprompt.s3prl_plugin.run_downstream`` in subprocesses (s3prl's main()
 patches builtins globally) with ``-u fbank``, k-means fitted on the synthetic training split and a tiny random unit
-LM built here. "Untrained" = the same pipeline with learning rate 0 (the LM as built, separator and prompt at
-their initial values). The runner tests train FT-LM: prompt tuning a *random* 64-wide LM falls into repetition
+LM (conftest's ``seq_ulm``). "Untrained" = the same pipeline with learning rate 0 (the LM as built, separator and
+prompt at their initial values). The runner tests train FT-LM: prompt tuning a *random* 64-wide LM falls into repetition
 loops within CI time (measured in docs/sequence_tasks.md), so it does not reliably beat the untrained prompt.
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import record_outcome, runner_seed_args, seed_offset, thread_count
+from helpers import read_pairs, record_outcome, run_runner, seed_offset, train_and_untrained
 from s3prl_speechprompt import compat
 
-REPO = Path(__file__).resolve().parents[1]
 compat.apply()
 
 
@@ -94,15 +88,6 @@ def test_sf_metrics_hand_computed_and_superb():
 # ---------------------------------------------------------------------------------------------
 # synthetic corpora through s3prl's own parsers
 # ---------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def asr_corpus(tmp_path_factory):
-    from s3prl_speechprompt.synth.seq_corpora import make_asr
-
-    out = tmp_path_factory.mktemp("synth_asr")
-    return out, make_asr(out, seed=seed_offset(), utterances=(160, 24, 24), vocabulary=8, words=(1, 3),
-                         speakers=(4, 1, 1), progress=False)
-
 
 @pytest.fixture(scope="module")
 def sf_corpus(tmp_path_factory):
@@ -235,129 +220,23 @@ def test_beam_search_output_is_well_formed():
 # s3prl's real runner, CPU, -u fbank, tiny random unit LM
 # ---------------------------------------------------------------------------------------------
 
-K = 40          # k-means clusters = unit LM units "0".."39"; more than the label tokens, so `freq` fits
-
-
-@pytest.fixture(scope="module")
-def tiny_ulm(tmp_path_factory):
-    from s3prl_speechprompt.ulm.checkpoint import save_ulm
-    from s3prl_speechprompt.ulm.dictionary import Dictionary
-    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
-
-    torch.manual_seed(seed_offset())
-    d = Dictionary([str(u) for u in range(K)])
-    out = tmp_path_factory.mktemp("seq_ulm")
-    save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(d))), d, out)
-    return out
-
-
-def _config(task, method, ulm, datarc, steps, lr, eval_step, eval_splits, cache_dir, prompt_length=32,
-            prompt_dropout=None, verbalizer="freq"):
-    prompt = f"  prompt:\n    prompt_length: {prompt_length}\n" if method == "pt" else ""
-    if method == "pt" and prompt_dropout is not None:
-        prompt += f"    prompt_dropout: {prompt_dropout}\n"
-    data = "".join(f"    {k}: {v}\n" for k, v in datarc.items())
-    return textwrap.dedent(f"""\
-        runner:
-          total_steps: {steps}
-          gradient_clipping: 1.0
-          gradient_accumulate_steps: 1
-          log_step: 50
-          eval_step: {eval_step}
-          save_step: {steps}
-          max_keep: 1
-          eval_dataloaders: {eval_splits}
-        optimizer:
-          name: TorchOptim
-          torch_optim_name: Adam
-          lr: {lr}
-          betas: [0.9, 0.98]
-        downstream_expert:
-          task: {task}
-          method: {method}
-          ulm: {ulm}
-          km: null
-          n_clusters: {K}
-          verbalizer: {verbalizer}
-          balanced_sampling: false
-          cache_dir: {cache_dir}
-        """) + prompt + "  datarc:\n" + data
-
-
-def _run(cmd, cwd, timeout=3600):
-    """Run a runner subprocess; the timeout only guards against a hang (a 300-step run takes ~2 min on 2 idle cores,
-    but took > 30 min on a 2-core machine at load 60)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = str(thread_count())
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{out[-4000:]}")
-    assert proc.returncode == 0, out[-4000:]
-    return out
-
-
-def _runner(*args):
-    return [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream", *args, "--device", "cpu"]
-
-
-def _scores(out, split):
-    """{metric: value} from the expert's last '[speechprompt] step N: <split> name: value; ...' line."""
-    line = [ln for ln in out.splitlines() if "[speechprompt] step" in ln and f": {split} " in ln][-1]
-    body = line.split(": ", 1)[1]
-    return {kv.split(": ")[0].split(" ", 1)[1]: float(kv.split(": ")[1]) for kv in body.split("; ")}
-
-
-def _train_and_untrained(tmp_path, name, task, method, ulm, datarc, steps, lr):
-    """Train (dev eval at half and end, dev-best.ckpt), evaluate dev-best on test; and an untrained run
-    (lr 0, one step, evaluated on test). Returns (trained expdir, trained test scores, untrained expdir, scores)."""
-    cfg = tmp_path / f"{name}.yaml"
-    cfg.write_text(_config(task, method, ulm, datarc, steps, lr, steps // 2, "[dev]", tmp_path / "units"))
-    exp = tmp_path / name
-    _run(_runner("-m", "train", "-u", "fbank", "-d", f"speechprompt_{name}", "-c", str(cfg), "-p", str(exp),
-                 *runner_seed_args()), tmp_path)
-    assert (exp / "dev-best.ckpt").is_file()
-    out = _run(_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt")), tmp_path)
-    trained = _scores(out, "test")
-
-    cfg0 = tmp_path / f"{name}_untrained.yaml"
-    cfg0.write_text(_config(task, method, ulm, datarc, 1, 0.0, 1, "[test]", tmp_path / "units"))
-    exp0 = tmp_path / f"{name}_untrained"
-    out0 = _run(_runner("-m", "train", "-u", "fbank", "-d", f"speechprompt_{name}", "-c", str(cfg0), "-p", str(exp0),
-                        *runner_seed_args()), tmp_path)
-    return exp, trained, exp0, _scores(out0, "test")
-
-
-def _read_pairs(exp, split="test"):
-    from s3prl_speechprompt.analysis import read_lines
-
-    hyp, ref = read_lines(exp / f"{split}_predict.txt"), read_lines(exp / f"{split}_truth.txt")
-    ids = sorted(ref)
-    return [hyp[i] for i in ids], [ref[i] for i in ids]
-
-
 @pytest.mark.slow
-def test_runner_asr_ftlm_beats_untrained_and_length_analysis(asr_corpus, tiny_ulm, tmp_path, capsys):
+def test_runner_asr_ftlm_beats_untrained_and_length_analysis(asr_corpus, seq_ulm, tmp_path, capsys):
     from s3prl.downstream.asr.expert import DownstreamExpert
 
     from s3prl_speechprompt.cli import main
 
     out_dir, _ = asr_corpus
     datarc = {"libri_root": str(out_dir / "LibriSpeech"), "batch_size": 8, "eval_batch_size": 24, "num_workers": 0}
-    exp, trained, exp0, untrained = _train_and_untrained(tmp_path, "asr_ftlm", "asr", "ftlm", tiny_ulm, datarc,
-                                                         steps=300, lr=3.0e-3)
+    exp, trained, exp0, untrained = train_and_untrained(tmp_path, "speechprompt_asr_ftlm", "asr", "ftlm", seq_ulm,
+                                                        datarc, steps=300, lr=3.0e-3)
     record_outcome("asr_ftlm", wer=trained["wer"], cer=trained["cer"], untrained_wer=untrained["wer"],
                    untrained_cer=untrained["cer"])
     # 5 runs, seeds 0-4 x thread/kernel settings (docs/testing.md): CER 56-98 vs untrained 292-368 (ratio <= 0.30),
     # so CER < 0.5 x untrained holds with margin; WER 60-96 vs untrained 100 and CER vs 100 (98.0 in one run) did not
     assert trained["cer"] < 0.5 * untrained["cer"], (trained, untrained)
     # the logged figures are SUPERB's: recompute them with the ASR expert's own _compute_metrics from the files
-    hyps, refs = _read_pairs(exp)
+    hyps, refs = read_pairs(exp)
     tok = lambda s: " ".join(s.replace(" ", "|"))  # noqa: E731
     uer, wer = DownstreamExpert._compute_metrics(None, [tok(h) for h in hyps], [h.split() for h in hyps],
                                                  [tok(r) for r in refs], [r.split() for r in refs])
@@ -377,7 +256,7 @@ def test_runner_asr_ftlm_beats_untrained_and_length_analysis(asr_corpus, tiny_ul
 
 
 @pytest.mark.slow
-def test_runner_sf_ftlm_beats_untrained(sf_corpus, tiny_ulm, tmp_path):
+def test_runner_sf_ftlm_beats_untrained(sf_corpus, seq_ulm, tmp_path):
     """FT-LM learns to emit the slot tags: its slot-type F1 is well above the untrained model's (which emits none).
 
     Only F1 is asserted. The slot *values* are not recognised by a 64-wide random LM in 300 steps: slot-value CER stays
@@ -390,8 +269,8 @@ def test_runner_sf_ftlm_beats_untrained(sf_corpus, tiny_ulm, tmp_path):
     out_dir, _ = sf_corpus
     datarc = {"path": str(out_dir / "SNIPS"), "train_speakers": "[Ivy, Joanna]", "valid_speakers": "[Aditi]",
               "test_speakers": "[Brian]", "batch_size": 8, "eval_batch_size": 12, "num_workers": 0}
-    exp, trained, exp0, untrained = _train_and_untrained(tmp_path, "sf_ftlm", "sf", "ftlm", tiny_ulm, datarc,
-                                                         steps=300, lr=3.0e-3)
+    exp, trained, exp0, untrained = train_and_untrained(tmp_path, "speechprompt_sf_ftlm", "sf", "ftlm", seq_ulm,
+                                                        datarc, steps=300, lr=3.0e-3)
     record_outcome("sf_ftlm", slot_type_f1=trained["slot_type_f1"], slot_value_cer=trained["slot_value_cer"],
                    untrained_slot_type_f1=untrained["slot_type_f1"],
                    untrained_slot_value_cer=untrained["slot_value_cer"])
@@ -399,7 +278,7 @@ def test_runner_sf_ftlm_beats_untrained(sf_corpus, tiny_ulm, tmp_path):
     # kernels: slot_type_f1 0.917 / 0.736 / 0.889 vs 0.0 untrained (threshold 0.25: margin >= 0.48);
     # slot-value CER 1.031 / 1.006 / 0.929 vs 1.0 untrained (below it in 1 of 3 runs: not asserted)
     assert trained["slot_type_f1"] >= untrained["slot_type_f1"] + 0.25, (trained, untrained)
-    hyps, refs = _read_pairs(exp)
+    hyps, refs = read_pairs(exp)
     assert trained["slot_type_f1"] == pytest.approx(metric.slot_type_f1(hyps, refs), abs=1e-5)
     assert trained["slot_value_cer"] == pytest.approx(metric.slot_value_cer(hyps, refs), abs=1e-5)
 
@@ -426,8 +305,8 @@ def test_blstm_ctc_baseline_through_runner(task, asr_corpus, sf_corpus, tmp_path
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     exp = tmp_path / "exp"
-    _run(_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(path), "-p", str(exp)), tmp_path)
-    _run(_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "states-2.ckpt")), tmp_path)
+    run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", path, "-p", exp, "--device", "cpu", cwd=tmp_path)
+    run_runner("-m", "evaluate", "-t", "test", "-e", exp / "states-2.ckpt", "--device", "cpu", cwd=tmp_path)
     metric = "wer" if task == "asr" else "slot_type_f1"
     assert f"test {metric}" in (exp / "log.log").read_text()
     info = json.loads((exp / "speechprompt_info.json").read_text())

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import fairseq_env, require_fairseq, train_fairseq_lm
+from helpers import fairseq_env, require_fairseq, train_fairseq_lm
 from s3prl_speechprompt.ulm.checkpoint import CheckpointError, load_ulm, save_ulm
 from s3prl_speechprompt.ulm.dictionary import Dictionary
 from s3prl_speechprompt.ulm.model import KVCache, ULMConfig, UnitLM

@@ -18,10 +18,8 @@ import pytest
 from s3prl_speechprompt.errors import DeviceError, DownloadError, is_user_error
 from s3prl_speechprompt.s3prl_plugin.run_downstream import choose_device, distributed_args
 
-from conftest import runner_env
-from test_failure_modes import make_csv_corpus, write_config
+from helpers import RUNNER, make_csv_corpus, runner_env, write_csv_config
 
-RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
 CLI = [sys.executable, "-m", "s3prl_speechprompt"]
 PREFIX = "speechprompt-run-downstream: error: "
 
@@ -180,8 +178,8 @@ def corpus(tmp_path_factory, tiny_ulm_dir):
 
 
 def test_no_cuda_no_device_runs_on_cpu_with_a_notice(corpus, tmp_path):
-    cfg = write_config(tmp_path / "cfg.yaml", corpus["ulm"], tmp_path / "cache", {"csv": str(corpus["csv"])},
-                       steps=1)
+    cfg = write_csv_config(tmp_path / "cfg.yaml", corpus["ulm"], tmp_path / "cache", {"csv": str(corpus["csv"])},
+                           steps=1)
     exp = tmp_path / "exp"
     out = subprocess.run(RUNNER + ["-m", "train", "-u", "fbank", "-d", "speechprompt_csv", "-c", cfg, "-p", exp],
                          env=no_gpu_no_network_env(tmp_path / "s3prl"), capture_output=True, text=True)
@@ -201,7 +199,8 @@ def test_offline_gslm_name_is_one_line_naming_url_and_cache_path(corpus, tmp_pat
     cached = str(cached_path(url))
     assert cached.startswith(str(tmp_path / "s3prl" / "download"))
 
-    cfg = write_config(tmp_path / "cfg.yaml", "hubert100", tmp_path / "cache", {"csv": str(corpus["csv"])}, steps=1)
+    cfg = write_csv_config(tmp_path / "cfg.yaml", "hubert100", tmp_path / "cache", {"csv": str(corpus["csv"])},
+                           steps=1)
     out = subprocess.run(RUNNER + ["-m", "train", "-u", "fbank", "-d", "speechprompt_csv", "-c", cfg, "-p",
                                    tmp_path / "exp"], env=env, capture_output=True, text=True)
     assert out.returncode == 2, out.stderr[-3000:]
@@ -243,7 +242,7 @@ def test_device_cuda_without_cuda_and_missing_corpus_are_one_line_exit_2(corpus,
                                 "is False: no GPU, no driver, a CPU-only torch or CUDA_VISIBLE_DEVICES=''); run "
                                 "with --device cpu"]
 
-    cfg = write_config(tmp_path / "cfg.yaml", corpus["ulm"], tmp_path / "cache", {"csv": str(tmp_path / "no.csv")})
+    cfg = write_csv_config(tmp_path / "cfg.yaml", corpus["ulm"], tmp_path / "cache", {"csv": str(tmp_path / "no.csv")})
     args = ["-m", "train", "-u", "fbank", "-d", "speechprompt_csv", "-c", cfg, "-p", tmp_path / "e2"]
     assert _runner_main(*args) == 2
     [line] = error_lines(capsys.readouterr().err)

@@ -11,16 +11,17 @@ from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.ulm.dictionary import Dictionary
 from s3prl_speechprompt.units.manifest import read_unit_file
 
+from helpers import peer_dir
+
 REPO = Path(__file__).resolve().parents[1]
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data"
 UNIT_TYPES = ["hubert100", "cpc100"]
 VOCAB = [str(i) for i in range(100)]
 
 
 def _peer(unit_type):
-    d = PEER / f"speechprompt-{unit_type}"
+    d = peer_dir(f"speechprompt-{unit_type}")
     if not (d / "ks" / "train.txt").is_file():
-        pytest.skip(f"SpeechPrompt peer data not found at {d} (see shared/peer-data/SOURCE.md)")
+        pytest.skip(f"SpeechPrompt peer data {d / 'ks' / 'train.txt'} is absent (see shared/peer-data/SOURCE.md)")
     return d
 
 

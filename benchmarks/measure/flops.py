@@ -6,8 +6,9 @@ from typing import List
 
 import torch
 
-from s3prl_speechprompt.bench.common import BenchConfig, interleaved, make_lm, median_s, random_rows, ratio
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
+
+from .common import BenchConfig, interleaved, make_lm, median_s, random_rows, ratio
 
 
 def lm_matmul_shapes(cfg: BenchConfig, B: int, T: int, L: int) -> List[tuple]:

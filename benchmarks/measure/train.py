@@ -8,14 +8,18 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import List
 
 import torch
 import torch.nn.functional as F
 
-from s3prl_speechprompt.bench.common import (BenchConfig, interleaved, make_lm, median_s, peak_step_bytes,
-                                             random_rows, ratio, step_fn, trainer)
 from s3prl_speechprompt.prompt.prompted import EOS, PAD, SEP, build_batch
+
+from .common import (BenchConfig, interleaved, make_lm, median_s, peak_step_bytes, random_rows, ratio, step_fn,
+                     trainer)
+
+BENCHMARKS = str(Path(__file__).resolve().parents[1])        # the folder holding this package, for the RSS child
 
 
 def _peft_model(cfg: BenchConfig, prompt_length: int, n_positions: int):
@@ -129,9 +133,9 @@ def bench_rss(cfg: BenchConfig) -> dict:
     out = {}
     for name, method in (("pt", "pt"), ("ftlm", "ftlm")):
         spec = json.dumps({"cfg": asdict(cfg), "method": method})
-        res = subprocess.run([sys.executable, "-c", "import sys; from s3prl_speechprompt.bench.train import rss_child; "
-                              "rss_child(sys.argv[1])", spec], capture_output=True, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": str(cfg.threads)})
+        res = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                              "from measure.train import rss_child; rss_child(sys.argv[2])", BENCHMARKS, spec],
+                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(cfg.threads)})
         if res.returncode:
             raise RuntimeError(f"RSS child failed: {res.stderr[-2000:]}")
         out[name] = json.loads(res.stdout.strip().splitlines()[-1])

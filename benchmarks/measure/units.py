@@ -1,41 +1,19 @@
 """Row 4: an epoch of the expert path quantizing upstream features on the fly (wav read, s3prl upstream +
-Featurizer, k-means, dedup) vs reading precomputed units, PT step included; and :func:`random_hubert`, a
-random HuBERT in s3prl's ``hubert_local`` format (also used by tests and benchmarks/gpu_smoke.py)."""
+Featurizer, k-means, dedup) vs reading precomputed units, PT step included."""
 from __future__ import annotations
 
-import math
 import statistics
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import List
 
 import torch
 
-from s3prl_speechprompt.bench.common import BenchConfig, interleaved, make_lm, median_s, ratio, sync, trainer
 from s3prl_speechprompt.prompt.prompted import build_batch
 
-
-def random_hubert(path: Path, size: str) -> Path:
-    """A randomly initialised HuBERT in s3prl's converted ``hubert_local`` checkpoint format (no download)."""
-    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
-
-    if size == "tiny":
-        model_cfg = HubertConfig(label_rate=50, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
-                                 encoder_attention_heads=2, final_dim=16,
-                                 conv_feature_layers="[(32,10,5)] + [(32,3,2)]*4 + [(32,2,2)]*2")
-    elif size == "base":                       # HuBERT Base: 12 x 768, FFN 3072, 512-channel CNN
-        model_cfg = HubertConfig(label_rate=50)
-    else:
-        raise ValueError(f"upstream must be 'tiny' or 'base', got {size!r}")
-    task_cfg = HubertPretrainingConfig(label_rate=50)
-    torch.manual_seed(0)
-    symbols = [list(map(str, range(10)))]
-    model = HubertModel(model_cfg, task_cfg, symbols)
-    torch.save({"task_cfg": asdict(task_cfg), "model_cfg": asdict(model_cfg), "model_weight": model.state_dict(),
-                "dictionaries_symbols": symbols}, path)
-    return path
+from .audio import SAMPLE_RATE, random_hubert, tones
+from .common import BenchConfig, interleaved, make_lm, median_s, ratio, sync, trainer
 
 
 def bench_units(cfg: BenchConfig) -> dict:
@@ -51,20 +29,13 @@ def bench_units(cfg: BenchConfig) -> dict:
     from s3prl_speechprompt.units.prepare import to_units
     from s3prl_speechprompt.units.quantizer import KMeansQuantizer
 
-    sr = 16000
     with tempfile.TemporaryDirectory(prefix="speechprompt-bench-") as tmp:
         tmp = Path(tmp)
         g = torch.Generator().manual_seed(cfg.seed)
-        n = int(cfg.utterance_seconds * sr)
         wavs = []
-        for i in range(cfg.utterances):        # a few tones + noise, so frames differ
-            t = torch.arange(n) / sr
-            f = 100 + 400 * torch.rand(3, generator=g)
-            w = sum(torch.sin(2 * math.pi * fi * t * (1 + 0.3 * t)) for fi in f) / 3
-            w = (w + 0.05 * torch.randn(n, generator=g)).clamp(-1, 1)
-            p = tmp / f"utt{i:04d}.wav"
-            sf.write(p, w.numpy(), sr)
-            wavs.append(p)
+        for i, w in enumerate(tones(cfg.utterances, cfg.utterance_seconds, g)):
+            wavs.append(tmp / f"utt{i:04d}.wav")
+            sf.write(wavs[-1], w.numpy(), SAMPLE_RATE)
         labels = [(str(i % 12),) for i in range(cfg.utterances)]
         ckpt = random_hubert(tmp / "hubert.pt", cfg.upstream)
         upstream = hub.hubert_local(ckpt=str(ckpt)).to(cfg.device).eval()

@@ -1,5 +1,5 @@
-"""What every benchmark module shares: the sizes (:class:`BenchConfig`), interleaved timing and ratios,
-the benchmark LM, random token rows, and peak-memory measurement of one training step."""
+"""What every benchmark shares: the sizes (:class:`LMShape`, :class:`BenchConfig`), interleaved timing and ratios,
+the benchmark LM, random token rows, tensor bytes, and peak-memory measurement of one training step."""
 from __future__ import annotations
 
 import statistics
@@ -16,20 +16,28 @@ N_SPECIALS = 4
 
 
 @dataclass
-class BenchConfig:
-    """Sizes of one benchmark run. The full run's LM is GSLM's ``transformer_lm`` shape (``ulm_base``)."""
+class LMShape:
+    """The benchmark LM and how a run repeats: GSLM's ``transformer_lm`` shape (``ulm_base``; the released
+    ``transformer_lm_big`` is 12 x 1024, 16 heads, FFN 4096, scaled down here to fit a CPU) over ``units`` units."""
 
-    quick: bool = False
-    device: str = "cpu"
-    threads: int = 1
-    reps: int = 3
-    seed: int = 0
-    # the LM (GSLM transformer_lm_big is 12 x 1024, 16 heads, FFN 4096; scaled down to fit a CPU)
     layers: int = 6
     dim: int = 512
     heads: int = 8
     ffn: int = 2048
     units: int = 100
+    reps: int = 3
+    threads: int = 1
+    seed: int = 0
+
+    QUICK = dict(layers=2, dim=64, heads=4, ffn=256, reps=1)     # a smoke run's LM: 0.11M parameters
+
+
+@dataclass
+class BenchConfig(LMShape):
+    """Sizes of one efficiency run (benchmarks/efficiency.py)."""
+
+    quick: bool = False
+    device: str = "cpu"
     # ASR-like lengths: ~500 deduplicated HuBERT units, ~175 characters; prompt length of the paper's ASR
     asr_src: int = 500
     asr_label: int = 175
@@ -54,7 +62,7 @@ class BenchConfig:
     @classmethod
     def quick_config(cls, **overrides) -> "BenchConfig":
         """Small enough for a smoke test: every row, tiny sizes, one repetition."""
-        kw = dict(quick=True, reps=1, layers=2, dim=64, heads=4, ffn=256, asr_src=120, asr_label=40,
+        kw = dict(LMShape.QUICK, quick=True, asr_src=120, asr_label=40,
                   asr_prompt=16, asr_train_batch=4, ks_batch=16, flops_batch=32, upstream="tiny",
                   upstream_layer=1, utterances=8, utterance_seconds=0.5, unit_batch=4, unit_epochs=1, rss=False)
         kw.update(overrides)
@@ -131,7 +139,7 @@ def random_rows(cfg: BenchConfig, n: int, length: int, seed: int) -> List[List[i
 
 
 def tensor_bytes(*groups) -> int:
-    """Bytes of the distinct storages among tensors (parameters, buffers, optimizer state)."""
+    """Bytes of the distinct storages among groups of tensors (parameters, buffers, optimizer state)."""
     seen, total = set(), 0
     for group in groups:
         for t in group:

@@ -3,9 +3,10 @@
 so a random LM generates the whole budget."""
 from __future__ import annotations
 
-from s3prl_speechprompt.bench.common import BenchConfig, interleaved, make_lm, median_s, random_rows, ratio
 from s3prl_speechprompt.prompt.decode import decode
 from s3prl_speechprompt.prompt.prompted import EOS, PromptConfig, PromptedULM
+
+from .common import BenchConfig, interleaved, make_lm, median_s, random_rows, ratio
 
 
 class _NoEOS(PromptedULM):

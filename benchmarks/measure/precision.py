@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import List
 
 from s3prl_speechprompt import precision
-from s3prl_speechprompt.bench.common import (BenchConfig, interleaved, make_lm, median_s, peak_step_bytes,
-                                             random_rows, ratio, trainer)
 from s3prl_speechprompt.prompt.prompted import build_batch
+
+from .common import BenchConfig, interleaved, make_lm, median_s, peak_step_bytes, random_rows, ratio, trainer
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -1,7 +1,7 @@
 """Prompt-bank benchmark: N tasks over the same utterances, served in one pass vs N sequential passes.
 
-    python -m s3prl_speechprompt.bench.bank                 # KS shapes: 4 tasks x 64 one-second utterances
-    python -m s3prl_speechprompt.bench.bank --quick         # smoke run (tiny upstream / LM)
+    python benchmarks/prompt_bank.py                 # KS shapes: 4 tasks x 64 one-second utterances
+    python benchmarks/prompt_bank.py --quick         # smoke run (tiny upstream / LM)
 
 Contenders, both through the serving code of ``speechprompt predict`` (serve.Predictor), interleaved, median
 of per-round ratios:
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -32,12 +31,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List
 
-import numpy as np
-import torch
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:                  # the checkout's package, whatever the venv has installed
+    sys.path.insert(1, str(REPO))
+
+import torch  # noqa: E402
+
+from measure.audio import random_hubert, tones  # noqa: E402
+from measure.common import LMShape, interleaved, tensor_bytes  # noqa: E402
 
 
 @dataclass
-class BankBenchConfig:
+class BankBenchConfig(LMShape):
+    """Sizes of the prompt-bank run; the LM and repetitions as :class:`measure.common.LMShape`."""
+
     tasks: int = 4
     utterances: int = 64
     seconds: float = 1.0                  # KS: one-second clips
@@ -45,60 +52,15 @@ class BankBenchConfig:
     classes: int = 12
     upstream: str = "base"                # random HuBERT Base shape; "tiny" for a smoke run
     upstream_layer: int = 6
-    units: int = 100
-    layers: int = 6
-    dim: int = 512
-    heads: int = 8
-    ffn: int = 2048
     batch: int = 64                       # files per Predictor batch (rows = files x tasks)
-    reps: int = 3
-    threads: int = 1
-    seed: int = 0
 
     @classmethod
     def quick(cls, **kw) -> "BankBenchConfig":
-        base = dict(utterances=8, upstream="tiny", upstream_layer=1, layers=2, dim=64, heads=4, ffn=256, reps=1)
-        base.update(kw)
-        return cls(**base)
-
-
-def _interleaved(fns: Dict[str, Callable[[], object]], reps: int) -> Dict[str, List[float]]:
-    names, times = list(fns), {n: [] for n in fns}
-    for r in range(reps):
-        k = r % len(names)
-        for n in names[k:] + names[:k]:
-            t0 = time.perf_counter()
-            fns[n]()
-            times[n].append(time.perf_counter() - t0)
-    return times
-
-
-def _bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        s = t.untyped_storage()
-        if s.data_ptr() not in seen:
-            seen.add(s.data_ptr())
-            total += s.nbytes()
-    return total
-
-
-def _wavs(cfg: BankBenchConfig) -> List[np.ndarray]:
-    """Tones + noise (so frames and units differ), ``seconds`` long at 16 kHz."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    n, sr = int(cfg.seconds * 16000), 16000
-    t = torch.arange(n) / sr
-    out = []
-    for _ in range(cfg.utterances):
-        f = 100 + 400 * torch.rand(3, generator=g)
-        w = sum(torch.sin(2 * math.pi * fi * t * (1 + 0.3 * t)) for fi in f) / 3
-        out.append((w + 0.05 * torch.randn(n, generator=g)).clamp(-1, 1).numpy().astype(np.float32))
-    return out
+        return cls(**{**LMShape.QUICK, "utterances": 8, "upstream": "tiny", "upstream_layer": 1, **kw})
 
 
 def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> List[dict]:
     """Rows: {name, value, unit, detail}; see the module docstring."""
-    from s3prl_speechprompt.bench.units import random_hubert
     from s3prl_speechprompt.prompt.bank import PromptBank
     from s3prl_speechprompt.prompt.decode import decode
     from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
@@ -124,7 +86,7 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
                     "upstream_feature_selection": "hidden_states", "upstream_layer_selection": cfg.upstream_layer,
                     "upstream_feature_normalize": False}
         featurize = runner_featurizer({**upstream, "device": "cpu"})
-        wavs = _wavs(cfg)
+        wavs = [w.numpy() for w in tones(cfg.utterances, cfg.seconds, torch.Generator().manual_seed(cfg.seed))]
         names = [f"utt{i:03d}.wav" for i in range(len(wavs))]
         frames = torch.cat([featurize(w) for w in wavs[:4]]).float()
         quantizer = KMeansQuantizer(frames[torch.randperm(frames.size(0))[:cfg.units]])
@@ -164,7 +126,7 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
             return run
 
         log(f"end to end: {len(wavs)} utterances x {cfg.tasks} tasks, {cfg.reps} rounds ...")
-        t = _interleaved({"bank": timed("bank", [together]), "sequential": timed("sequential", apart)}, cfg.reps)
+        t = interleaved({"bank": timed("bank", [together]), "sequential": timed("sequential", apart)}, cfg.reps)
         if seen["bank"] != seen["sequential"] or len(seen["bank"]) != 1:
             raise AssertionError("bank and per-task serving disagree")
         rs = [s / b for s, b in zip(t["sequential"], t["bank"])]
@@ -189,7 +151,7 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
         if lm_bank() != lm_apart():
             raise AssertionError("bank decode and per-task decode disagree")
         log(f"LM only: {len(flat)} rows ({statistics.mean(map(len, sources)):.1f} units on average) ...")
-        t = _interleaved({"bank": lm_bank, "sequential": lm_apart}, cfg.reps)
+        t = interleaved({"bank": lm_bank, "sequential": lm_apart}, cfg.reps)
         rs = [s / b for s, b in zip(t["sequential"], t["bank"])]
         rows.append({"name": "LM only (decode the same units): bank throughput / sequential",
                      "value": statistics.median(rs), "unit": "x",
@@ -197,11 +159,11 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
                                f"bank {statistics.median(t['bank']) * 1e3:.0f} ms vs "
                                f"{statistics.median(t['sequential']) * 1e3:.0f} ms"})
 
-        lm_b = _bytes(list(lm.parameters()) + list(lm.buffers()))
-        prompt_b = [_bytes([p for n, p in t_.model.named_parameters() if not n.startswith("lm.")]) for t_ in tasks]
+        lm_b = tensor_bytes(lm.parameters(), lm.buffers())
+        prompt_b = [tensor_bytes(p for n, p in t_.model.named_parameters() if not n.startswith("lm.")) for t_ in tasks]
         from s3prl import hub
         up_module = hub.hubert_local(ckpt=str(ckpt))
-        up_b = _bytes(list(up_module.parameters()) + list(up_module.buffers()))
+        up_b = tensor_bytes(up_module.parameters(), up_module.buffers())
         bank_b = bank.bank_bytes()
         one = lm_b + bank_b + up_b
         four = cfg.tasks * (lm_b + up_b) + sum(prompt_b)
@@ -224,7 +186,7 @@ def format_rows(rows: List[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s3prl_speechprompt.bench.bank", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/prompt_bank.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny upstream and LM, 8 utterances, 1 round (smoke run)")
     p.add_argument("--reps", type=int, default=None, help="interleaved rounds (default 3; 1 with --quick)")
