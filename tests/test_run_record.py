@@ -1,0 +1,194 @@
+"""The run record (``run.json``, :mod:`s3prl_speechprompt.record`): what the report reads, and the converter of
+run directories from before it (``speechprompt upgrade-run``).
+
+* old-format directories (hand-made here, as the runner / ``speechprompt train`` + ``evaluate`` left them before
+  run.json, with tensorboard events at fixed times) get one line naming the converter; converted, they report
+  what the old collector reported: ``tests/data/old_run_report.json`` was written by the old collector (the
+  report at commit f275468) on these very directories;
+* the record itself: format, atomic save / load, the report's choice of the test evaluation;
+* real runs: a runner PT run and an engine PT run on the same test utterances, reported side by side with the
+  paired test, give the same table after their ``log.log`` and tensorboard events are deleted.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from s3prl_speechprompt.predictions import write_predictions
+
+PIN = Path(__file__).parent / "data" / "old_run_report.json"
+TAG = "2026-01-01-00-00-0{}"          # s3prl's args_/config_ time tags (local time)
+
+
+# ------------------------------------------------------------------------------------------------
+# old-format run directories, as the code before run.json wrote them
+# ------------------------------------------------------------------------------------------------
+
+def _tag_time(i: int) -> float:
+    return datetime.strptime(TAG.format(i), "%Y-%m-%d-%H-%M-%S").timestamp()
+
+
+def _events(path: Path, events) -> None:
+    """A tensorboard event file of ``(wall_time, step, {tag: value})`` (TFRecord framing; checksums not read)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = b""
+    for wall, step, values in events:
+        ev = Event(wall_time=wall, step=step)
+        for tag, value in values.items():
+            ev.summary.value.add(tag=tag, simple_value=value)
+        data = ev.SerializeToString()
+        out += struct.pack("<Q", len(data)) + b"\0" * 4 + data + b"\0" * 4
+    path.write_bytes(out)
+
+
+def _ks_predictions(path: Path, n_right: int, n: int = 40, **header) -> None:
+    labels = [("yes",) if i % 2 else ("no",) for i in range(n)]
+    hyps = [y if i < n_right else (("no",) if y == ("yes",) else ("yes",)) for i, y in enumerate(labels)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(path, [f"utt{i:03d}" for i in range(n)], labels, hyps, task="ks", split="test", **header)
+
+
+def _runner_dir(expdir: Path, log: str = "", info: dict = None, mode_args=(), downstream="speechprompt_ic_linear",
+                task="ic", expert=None, total_steps=100, upstream="fbank", layer=None, seed=1337) -> Path:
+    expdir.mkdir(parents=True)
+    for i, (mode, extra) in enumerate(mode_args or [("train", {})]):
+        args = {"mode": mode, "downstream": downstream, "upstream": upstream, "upstream_layer_selection": layer,
+                "evaluate_split": "test", "init_ckpt": None, "seed": seed, **extra}
+        (expdir / f"args_{TAG.format(i)}.yaml").write_text(yaml.safe_dump(args))
+    (expdir / f"config_{TAG.format(0)}.yaml").write_text(yaml.safe_dump(
+        {"runner": {"total_steps": total_steps}, "optimizer": {"lr": 1.0e-3},
+         "downstream_expert": {"task": task, **(expert or {"head": "linear"})}}))
+    if log:
+        (expdir / "log.log").write_text(log)
+    if info is not None:
+        (expdir / "speechprompt_info.json").write_text(json.dumps(info))
+    return expdir
+
+
+def _runner_ckpt(path: Path, step: int, featurizer: int = 0) -> None:
+    feat = {"weights": torch.zeros(featurizer)} if featurizer else {}
+    torch.save({"Step": step, "Featurizer": feat, "Downstream": {}}, path)
+
+
+def make_old_runs(root: Path) -> list:
+    """Old-format run directories covering what the old collector read (see the module docstring)."""
+    root.mkdir(parents=True, exist_ok=True)
+    dirs = []
+    # PT on KS, train only: test at the best dev step, featurizer weights, two training sessions (resumed)
+    info = {"task": "ks", "method": "pt", "ulm": "/x/ulm_tiny", "k": 20, "trainable_params": 1234,
+            "stored_params": 1234, "checkpoint_bytes": 9876, "seed": 7}
+    pt = _runner_dir(root / "ks_pt", "step 50: dev accuracy: 0.5; unfinished: 0; loss: 1\n"
+                     "step 50: test accuracy: 0.525; unfinished: 1; loss: 1\n"
+                     "step 100: dev accuracy: 0.45; unfinished: 0; loss: 1\n"
+                     "step 100: test accuracy: 0.6; unfinished: 0; loss: 1\n", info,
+                     mode_args=[("train", {}), ("train", {})], downstream="speechprompt_ks", task="ks",
+                     expert={"ulm": "/x/ulm_tiny", "km": None, "cache_dir": "/x/cache"}, layer=3, seed=7)
+    _runner_ckpt(pt / "dev-best.ckpt", 50, featurizer=13)
+    _runner_ckpt(pt / "states-100.ckpt", 100, featurizer=13)
+    _ks_predictions(pt / "predictions" / "test-step50.jsonl", 21, step=50, mode="train", seed=7)
+    _ks_predictions(pt / "test_predictions.jsonl", 24, step=100, mode="train", seed=7)
+    t0, t1 = _tag_time(0), _tag_time(1)
+    _events(pt / "events.out.tfevents.1.host", [(t0 + 5, 0, {}), (t0 + 20, 50, {"speechprompt_ks/dev-accuracy": 0.5}),
+                                                (t0 + 31, 60, {"speechprompt_ks/train-loss": 1.0})])
+    _events(pt / "events.out.tfevents.2.host", [(t1 + 2, 60, {}), (t1 + 40, 100, {"speechprompt_ks/dev-loss": 1.0})])
+    dirs.append(pt)
+
+    # SUPERB linear on KS with -m evaluate -e dev-best.ckpt (the step read from the checkpoint)
+    info = {"task": "ks", "method": "linear", "head": "linear", "upstream": "fbank", "trainable_params": 64780,
+            "checkpoint_bytes": 260000, "seed": 1337}
+    lin = root / "ks_linear"
+    lin = _runner_dir(lin, "step 30: dev accuracy: 0.4; loss: 2\nstep 60: dev accuracy: 0.55; loss: 2\n"
+                      "step 0: test accuracy: 0.575; loss: 2\n", info, downstream="speechprompt_ks_linear", task="ks",
+                      mode_args=[("train", {}), ("evaluate", {"init_ckpt": str(lin / "dev-best.ckpt")})],
+                      total_steps=60)
+    _runner_ckpt(lin / "dev-best.ckpt", 60)
+    _runner_ckpt(lin / "states-60.ckpt", 60)
+    _ks_predictions(lin / "test_predictions.jsonl", 23, step=0, mode="evaluate", seed=1337)
+    _events(lin / "events.out.tfevents.1.host", [(_tag_time(0) + 3, 0, {}), (_tag_time(0) + 9, 60, {})])
+    dirs.append(lin)
+
+    # FT-LM on KS whose log.log was lost: metrics from the tensorboard scalars
+    info = {"task": "ks", "method": "ftlm", "ulm": "/x/ulm_tiny", "k": 20, "trainable_params": 50000,
+            "checkpoint_bytes": 200000}
+    ft = _runner_dir(root / "ks_ftlm", "", info, downstream="speechprompt_ks_ftlm", task="ks",
+                     expert={"ulm": "/x/ulm_tiny", "km": "/x/km.bin", "method": "ftlm"}, total_steps=40)
+    _runner_ckpt(ft / "dev-best.ckpt", 40)
+    t0 = _tag_time(0)
+    _events(ft / "events.out.tfevents.1.host", [
+        (t0 + 1, 0, {}), (t0 + 4, 20, {"speechprompt_ks/dev-accuracy": 0.3, "speechprompt_ks/test-accuracy": 0.35}),
+        (t0 + 8, 40, {"speechprompt_ks/dev-accuracy": 0.6, "speechprompt_ks/test-accuracy": 0.625,
+                      "speechprompt_ks/dev-loss": 0.5, "speechprompt_ks/train-accuracy": 0.9})])
+    dirs.append(ft)
+
+    # partial results (IC linear), as test_baselines_report's
+    info = {"task": "ic", "method": "linear", "trainable_params": 1000, "checkpoint_bytes": 5000}
+    dirs.append(_runner_dir(root / "no_test", "step 50: dev accuracy: 0.5; loss: 1\n", info))
+    dirs.append(_runner_dir(root / "no_dev", "step 50: test accuracy: 0.25; loss: 1\n", info))
+    dirs.append(_runner_dir(root / "crashed"))
+    dirs.append(_runner_dir(
+        root / "evaluated", "step 50: dev accuracy: 0.5; loss: 1\nstep 50: test accuracy: 0.4; loss: 1\n"
+        "step 100: dev accuracy: 0.75; loss: 1\nstep 100: test accuracy: 0.6; loss: 1\n"
+        "step 0: test accuracy: 0.625; loss: 1\n", info,
+        mode_args=[("train", {}), ("evaluate", {"init_ckpt": "somewhere/dev-best.ckpt"})]))
+    dirs.append(_runner_dir(root / "best_missing_test", "step 50: dev accuracy: 0.75; loss: 1\n"
+                            "step 100: dev accuracy: 0.5; loss: 1\nstep 100: test accuracy: 0.6; loss: 1\n", info))
+
+    # speechprompt train + evaluate (PT), and a BLSTM trained but never evaluated
+    for name, method, evaluated in (("engine_pt", "pt", True), ("engine_blstm", "blstm", False)):
+        exp = root / name
+        exp.mkdir()
+        config = {"format": "s3prl-speechprompt-engine/1", "task": "ks", "method": method,
+                  "train": "/x/speechprompt-hubert100/ks/train.txt", "trainable_params": 777,
+                  "train_config": {"seed": 3, "method": method, "lr": None, "max_updates": 500, "threads": 1}}
+        if method != "blstm":
+            config.update(ulm="/x/ulm_small", ulm_sha256="ab" * 32, ulm_arch="ulm_small", ulm_width=256,
+                          ulm_layers=4, stored_params=777)
+        (exp / "config.json").write_text(json.dumps(config))
+        (exp / ("model.pt" if method == "blstm" else "prompt.pt")).write_bytes(b"0" * 321)
+        torch.save({"progress": {"updates": 480, "seconds": 12.5, "cpu_seconds": 20.0, "best_update": 400}},
+                   exp / "checkpoint_last.pt")
+        if evaluated:
+            _ks_predictions(exp / "test_predictions.jsonl", 30, mode="evaluate", seed=3)
+            (exp / "test_scores.json").write_text(json.dumps({"accuracy": 0.75, "n": 40, "seed": 3}))
+        dirs.append(exp)
+    # an engine run evaluated before the .jsonl predictions existed (predict/truth pair, no scores file)
+    old = root / "engine_legacy"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({
+        "format": "s3prl-speechprompt-engine/1", "task": "ic", "method": "pt", "ulm": "/x/ulm", "ulm_arch": "a",
+        "ulm_width": 8, "ulm_layers": 1, "train": "/x/train.txt", "trainable_params": 100,
+        "train_config": {"seed": 0}}))
+    truth = ["action:on object:lights location:kitchen"] * 30 + ["action:off object:music location:none"] * 20
+    pred = truth[:40] + ["action:on <unk> location:none"] * 10
+    (old / "test_truth.txt").write_text("".join(f"test-{i + 1}\t{t}\n" for i, t in enumerate(truth)))
+    (old / "test_predict.txt").write_text("".join(f"test-{i + 1}\t{p}\n" for i, p in enumerate(pred)))
+    dirs.append(old)
+    return dirs
+
+
+def report_rows(dirs, root: Path) -> list:
+    """The run rows ``build_report`` gives for ``dirs`` (with intervals), as dicts, ``root`` written ``<ROOT>``."""
+    from dataclasses import asdict
+
+    from s3prl_speechprompt import report
+    rows = report.build_report(dirs, references="none")
+    return json.loads(json.dumps([asdict(r) for r in rows]).replace(str(root), "<ROOT>"))
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write-pin"]:
+    # run once with the old collector (commit f275468, before run.json): python tests/test_run_record.py --write-pin
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "old"
+        PIN.write_text(json.dumps(report_rows(make_old_runs(root), root), indent=1) + "\n")
+    print(f"wrote {PIN}")
