@@ -23,6 +23,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import runner_env
 from s3prl_speechprompt.predictions import write_predictions
 
 PIN = Path(__file__).parent / "data" / "old_run_report.json"
@@ -183,6 +184,91 @@ def report_rows(dirs, root: Path) -> list:
     from s3prl_speechprompt import report
     rows = report.build_report(dirs, references="none")
     return json.loads(json.dumps([asdict(r) for r in rows]).replace(str(root), "<ROOT>"))
+
+
+def _cli(*args, check=True):
+    out = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", *map(str, args)], capture_output=True,
+                         text=True, env=runner_env())
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _comparable(rows: list) -> list:
+    """Rows with their notes as a set (the converter lists what it could not read before the report's notes)."""
+    return [{**r, "notes": sorted(r["notes"])} for r in rows]
+
+
+def test_an_old_run_directory_gets_one_line_naming_the_converter(tmp_path):
+    dirs = make_old_runs(tmp_path / "old")
+    pt, engine = tmp_path / "old" / "ks_pt", tmp_path / "old" / "engine_pt"
+    out = _cli("report", pt, engine, check=False)
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("speechprompt report: error: ")
+    assert f"`speechprompt upgrade-run {pt} {engine}`" in lines[0]
+    out = _cli("report", tmp_path / "old", check=False)            # a folder of them: every old one is named
+    assert out.returncode == 2 and all(str(d) in out.stderr for d in dirs if d.name != "crashed")
+    # the runner expert refuses to append to one too (-m evaluate / -a on an old run)
+    from s3prl_speechprompt.record import OldRunError
+    from s3prl_speechprompt.s3prl_plugin.records import RunRecorder
+    with pytest.raises(OldRunError, match=f"speechprompt upgrade-run {pt}"):
+        RunRecorder(pt, None, "ks", {"mode": "evaluate"}, "t", "p", sizes=dict)
+
+
+def test_converted_old_runs_report_what_the_old_collector_reported(tmp_path):
+    root = tmp_path / "old"
+    dirs = make_old_runs(root)
+    out = _cli("upgrade-run", root)
+    assert out.stdout.count("run.json: written") == len(dirs)
+    assert "kept" in _cli("upgrade-run", dirs[0]).stdout                  # once: run.json is not rewritten
+    pinned = json.loads(PIN.read_text())
+    converted = report_rows(dirs, root)
+    got = json.loads(json.dumps(converted))
+    legacy = [i for i, r in enumerate(pinned) if r["expdir"].endswith("engine_legacy")]
+    for i in legacy:       # recomputed by the converter now, said in a note, instead of by every report
+        assert got[i]["test_from"] == "speechprompt evaluate (test, best dev-loss state)"
+        assert got[i]["notes"] == ["test metrics recomputed from test_predict.txt by speechprompt upgrade-run"]
+        got[i]["test_from"], got[i]["notes"] = pinned[i]["test_from"], pinned[i]["notes"]
+    assert _comparable(got) == _comparable(pinned)
+    # the converted dirs need none of the old files: the same rows from run.json + predictions alone
+    for d in dirs:
+        for p in d.iterdir():
+            if p.name not in ("run.json", "predictions") and not p.name.endswith(("_predictions.jsonl",
+                                                                                  "_predict.txt", "_truth.txt")):
+                p.unlink()
+    assert report_rows(dirs, root) == converted
+
+
+# ------------------------------------------------------------------------------------------------
+# the record
+# ------------------------------------------------------------------------------------------------
+
+def test_record_roundtrip_format_and_the_test_evaluation_it_reports(tmp_path):
+    from s3prl_speechprompt.errors import CheckpointError
+    from s3prl_speechprompt.record import FORMAT, Evaluation, RunRecord
+
+    rec = RunRecord(front_end="runner", task="ks", method="pt", seed=1, best={"split": "dev", "step": 20})
+    for step in (10, 20, 30):
+        rec.add(Evaluation("dev", step, "train", {"accuracy": step / 100}))
+        rec.add(Evaluation("test", step, "train", {"accuracy": step / 50}, predictions="test_predictions.jsonl"))
+    assert [e.predictions for e in rec.evaluations if e.split == "test"] == [None, None, "test_predictions.jsonl"]
+    assert rec.test_evaluation()[0].step == 20 and rec.test_evaluation()[1] == "best"
+    rec.add(Evaluation("test", 30, "train", {"accuracy": 0.7}))                   # re-evaluated after a resume
+    assert len(rec.evaluations) == 6 and rec.latest("test").metrics == {"accuracy": 0.7}
+    rec.best = None
+    assert rec.test_evaluation() == (rec.latest("test"), "last")
+    rec.add(Evaluation("test", 20, "evaluate", {"accuracy": 0.5}, checkpoint="dev-best.ckpt"))
+    assert rec.test_evaluation() == (rec.latest("test"), "evaluate")
+    rec.save(tmp_path)
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert data["format"] == FORMAT and data["evaluations"][-1]["checkpoint"] == "dev-best.ckpt"
+    assert RunRecord.load(tmp_path) == rec
+    (tmp_path / "run.json").write_text(json.dumps({**data, "format": "s3prl-speechprompt-run/9"}))
+    with pytest.raises(CheckpointError, match="expected 's3prl-speechprompt-run/1'"):
+        RunRecord.load(tmp_path)
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        RunRecord.load(tmp_path / "elsewhere")
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write-pin"]:

@@ -125,4 +125,17 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
                   n=len(records), unfinished=unfinished, method=config["method"], task=config["task"], seed=seed,
                   units=str(units_path), precision=precision)
     atomic_write_text(exp / f"{split}_scores.json", json.dumps(result, indent=1) + "\n")
+    _record_evaluation(exp, result, metrics, weights)
     return result
+
+
+def _record_evaluation(exp: Path, result: dict, metrics: dict, weights: Path) -> None:
+    """The evaluation in EXP/run.json (created from config.json for a run trained before run.json existed)."""
+    from s3prl_speechprompt.record import FILE, Evaluation, RunRecord, engine_record, now
+    rec = RunRecord.load(exp) if (exp / FILE).is_file() else engine_record(exp)
+    rec.trained_task = "trained_task" if (exp / "trained_task").is_dir() else None
+    split = result["split"]
+    rec.add(Evaluation(split=split, step=(rec.best or {}).get("step"), mode="evaluate",
+                       metrics={**{k: result[k] for k in metrics}, "unfinished": result["unfinished"]},
+                       n=result["n"], predictions=predictions_name(split), checkpoint=weights.name, at=now()))
+    rec.save(exp)
