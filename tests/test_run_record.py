@@ -271,6 +271,103 @@ def test_record_roundtrip_format_and_the_test_evaluation_it_reports(tmp_path):
         RunRecord.load(tmp_path / "elsewhere")
 
 
+# ------------------------------------------------------------------------------------------------
+# real runs: s3prl's runner and speechprompt train / evaluate on the same test utterances
+# ------------------------------------------------------------------------------------------------
+
+N_UNITS = 20
+RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
+
+
+def _run(cmd):
+    out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=runner_env(), timeout=600)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def runner_and_engine_runs(tmp_path_factory):
+    """A runner PT run (train with dev + test evaluations, then -m evaluate -e dev-best.ckpt) and an engine PT run
+    (speechprompt train + evaluate on unit files of the same corpus, same utterance ids), on one random tiny LM."""
+    from s3prl_speechprompt import compat
+    compat.apply()
+    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
+    from s3prl_speechprompt.synth import make_ks
+    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
+    from s3prl_speechprompt.ulm.checkpoint import save_ulm
+    from s3prl_speechprompt.ulm.dictionary import Dictionary
+    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
+    from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
+    from s3prl_speechprompt.units.prepare import prepare_units, to_units
+
+    root = tmp_path_factory.mktemp("runs")
+    make_ks(root / "corpus", seed=0, per_class=6, progress=False)
+    datarc = {"speech_commands_root": str(root / "corpus" / "speech_commands_v0.01"),
+              "speech_commands_test_root": str(root / "corpus" / "speech_commands_test_set_v0.01")}
+    torch.manual_seed(0)
+    vocab = Dictionary([str(u) for u in range(N_UNITS)])
+    save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(vocab))), vocab, root / "ulm")
+    fbank = {"upstream": "fbank", "upstream_feature_selection": "hidden_states", "device": "cpu"}
+    task, featurize = get_task("ks")(**datarc), runner_featurizer(fbank)
+    quantizer, _ = prepare_units(task.read_split("train"), featurize, read_item_audio, key_parts=upstream_key(fbank),
+                                 n_clusters=N_UNITS, seed=0, cache_dir=root / "cache")
+    quantizer.save(root / "kmeans.pt")
+    for split in ("train", "dev", "test"):
+        write_unit_manifest(root / f"{split}.tsv", [
+            UnitRecord(it.id, tuple(to_units(quantizer, featurize(read_item_audio(it)))), it.labels)
+            for it in task.read_split(split)])
+
+    from importlib import resources
+    cfg = yaml.safe_load((resources.files("s3prl_speechprompt.downstream_configs") / "speechprompt_ks.yaml").read_text())
+    cfg["runner"].update(total_steps=8, log_step=4, eval_step=4, save_step=4, eval_dataloaders=["dev", "test"])
+    de = cfg["downstream_expert"]
+    de.update(ulm=str(root / "ulm"), km=str(root / "kmeans.pt"), n_clusters=N_UNITS, cache_dir=str(root / "cache"),
+              prompt={"prompt_length": 2})
+    de["datarc"].update(datarc, batch_size=16, eval_batch_size=64, num_workers=0)
+    (root / "pt.yaml").write_text(yaml.safe_dump(cfg))
+    runner = root / "runner_pt"
+    _run(RUNNER + ["-m", "train", "-u", "fbank", "-d", "speechprompt_ks", "-c", root / "pt.yaml", "-p", runner,
+                   "--device", "cpu"])
+    _run(RUNNER + ["-m", "evaluate", "-t", "test", "-e", runner / "dev-best.ckpt", "--device", "cpu"])
+    engine = root / "engine_pt"
+    cli = [sys.executable, "-m", "s3prl_speechprompt"]
+    _run(cli + ["train", "--task", "ks", "--train", root / "train.tsv", "--valid", root / "dev.tsv", "--ulm",
+                root / "ulm", "--method", "pt", "--max-updates", "6", "--threads", "1", "--out", engine])
+    _run(cli + ["evaluate", "--exp", engine, "--split", "test", root / "test.tsv", "--threads", "1"])
+    return {"runner": runner, "engine": engine}
+
+
+@pytest.mark.slow
+def test_report_reads_only_run_json_and_predictions(runner_and_engine_runs, tmp_path):
+    import shutil
+
+    runs = {k: shutil.copytree(v, tmp_path / v.name) for k, v in runner_and_engine_runs.items()}
+    args = ["report", runs["runner"], runs["engine"], "--compare", "--references", "none"]
+    before = _cli(*args)
+    assert "### Paired comparisons" in before.stdout and "runner_pt vs engine_pt (acc): " in before.stdout
+    rec = json.loads((runs["runner"] / "run.json").read_text())
+    assert rec["front_end"] == "runner" and rec["method"] == "pt" and rec["upstream"]["name"] == "fbank"
+    assert [(e["split"], e["step"], e["mode"]) for e in rec["evaluations"]] == [
+        ("dev", 4, "train"), ("test", 4, "train"), ("dev", 8, "train"), ("test", 8, "train"),
+        ("test", rec["best"]["step"], "evaluate")]
+    assert rec["steps_done"] == rec["total_steps"] == 8 and 0 < rec["train_loop_s"] < rec["wall_s"]
+    assert rec["evaluations"][-1]["predictions"] == "test_predictions.jsonl"
+    assert f"-m evaluate -e dev-best.ckpt (step {rec['best']['step']})" in before.stdout
+    eng = json.loads((runs["engine"] / "run.json").read_text())
+    assert eng["front_end"] == "engine" and eng["steps_done"] == 6 and eng["upstream"] is None
+    assert [(e["split"], e["mode"], e["checkpoint"]) for e in eng["evaluations"]] == [("test", "evaluate", "prompt.pt")]
+    assert "speechprompt evaluate (test, best dev-loss state)" in before.stdout
+
+    kept = ("run.json", "predictions")
+    for d in runs.values():                 # log.log, tensorboard events, args / config yaml, checkpoints, ...
+        for p in d.iterdir():
+            if p.name not in kept and not p.name.endswith("_predictions.jsonl"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    assert not list(runs["runner"].glob("log.log")) and not list(runs["runner"].glob("events.out.tfevents*"))
+    after = _cli(*args)
+    assert after.stdout == before.stdout and after.stderr == before.stderr
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write-pin"]:
     # run once with the old collector (commit f275468, before run.json): python tests/test_run_record.py --write-pin
     import tempfile
