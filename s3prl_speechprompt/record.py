@@ -242,6 +242,35 @@ def engine_record(exp, progress: Optional[dict] = None, previous: Optional[RunRe
     return rec
 
 
+# what an engine <split>_scores.json holds besides the metrics
+SCORE_FIELDS = {"trainable_params", "stored_params", "prompt_bytes", "split", "n", "unfinished", "method", "task",
+                "seed", "units", "precision"}
+
+
+def engine_scores(exp, rec: RunRecord, skip: Tuple[str, ...] = ()) -> None:
+    """Add to ``rec`` the evaluations of EXP/<split>_scores.json (``speechprompt evaluate``'s summaries, for a run
+    evaluated before run.json existed), but those of the ``skip`` splits."""
+    exp = Path(exp)
+    for path in sorted(exp.glob("*_scores.json")):
+        split = path.name[:-len("_scores.json")]
+        if split in skip:
+            continue
+        try:
+            result = json.loads(path.read_text())
+        except ValueError as e:
+            raise CheckpointError(f"{path}: not JSON ({e})") from None
+        metrics = {k: v for k, v in result.items() if k not in SCORE_FIELDS and isinstance(v, (int, float))}
+        if "unfinished" in result:
+            metrics["unfinished"] = result["unfinished"]
+        pred = split + "_predictions.jsonl"
+        if not (exp / pred).is_file():
+            pred = f"{split}_predict.txt" if (exp / f"{split}_predict.txt").is_file() and \
+                (exp / f"{split}_truth.txt").is_file() else None
+        rec.add(Evaluation(split=split, step=(rec.best or {}).get("step"), mode="evaluate", metrics=metrics,
+                           n=result.get("n"), predictions=pred,
+                           checkpoint="model.pt" if rec.method == "blstm" else "prompt.pt"))
+
+
 def engine_progress(exp) -> dict:
     """The loop's progress in EXP/checkpoint_last.pt ({} if there is none yet); restricted reader."""
     last = Path(exp) / "checkpoint_last.pt"

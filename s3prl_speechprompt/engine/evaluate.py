@@ -130,11 +130,16 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
 
 
 def _record_evaluation(exp: Path, result: dict, metrics: dict, weights: Path) -> None:
-    """The evaluation in EXP/run.json (created from config.json for a run trained before run.json existed)."""
-    from s3prl_speechprompt.record import FILE, Evaluation, RunRecord, engine_record, now
-    rec = RunRecord.load(exp) if (exp / FILE).is_file() else engine_record(exp)
-    rec.trained_task = "trained_task" if (exp / "trained_task").is_dir() else None
+    """The evaluation in EXP/run.json (for a run trained before run.json existed: created from config.json and its
+    other splits' <split>_scores.json)."""
+    from s3prl_speechprompt.record import FILE, Evaluation, RunRecord, engine_record, engine_scores, now
     split = result["split"]
+    if (exp / FILE).is_file():
+        rec = RunRecord.load(exp)
+    else:
+        rec = engine_record(exp)
+        engine_scores(exp, rec, skip=(split,))
+    rec.trained_task = "trained_task" if (exp / "trained_task").is_dir() else None
     rec.add(Evaluation(split=split, step=(rec.best or {}).get("step"), mode="evaluate",
                        metrics={**{k: result[k] for k in metrics}, "unfinished": result["unfinished"]},
                        n=result["n"], predictions=predictions_name(split), checkpoint=weights.name, at=now()))

@@ -26,14 +26,11 @@ from typing import Dict, List, Optional, Tuple
 from s3prl_speechprompt.errors import CheckpointError, MissingFileError
 from s3prl_speechprompt.predictions import predictions_name
 from s3prl_speechprompt.record import (ENGINE_FORMAT, FILE, Evaluation, RunRecord, engine_progress, engine_record,
-                                       runner_config_key)
+                                       engine_scores, runner_config_key)
 from s3prl_speechprompt.report.rows import TASK_METRICS
 
 _LOG_LINE = re.compile(r"^step (\d+): (.*)$")
 _TIME_TAG = re.compile(r"^(args|config)_(\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d)\.yaml$")
-# what an engine <split>_scores.json holds besides the metrics
-_SCORE_FIELDS = {"trainable_params", "stored_params", "prompt_bytes", "split", "n", "unfinished", "method", "task",
-                 "seed", "units", "precision"}
 
 
 def upgrade_run(run_dir, overwrite: bool = False) -> Tuple[RunRecord, bool]:
@@ -309,16 +306,7 @@ def convert_engine_dir(exp: Path) -> RunRecord:
         notes.append(str(e))
     rec = engine_record(exp, progress)
     rec.notes = notes
-    for scores in sorted(exp.glob("*_scores.json")):
-        split = scores.name[:-len("_scores.json")]
-        result = json.loads(scores.read_text())
-        metrics = {k: v for k, v in result.items() if k not in _SCORE_FIELDS and isinstance(v, (int, float))}
-        if "unfinished" in result:
-            metrics["unfinished"] = result["unfinished"]
-        pred = _engine_predictions(exp, split)
-        rec.add(Evaluation(split=split, step=(rec.best or {}).get("step"), mode="evaluate", metrics=metrics,
-                           n=result.get("n"), predictions=pred,
-                           checkpoint="model.pt" if rec.method == "blstm" else "prompt.pt"))
+    engine_scores(exp, rec)
     if not any(e.split == "test" for e in rec.evaluations) and _engine_predictions(exp, "test"):
         _recompute(exp, rec, "test")
     return rec
