@@ -89,34 +89,40 @@ class Evaluation:
     at: str = ""
 
 
+KEY_ORDER = ("front_end", "task", "method", "upstream", "units", "lm_fingerprint", "trainable_params", "stored_params",
+             "bytes_per_task", "featurizer_params", "seed", "config", "config_key", "steps_done", "total_steps",
+             "wall_s", "cpu_s", "train_loop_s", "best", "evaluations", "trained_task", "notes")
+
+
 @dataclass
 class RunRecord:
     front_end: str                          # runner | engine
     task: str
-    method: str
-    upstream: Optional[dict] = None
+    method: str                             # pt | ftlm | linear | lstm | blstm
+    upstream: Optional[dict] = None         # what the run is: the module docstring says each field
     units: Optional[dict] = None
     lm_fingerprint: Optional[str] = None
+    config: dict = field(default_factory=dict)
     trainable_params: Optional[int] = None
     stored_params: Optional[int] = None
     bytes_per_task: Optional[int] = None
+    config_key: str = ""
     featurizer_params: Optional[int] = None
     seed: Optional[int] = None
-    config: dict = field(default_factory=dict)
-    config_key: str = ""
     steps_done: Optional[int] = None
+    evaluations: List[Evaluation] = field(default_factory=list)
     total_steps: Optional[int] = None
     wall_s: Optional[float] = None
     cpu_s: Optional[float] = None
+    notes: List[str] = field(default_factory=list)
     train_loop_s: Optional[float] = None
     best: Optional[dict] = None
-    evaluations: List[Evaluation] = field(default_factory=list)
     trained_task: Optional[str] = None
-    notes: List[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ file
     def to_dict(self) -> dict:
-        return {"format": FORMAT, **asdict(self)}
+        d = asdict(self)
+        return {"format": FORMAT, **{k: d.pop(k) for k in KEY_ORDER}, **d}      # in the documented order
 
     @classmethod
     def from_dict(cls, d: dict, where="run.json") -> "RunRecord":
@@ -180,6 +186,21 @@ class RunRecord:
         if at_best:
             return at_best[-1], "best"
         return (training[-1], "last") if training else (None, "")
+
+
+def runner_checkpoint_facts(path) -> dict:
+    """``step``, ``featurizer_params`` (s3prl's weighted-sum layer weights) and ``lm_fingerprint`` of an s3prl
+    runner checkpoint ({} if it cannot be read); restricted reader."""
+    from s3prl_speechprompt.ulm.checkpoint import load_container
+    try:
+        ckpt = load_container(path)
+    except Exception:                   # noqa: BLE001 - missing, torn or being replaced: nothing to say
+        return {}
+    feat = ckpt.get("Featurizer") or {}
+    extra = (ckpt.get("Downstream") or {}).get("_extra_state")
+    return {"step": int(ckpt.get("Step", 0)),
+            "featurizer_params": int(sum(v.numel() for v in feat.values() if hasattr(v, "numel"))),
+            "lm_fingerprint": extra.get("lm_fingerprint") if isinstance(extra, dict) else None}
 
 
 # ------------------------------------------------------------------------------------------ seed-group keys

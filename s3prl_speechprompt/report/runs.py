@@ -29,7 +29,7 @@ from s3prl_speechprompt.record import FILE, OldRunError, RunRecord, old_files, o
 from s3prl_speechprompt.report.rows import METHOD_LABELS, TASK_METRICS, Row
 
 
-def _find_split(splits: Iterable[str], prefix: str) -> Optional[str]:
+def find_split(splits: Iterable[str], prefix: str) -> Optional[str]:
     splits = list(dict.fromkeys(splits))
     if prefix in splits:
         return prefix
@@ -91,7 +91,7 @@ def _upstream_text(rec: RunRecord) -> str:
 
 def _pick_test_metrics(row: Row, rec: RunRecord, expdir: Path) -> None:
     splits = [e.split for e in rec.evaluations]
-    test_split = _find_split(splits, "test")
+    test_split = find_split(splits, "test")
     engine = rec.front_end == "engine"
     if test_split is None:
         row.test_from = "missing"
@@ -101,7 +101,7 @@ def _pick_test_metrics(row: Row, rec: RunRecord, expdir: Path) -> None:
         else:
             row.notes.append("no test result" + ("" if rec.evaluations else " (no evaluation logged)"))
         return
-    if not engine and _find_split(splits, "dev") is None:
+    if not engine and find_split(splits, "dev") is None:
         row.notes.append("no dev result")
     chosen, why = rec.test_evaluation(test_split)
     if chosen is None:
@@ -121,7 +121,7 @@ def _pick_test_metrics(row: Row, rec: RunRecord, expdir: Path) -> None:
         row.notes.append("test not evaluated at the best dev step")
     specs = TASK_METRICS.get(row.task)
     names = [m for m, _, _ in specs] if specs else [m for m in chosen.metrics if m != "unfinished"]
-    scale = 1.0 if _scores_in_percent(row.task) else 100.0
+    scale = 1.0 if scores_in_percent(row.task) else 100.0
     for name in names:
         if name in chosen.metrics:
             row.metrics[name] = scale * chosen.metrics[name]
@@ -135,7 +135,7 @@ def _pick_test_metrics(row: Row, rec: RunRecord, expdir: Path) -> None:
     row.predictions = str(path) if path is not None and path.is_file() else ""
 
 
-def _scores_in_percent(task: str) -> bool:
+def scores_in_percent(task: str) -> bool:
     """Whether the task logs its metrics in percent already (ASR, as SUPERB) rather than as fractions."""
     from s3prl_speechprompt.tasks.base import get_task
     try:

@@ -26,7 +26,8 @@ from typing import Dict, List, Optional, Tuple
 from s3prl_speechprompt.errors import CheckpointError, MissingFileError
 from s3prl_speechprompt.predictions import predictions_name
 from s3prl_speechprompt.record import (ENGINE_FORMAT, FILE, Evaluation, RunRecord, engine_progress, engine_record,
-                                       engine_scores, runner_config_key)
+                                       engine_scores, runner_checkpoint_facts, runner_config_key)
+from s3prl_speechprompt.report.runs import find_split, scores_in_percent
 from s3prl_speechprompt.report.rows import TASK_METRICS
 
 _LOG_LINE = re.compile(r"^step (\d+): (.*)$")
@@ -119,25 +120,6 @@ def read_events(path: Path):
         yield event.wall_time, event.step, {v.tag: v.simple_value for v in event.summary.value}
 
 
-def _ckpt_info(path: Path) -> dict:
-    """``Step``, featurizer parameter count and LM fingerprint of an s3prl checkpoint ({} if unreadable)."""
-    try:
-        from s3prl_speechprompt.ulm.checkpoint import load_container
-        ckpt = load_container(path)     # restricted: reading a run's checkpoint never runs code from it
-        feat = ckpt.get("Featurizer") or {}
-        extra = (ckpt.get("Downstream") or {}).get("_extra_state")
-        return {"step": int(ckpt.get("Step", 0)),
-                "featurizer_params": int(sum(v.numel() for v in feat.values() if hasattr(v, "numel"))),
-                "lm_fingerprint": extra.get("lm_fingerprint") if isinstance(extra, dict) else None}
-    except Exception:
-        return {}
-
-
-def _find_split(splits, prefix: str) -> Optional[str]:
-    splits = list(dict.fromkeys(splits))
-    return prefix if prefix in splits else next((s for s in splits if s.startswith(prefix)), None)
-
-
 def convert_runner_dir(expdir: Path) -> RunRecord:
     """The record of an s3prl runner directory written before run.json (see the module docstring)."""
     notes = []
@@ -182,8 +164,8 @@ def convert_runner_dir(expdir: Path) -> RunRecord:
     states = [(int(m.group(1)), p) for p in expdir.glob("states-*.ckpt")
               if (m := re.fullmatch(r"states-(\d+)\.ckpt", p.name))]
     best = expdir / "dev-best.ckpt"
-    best_info = _ckpt_info(best) if best.is_file() else {}
-    last_info = _ckpt_info(max(states)[1]) if states else {}
+    best_info = runner_checkpoint_facts(best) if best.is_file() else {}
+    last_info = runner_checkpoint_facts(max(states)[1]) if states else {}
     rec.featurizer_params = (best_info or last_info).get("featurizer_params") or None
     rec.lm_fingerprint = (best_info or last_info).get("lm_fingerprint")
 
@@ -208,7 +190,7 @@ def convert_runner_dir(expdir: Path) -> RunRecord:
     rec.steps_done = max(steps) if steps else None
 
     rec.evaluations = _runner_evaluations(expdir, entries, eval_args)
-    dev_split = _find_split([s for _, s, _ in entries], "dev")
+    dev_split = find_split([s for _, s, _ in entries], "dev")
     best_step = best_info.get("step")
     specs = TASK_METRICS.get(task)
     if best_step is None and dev_split is not None and specs:
@@ -246,7 +228,7 @@ def _runner_evaluations(expdir: Path, entries, eval_args) -> List[Evaluation]:
         ckpt_step = None
         if ckpt:
             path = Path(str(ckpt)) if Path(str(ckpt)).is_absolute() else expdir / Path(str(ckpt)).name
-            ckpt_step = _ckpt_info(path).get("step") if path.is_file() else None
+            ckpt_step = runner_checkpoint_facts(path).get("step") if path.is_file() else None
         out.append(Evaluation(split=split, step=ckpt_step, mode="evaluate", metrics=dict(metrics),
                               checkpoint=str(ckpt) if ckpt else None))
     return out
@@ -323,7 +305,6 @@ def _engine_predictions(exp: Path, split: str) -> Optional[str]:
 def _recompute(exp: Path, rec: RunRecord, split: str) -> None:
     """Test metrics of a run evaluated before ``<split>_scores.json``, from its predictions."""
     from s3prl_speechprompt.report import stats
-    from s3prl_speechprompt.report.runs import _scores_in_percent
     from s3prl_speechprompt.report.scores import load_scores
 
     pred = _engine_predictions(exp, split)
@@ -332,7 +313,7 @@ def _recompute(exp: Path, rec: RunRecord, split: str) -> None:
     except (OSError, ValueError) as e:
         rec.notes.append(f"no {split} result: {e}")
         return
-    scale = 100.0 if _scores_in_percent(rec.task) else 1.0
+    scale = 100.0 if scores_in_percent(rec.task) else 1.0
     metrics = {m: scale * stats.ratio(num, den) for m, (num, den) in scores.metrics.items()}
     rec.add(Evaluation(split=split, step=(rec.best or {}).get("step"), mode="evaluate", metrics=metrics,
                        n=len(scores.ids), predictions=pred, checkpoint=None))

@@ -25,7 +25,8 @@ from typing import Callable, Optional
 from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.predictions import predictions_name, write_predictions
 from s3prl_speechprompt.record import (FILE, Evaluation, OldRunError, RunRecord, now, old_run_message,
-                                       runner_config_key)
+                                       runner_checkpoint_facts, runner_config_key)
+
 
 def _process_start() -> float:
     """When this command started (the wall time of a session counts from there, as s3prl's args tag does)."""
@@ -36,22 +37,13 @@ def _process_start() -> float:
         return time.time()
 
 
-def _featurizer_params(path) -> Optional[int]:
-    """Parameters of s3prl's featurizer (weighted-sum layer weights) in a runner checkpoint (None: unreadable)."""
-    from s3prl_speechprompt.ulm.checkpoint import load_container
-    try:
-        feat = load_container(path).get("Featurizer") or {}
-    except Exception:                   # noqa: BLE001 - a checkpoint being replaced: try the next time
-        return None
-    return int(sum(v.numel() for v in feat.values() if hasattr(v, "numel")))
-
-
 class RunRecorder:
     """The files an expert's ``log_records`` / ``inference`` write, and the run's ``run.json``.
 
     ``task``: the task (scorer, label strings, primary metric), named ``task_name``; ``kwargs``: what s3prl's
-    runner passed the expert (its arguments and the config's sections); ``sizes()``: the expert's ``speechprompt_info.json`` dict (trainable_params, stored_params, checkpoint_bytes);
-    ``extra_metrics(records)``: metrics beside the task's (PT: ``unfinished``). Only rank 0 writes.
+    runner passed the expert (its arguments and the config's sections); ``sizes()``: the expert's
+    ``speechprompt_info.json`` dict (trainable_params, stored_params, checkpoint_bytes); ``extra_metrics(records)``:
+    metrics beside the task's (PT: ``unfinished``). Only rank 0 writes, and ``-m inference`` writes no record.
     """
 
     def __init__(self, expdir, task, task_name: str, kwargs: dict, tag: str, prefix: str,
@@ -73,11 +65,9 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ run.json
     def _open(self, identity: dict) -> RunRecord:
-        if (self.expdir / FILE).is_file():
-            rec = RunRecord.load(self.expdir)
-        else:
-            rec = RunRecord(front_end="runner", **identity)
-        if self.mode == "train":                       # what this session runs (a resumed run may extend it)
+        fresh = not (self.expdir / FILE).is_file()
+        rec = RunRecord(front_end="runner", **identity) if fresh else RunRecord.load(self.expdir)
+        if self.mode == "train" or fresh:              # what this session runs (a resumed run may extend it)
             config = {k: v for k, v in self.kwargs.items() if isinstance(v, dict)}      # the YAML's sections
             args = {k: v for k, v in self.kwargs.items() if not isinstance(v, dict)}    # the runner's arguments
             for k, v in identity.items():
@@ -98,8 +88,10 @@ class RunRecorder:
             return
         self.record = self._open(identity)
         self.base = {k: getattr(self.record, k) or 0.0 for k in ("wall_s", "cpu_s", "train_loop_s")}
-        if self.mode == "evaluate" and self.kwargs.get("init_ckpt"):
-            self.checkpoint_step = self._checkpoint_step(self.kwargs["init_ckpt"])
+        if self.mode == "evaluate" and self.kwargs.get("init_ckpt"):      # the step the evaluated state is from
+            facts = runner_checkpoint_facts(self.kwargs["init_ckpt"])
+            self.checkpoint_step = facts.get("step")
+            self.record.featurizer_params = self.record.featurizer_params or facts.get("featurizer_params") or None
         if self.mode == "train":
             info = self.sizes()
             self.record.trainable_params = info.get("trainable_params")
@@ -130,18 +122,8 @@ class RunRecorder:
         ckpts = sorted(self.expdir.glob("states-*.ckpt"), key=lambda p: p.stat().st_mtime)
         newest = ([self.expdir / "dev-best.ckpt"] if (self.expdir / "dev-best.ckpt").is_file() else []) + ckpts[-1:]
         if newest and self.record.featurizer_params is None:
-            n = _featurizer_params(newest[0])
-            self.record.featurizer_params = n or None
+            self.record.featurizer_params = runner_checkpoint_facts(newest[0]).get("featurizer_params") or None
         self.save()
-
-    def _checkpoint_step(self, path) -> Optional[int]:
-        from s3prl_speechprompt.ulm.checkpoint import load_container
-        ckpt = load_container(path)
-        if self.record is not None and self.record.featurizer_params is None:
-            feat = ckpt.get("Featurizer") or {}
-            self.record.featurizer_params = int(sum(v.numel() for v in feat.values() if hasattr(v, "numel"))) or None
-        step = ckpt.get("Step")
-        return int(step) if step is not None else None
 
     # ------------------------------------------------------------------ log_records
     def log(self, split: str, records, logger, global_step: int, best_score) -> list:
