@@ -9,7 +9,8 @@ silently applied to a different LM.
 Writes, per split: ``<split>_predict.txt`` / ``<split>_truth.txt`` (``id<TAB>label string``),
 ``<split>_predictions.jsonl`` (per-utterance label tokens with ids, the format of
 :mod:`s3prl_speechprompt.predictions` that ``speechprompt report`` reads; ids of SpeechPrompt's id-less unit
-files are ``<stem>-<line number>``) and ``<split>_scores.json`` (the returned dict).
+files are ``<stem>-<line number>``), ``<split>_scores.json`` (the returned dict) and an evaluation in ``run.json``
+(:mod:`s3prl_speechprompt.record`).
 """
 from __future__ import annotations
 
