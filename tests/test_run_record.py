@@ -213,7 +213,7 @@ def test_an_old_run_directory_gets_one_line_naming_the_converter(tmp_path):
     from s3prl_speechprompt.record import OldRunError
     from s3prl_speechprompt.s3prl_plugin.records import RunRecorder
     with pytest.raises(OldRunError, match=f"speechprompt upgrade-run {pt}"):
-        RunRecorder(pt, None, "ks", {"mode": "evaluate"}, "t", "p", sizes=dict)
+        RunRecorder(pt, None, "ks", {}, {"mode": "evaluate"}, "t", "p", sizes=dict)
 
 
 def test_converted_old_runs_report_what_the_old_collector_reported(tmp_path):
@@ -357,6 +357,18 @@ def test_report_reads_only_run_json_and_predictions(runner_and_engine_runs, tmp_
     assert eng["front_end"] == "engine" and eng["steps_done"] == 6 and eng["upstream"] is None
     assert [(e["split"], e["mode"], e["checkpoint"]) for e in eng["evaluations"]] == [("test", "evaluate", "prompt.pt")]
     assert "speechprompt evaluate (test, best dev-loss state)" in before.stdout
+
+    # the converter, on the same directories without their run.json, reports what the writers recorded
+    from dataclasses import asdict
+    from s3prl_speechprompt import report
+    old = {k: shutil.copytree(v, tmp_path / "old" / v.name) for k, v in runs.items()}
+    for d in old.values():
+        (d / "run.json").unlink()
+    assert _cli("upgrade-run", *old.values()).stdout.count("written") == 2
+    timing = ("wall_s", "train_loop_s", "expdir", "predictions")
+    rows = [report.build_report([d], references="none")[0] for d in (*runs.values(), *old.values())]
+    rows = [{k: v for k, v in asdict(r).items() if k not in timing} for r in rows]
+    assert [{k: (a[k], b[k]) for k in a if a[k] != b[k]} for a, b in zip(rows[:2], rows[2:])] == [{}, {}]
 
     kept = ("run.json", "predictions")
     for d in runs.values():                 # log.log, tensorboard events, args / config yaml, checkpoints, ...

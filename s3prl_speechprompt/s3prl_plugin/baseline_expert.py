@@ -161,7 +161,7 @@ class DownstreamExpert(nn.Module):
         self.task = self.data.task
         self.kind = head_kind(self.cfg.head, kwargs.get("downstream"), self.task)
         self.upstream_dim, self.upstream_name = upstream_dim, kwargs.get("upstream")
-        self.recorder = RunRecorder(expdir, self.task, self.cfg.task, kwargs,
+        self.recorder = RunRecorder(expdir, self.task, self.cfg.task, downstream_expert, kwargs,
                                     tag=f"speechprompt_{self.cfg.task}_{self.kind}", prefix=f"speechprompt {self.kind}",
                                     sizes=self.size_info, leader=self.data.leader)
 

@@ -94,7 +94,8 @@ class DownstreamExpert(nn.Module):
         self.data = SplitData(self.cfg.task, self.cfg.datarc, expdir, kwargs, self.cfg.balanced_sampling,
                               self.cfg.bad_audio)
         self.task = self.data.task
-        self.recorder = RunRecorder(expdir, self.task, self.cfg.task, kwargs, tag=f"speechprompt_{self.cfg.task}",
+        self.recorder = RunRecorder(expdir, self.task, self.cfg.task, downstream_expert, kwargs,
+                                    tag=f"speechprompt_{self.cfg.task}",
                                     prefix="speechprompt", sizes=self.size_info, extra_metrics=self.extra_metrics,
                                     leader=self.data.leader)
 

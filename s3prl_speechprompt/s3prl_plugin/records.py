@@ -40,16 +40,17 @@ def _process_start() -> float:
 class RunRecorder:
     """The files an expert's ``log_records`` / ``inference`` write, and the run's ``run.json``.
 
-    ``task``: the task (scorer, label strings, primary metric), named ``task_name``; ``kwargs``: what s3prl's
-    runner passed the expert (its arguments and the config's sections); ``sizes()``: the expert's
+    ``task``: the task (scorer, label strings, primary metric), named ``task_name``; ``downstream_expert`` and
+    ``kwargs``: what s3prl's runner passed the expert (its config's sections and its arguments); ``sizes()``: the expert's
     ``speechprompt_info.json`` dict (trainable_params, stored_params, checkpoint_bytes); ``extra_metrics(records)``:
     metrics beside the task's (PT: ``unfinished``). Only rank 0 writes, and ``-m inference`` writes no record.
     """
 
-    def __init__(self, expdir, task, task_name: str, kwargs: dict, tag: str, prefix: str,
+    def __init__(self, expdir, task, task_name: str, downstream_expert: dict, kwargs: dict, tag: str, prefix: str,
                  sizes: Callable[[], dict], extra_metrics: Callable[[dict], dict] = lambda records: {},
                  leader: bool = True):
-        self.expdir, self.task, self.task_name, self.kwargs = Path(expdir), task, task_name, dict(kwargs)
+        self.expdir, self.task, self.task_name = Path(expdir), task, task_name
+        self.kwargs = {**kwargs, "expdir": str(expdir), "downstream_expert": dict(downstream_expert)}
         self.tag, self.prefix, self.sizes, self.extra_metrics = tag, prefix, sizes, extra_metrics
         self.mode = self.kwargs.get("mode") or "train"
         self.writes = leader and self.mode in ("train", "evaluate")     # -m inference changes no record
