@@ -132,7 +132,8 @@ class RunRecord:
         known = {f.name for f in fields(cls)}
         rec = cls(**{k: v for k, v in d.items() if k in known and k != "evaluations"})
         ev_known = {f.name for f in fields(Evaluation)}
-        rec.evaluations = [Evaluation(**{k: v for k, v in e.items() if k in ev_known}) for e in d.get("evaluations", [])]
+        rec.evaluations = [Evaluation(**{k: v for k, v in e.items() if k in ev_known})
+                           for e in d.get("evaluations", [])]
         return rec
 
     @classmethod

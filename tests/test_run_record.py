@@ -18,7 +18,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -318,7 +317,8 @@ def runner_and_engine_runs(tmp_path_factory):
             for it in task.read_split(split)])
 
     from importlib import resources
-    cfg = yaml.safe_load((resources.files("s3prl_speechprompt.downstream_configs") / "speechprompt_ks.yaml").read_text())
+    configs = resources.files("s3prl_speechprompt.downstream_configs")
+    cfg = yaml.safe_load((configs / "speechprompt_ks.yaml").read_text())
     cfg["runner"].update(total_steps=8, log_step=4, eval_step=4, save_step=4, eval_dataloaders=["dev", "test"])
     de = cfg["downstream_expert"]
     de.update(ulm=str(root / "ulm"), km=str(root / "kmeans.pt"), n_clusters=N_UNITS, cache_dir=str(root / "cache"),

@@ -5,7 +5,8 @@ EXPDIR is what s3prl's runner wrote (-p/-n) with our downstreams or a `speechpro
 `speechprompt evaluate`; the report reads only its run.json (the run record) and the predictions files it names
 (<split>_predictions.jsonl). A folder holding several experiment directories (e.g. result/downstream) expands to all
 of them. Partial runs are listed with what is missing; runs from before run.json are converted once with
-`speechprompt upgrade-run`. Intervals: Wilson for accuracy, bootstrap over test utterances for WER / CER / slot F1 (docs/report.md).
+`speechprompt upgrade-run`. Intervals: Wilson for accuracy, bootstrap over test utterances for WER / CER / slot F1
+(docs/report.md).
 
 Examples:
   speechprompt report result/downstream/ks_pt result/downstream/ks_linear

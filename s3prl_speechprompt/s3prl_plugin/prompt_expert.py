@@ -215,7 +215,8 @@ class DownstreamExpert(nn.Module):
         self.quantizer.to(device)
         sources = [self.dictionary.encode(to_units(self.quantizer, f.detach())) for f in features]
         out = self._decode(sources).tokens
-        return self.recorder.log_inference(filenames, [tuple(self.verbalizer.decode(self.dictionary.decode(g))) for g in out])
+        labels = [tuple(self.verbalizer.decode(self.dictionary.decode(g))) for g in out]
+        return self.recorder.log_inference(filenames, labels)
 
     def _decode(self, sources) -> Decoded:
         """Generated unit ids per source, as evaluation, inference and ``speechprompt predict`` all decode:
