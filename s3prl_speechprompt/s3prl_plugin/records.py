@@ -62,12 +62,15 @@ class RunRecorder:
         self.record: Optional[RunRecord] = None
         self.base = {}
         self.checkpoint_step = None
-        if self.writes and not (self.expdir / FILE).is_file() and (self.expdir / "log.log").is_file():
-            raise OldRunError(old_run_message([self.expdir]))     # a run from before run.json: converted, not mixed
+        # a fresh training run starts a new record; -a / -e / -i continue the run's own
+        self.fresh = self.mode == "train" and not self.kwargs.get("init_ckpt")
+        old = not (self.expdir / FILE).is_file() and (self.expdir / "log.log").is_file()
+        if self.writes and old and not self.fresh:       # a run from before run.json: converted, not mixed
+            raise OldRunError(old_run_message([self.expdir]))
 
     # ------------------------------------------------------------------ run.json
     def _open(self, identity: dict) -> RunRecord:
-        fresh = not (self.expdir / FILE).is_file()
+        fresh = self.fresh or not (self.expdir / FILE).is_file()
         rec = RunRecord(front_end="runner", **identity) if fresh else RunRecord.load(self.expdir)
         if self.mode == "train" or fresh:              # what this session runs (a resumed run may extend it)
             config = {k: v for k, v in self.kwargs.items() if isinstance(v, dict)}      # the YAML's sections
