@@ -284,13 +284,20 @@ def engine_scores(exp, rec: RunRecord, skip: Tuple[str, ...] = ()) -> None:
         metrics = {k: v for k, v in result.items() if k not in SCORE_FIELDS and isinstance(v, (int, float))}
         if "unfinished" in result:
             metrics["unfinished"] = result["unfinished"]
-        pred = split + "_predictions.jsonl"
-        if not (exp / pred).is_file():
-            pred = f"{split}_predict.txt" if (exp / f"{split}_predict.txt").is_file() and \
-                (exp / f"{split}_truth.txt").is_file() else None
         rec.add(Evaluation(split=split, step=(rec.best or {}).get("step"), mode="evaluate", metrics=metrics,
-                           n=result.get("n"), predictions=pred,
+                           n=result.get("n"), predictions=engine_predictions(exp, split),
                            checkpoint="model.pt" if rec.method == "blstm" else "prompt.pt"))
+
+
+def engine_predictions(exp, split: str) -> Optional[str]:
+    """The predictions file ``speechprompt evaluate`` left for ``split`` (relative; the .jsonl, else the older
+    predict/truth pair), None if there is none."""
+    exp = Path(exp)
+    if (exp / f"{split}_predictions.jsonl").is_file():
+        return f"{split}_predictions.jsonl"
+    if (exp / f"{split}_predict.txt").is_file() and (exp / f"{split}_truth.txt").is_file():
+        return f"{split}_predict.txt"
+    return None
 
 
 def engine_progress(exp) -> dict:
@@ -301,5 +308,5 @@ def engine_progress(exp) -> dict:
     import torch
     try:
         return dict(torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("progress") or {})
-    except Exception as e:                      # noqa: BLE001 - a torn file: named, not fatal to the record
+    except Exception as e:                      # noqa: BLE001 - a torn file, named
         raise CheckpointError(f"{last}: unreadable ({type(e).__name__}: {e})") from None

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 from s3prl_speechprompt.errors import CheckpointError, MissingFileError
 from s3prl_speechprompt.predictions import predictions_name
 from s3prl_speechprompt.record import (ENGINE_FORMAT, FILE, Evaluation, RunRecord, engine_progress, engine_record,
-                                       engine_scores, runner_checkpoint_facts, runner_config_key)
+                                       engine_predictions, engine_scores, runner_checkpoint_facts, runner_config_key)
 from s3prl_speechprompt.report.runs import find_split, scores_in_percent
 from s3prl_speechprompt.report.rows import TASK_METRICS
 
@@ -289,17 +289,9 @@ def convert_engine_dir(exp: Path) -> RunRecord:
     rec = engine_record(exp, progress)
     rec.notes = notes
     engine_scores(exp, rec)
-    if not any(e.split == "test" for e in rec.evaluations) and _engine_predictions(exp, "test"):
+    if not any(e.split == "test" for e in rec.evaluations) and engine_predictions(exp, "test"):
         _recompute(exp, rec, "test")
     return rec
-
-
-def _engine_predictions(exp: Path, split: str) -> Optional[str]:
-    if (exp / predictions_name(split)).is_file():
-        return predictions_name(split)
-    if (exp / f"{split}_predict.txt").is_file() and (exp / f"{split}_truth.txt").is_file():
-        return f"{split}_predict.txt"
-    return None
 
 
 def _recompute(exp: Path, rec: RunRecord, split: str) -> None:
@@ -307,7 +299,7 @@ def _recompute(exp: Path, rec: RunRecord, split: str) -> None:
     from s3prl_speechprompt.report import stats
     from s3prl_speechprompt.report.scores import load_scores
 
-    pred = _engine_predictions(exp, split)
+    pred = engine_predictions(exp, split)
     try:
         scores = load_scores(str(exp / pred), rec.task)
     except (OSError, ValueError) as e:
