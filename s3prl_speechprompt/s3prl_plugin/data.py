@@ -100,18 +100,17 @@ class SplitData:
         self.task = get_task(task)(**datarc)
         self.items = {}
 
-    def check_run_splits(self, known_label_tokens=None) -> None:
+    def check_run_splits(self, known=None) -> None:
         """Read and check, before the first training step, every split this run will touch (train and the
         runner's ``eval_dataloaders``, or ``-t`` when evaluating), so bad audio or unseen labels in the
-        test set stop the run at start instead of after hours of training. ``known_label_tokens``: the label
-        tokens the expert can output (None: any)."""
+        test set stop the run at start instead of after hours of training. ``known``: the label tokens the
+        expert can output (None: any)."""
         if self.mode == "inference":      # -t is an audio file there, not a split; nothing of the corpus is read
             return
         if self.mode == "train":
             splits = ["train"] + list((self.kwargs.get("runner") or {}).get("eval_dataloaders") or [])
         else:
             splits = [self.kwargs.get("evaluate_split") or "test"]
-        known = known_label_tokens
         for split in dict.fromkeys(splits):
             self.task.check_split(split)
             items = self.split(split)
