@@ -129,11 +129,13 @@ class RunRecord:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise CheckpointError(f"{where}: format {got!r}, expected {FORMAT!r}")
-        known = {f.name for f in fields(cls)}
-        rec = cls(**{k: v for k, v in d.items() if k in known and k != "evaluations"})
-        ev_known = {f.name for f in fields(Evaluation)}
-        rec.evaluations = [Evaluation(**{k: v for k, v in e.items() if k in ev_known})
-                           for e in d.get("evaluations", [])]
+        known, ev_known = {f.name for f in fields(cls)}, {f.name for f in fields(Evaluation)}
+        try:
+            rec = cls(**{k: v for k, v in d.items() if k in known and k != "evaluations"})
+            rec.evaluations = [Evaluation(**{k: v for k, v in e.items() if k in ev_known})
+                               for e in d.get("evaluations", [])]
+        except (TypeError, AttributeError) as e:           # a required field missing, an evaluation not an object
+            raise CheckpointError(f"{where}: not a run record ({e})") from None
         return rec
 
     @classmethod

@@ -266,6 +266,9 @@ def test_record_roundtrip_format_and_the_test_evaluation_it_reports(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({**data, "format": "s3prl-speechprompt-run/9"}))
     with pytest.raises(CheckpointError, match="expected 's3prl-speechprompt-run/1'"):
         RunRecord.load(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"format": FORMAT, "task": "ks"}))
+    with pytest.raises(CheckpointError, match="run.json: not a run record"):
+        RunRecord.load(tmp_path)
     with pytest.raises(CheckpointError, match="not a run directory"):
         RunRecord.load(tmp_path / "elsewhere")
 
