@@ -383,6 +383,23 @@ def test_report_reads_only_run_json_and_predictions(runner_and_engine_runs, tmp_
     assert after.stdout == before.stdout and after.stderr == before.stderr
 
 
+@pytest.mark.slow
+def test_evaluate_on_an_engine_run_from_before_run_json_records_its_earlier_scores(runner_and_engine_runs, tmp_path):
+    import shutil
+    from s3prl_speechprompt.record import RunRecord
+
+    exp = shutil.copytree(runner_and_engine_runs["engine"], tmp_path / "engine_old")
+    (exp / "run.json").unlink()
+    (exp / "dev_scores.json").write_text(json.dumps({"accuracy": 0.25, "n": 12, "split": "dev", "unfinished": 0}))
+    units = runner_and_engine_runs["engine"].parent / "test.tsv"
+    _run([sys.executable, "-m", "s3prl_speechprompt", "evaluate", "--exp", exp, "--split", "test", units,
+          "--threads", "1"])
+    rec = RunRecord.load(exp)
+    assert [(e.split, e.mode) for e in rec.evaluations] == [("dev", "evaluate"), ("test", "evaluate")]
+    assert rec.latest("dev").metrics == {"accuracy": 0.25, "unfinished": 0} and rec.steps_done == 6
+    assert rec.latest("test").metrics == RunRecord.load(runner_and_engine_runs["engine"]).latest("test").metrics
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write-pin"]:
     # run once with the old collector (commit f275468, before run.json): python tests/test_run_record.py --write-pin
     import tempfile
