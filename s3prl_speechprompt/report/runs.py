@@ -1,22 +1,8 @@
 """Run directories into table rows: one reader, of ``run.json`` (:mod:`s3prl_speechprompt.record`).
 
 Every front end writes the record (s3prl's runner with any of our downstreams, ``speechprompt train`` +
-``speechprompt evaluate``); the report reads it and the predictions files it names, nothing else. Where each
-column comes from:
-
-========================  =====================================================================
-task, method              ``task``, ``method``
-upstream / units          ``upstream`` (name, layer), ``featurizer_params``; ``units`` (k-means, unit LM;
-                          engine: the training unit file and the LM's shape)
-test metric(s)            ``test_evaluation()``: the newest separate evaluation of the test split (s3prl's
-                          ``-m evaluate``, ``speechprompt evaluate``), else the test evaluation during training
-                          at the ``best`` step, else the last one; its ``metrics`` (in percent) and ``n``
-per-utterance file        that evaluation's ``predictions``
-seed, seed groups         ``seed``, ``config_key``
-trainable params, bytes   ``trainable_params``, ``bytes_per_task``; ``+N featurizer`` from ``featurizer_params``
-steps, wall time          ``steps_done`` / ``total_steps``; ``wall_s``, ``train_loop_s``
-========================  =====================================================================
-
+``speechprompt evaluate``); the report reads it and the predictions files it names, nothing else (which field
+feeds which column: docs/report.md, "Columns"). The test numbers are those of ``RunRecord.test_evaluation()``.
 Run directories from before run.json: :class:`~s3prl_speechprompt.record.OldRunError`, naming
 ``speechprompt upgrade-run`` (:mod:`.upgrade`), which converts them.
 """
