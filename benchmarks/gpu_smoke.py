@@ -73,18 +73,18 @@ def child(runs: list) -> list:
 
     import torch
 
-    from s3prl_speechprompt.s3prl_plugin.records import RecordLogger
+    from s3prl_speechprompt.s3prl_plugin.records import RunRecorder
     from s3prl_speechprompt.s3prl_plugin.run_downstream import main
 
     seen = []
-    original = RecordLogger.log_records
+    original = RunRecorder.log
 
-    def log_records(self, split, records, logger, global_step, **kwargs):     # s3prl passes keywords
+    def log(self, split, records, logger, global_step, best_score):     # the experts' log_records call this
         if split == "train" and records["loss"]:
             seen.append((global_step, sum(records["loss"]) / len(records["loss"])))
-        return original(self, split, records=records, logger=logger, global_step=global_step, **kwargs)
+        return original(self, split, records, logger, global_step, best_score)
 
-    RecordLogger.log_records = log_records
+    RunRecorder.log = log
     results = []
     for run in runs:
         cuda = run["device"].startswith("cuda")

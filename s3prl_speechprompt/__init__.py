@@ -7,7 +7,8 @@ module imports itself back through others):
 torch/torchaudio; the globals a checkpoint or km.bin may name; fp32/bf16/fp16 autocast; lr schedules; one job
 per output directory)
 -> ``ulm`` (fairseq-compatible unit LM) -> ``prompt`` (deep prompts, verbalizers, prompted LM, prompt bank) -> ``units`` (k-means quantizer, dedup)
--> ``tasks`` (SUPERB task adapters), ``predictions`` (the per-utterance predictions file) -> back ends, which
+-> ``tasks`` (SUPERB task adapters), ``predictions`` (the per-utterance predictions file), ``record`` (the run
+record, run.json) -> back ends, which
 do not import one another (``s3prl_plugin``: s3prl's runner; ``engine``: training from unit files; ``synth``,
 ``analysis``, ``report``) -> services over the back ends (``serve``: trained prompts on new audio) -> front ends
 (``commands``/``cli``). The benchmarks are not part of the package: they live in the repository's ``benchmarks/``.

@@ -28,6 +28,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "analyze-length": "analyze_length",
     "report": "report",
+    "upgrade-run": "upgrade_run",
     "predict": "predict",
 }
 

@@ -40,7 +40,8 @@ Each subclass also subclasses the builtin exception such a check raised before, 
     └── DirectoryLockedError(RuntimeError)    another running job writes to the output directory
 
 Elsewhere: ``synth.tts.EspeakUnavailable`` (RuntimeError, no TTS library) and
-``report.compare.TestSetMismatch`` (ValueError, runs scored on different test sets) are UserErrors too.
+``report.compare.TestSetMismatch`` (ValueError, runs scored on different test sets) are UserErrors too, and
+``record.OldRunError`` (a CheckpointError: a run directory from before run.json, naming its converter).
 """
 from __future__ import annotations
 

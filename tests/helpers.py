@@ -219,9 +219,9 @@ FBANK = {"upstream": "fbank", "upstream_feature_selection": "hidden_states", "de
 
 
 def last_metrics(expdir: Path, split: str) -> dict:
-    """The last ``split`` metrics a runner experiment logged."""
-    from s3prl_speechprompt.commands.demo import _last_metrics
-    return _last_metrics(expdir / "log.log", split)
+    """The last ``split`` metrics a runner experiment recorded (its run.json)."""
+    from s3prl_speechprompt.record import RunRecord
+    return RunRecord.load(expdir).latest(split).metrics
 
 
 def prepare_lm(task_name, datarc, root: Path, lm_updates=250, n_clusters=N_CLUSTERS, upstream="fbank"):

@@ -4,7 +4,7 @@
 * the heads' forward/loss/decoding in process, with toy tasks (incl. the ``ctc_vocabulary()`` hook);
 * end to end: tiny PT, FT-LM and linear KS runs through s3prl's real runner (``-u fbank``, synthetic
   corpus, a random tiny unit LM), then the report lists all three with what the runs logged;
-* the report on partial / hand-made experiment directories.
+* the report on partial / hand-made experiment directories (old format, converted by ``speechprompt upgrade-run``).
 """
 from __future__ import annotations
 
@@ -126,6 +126,10 @@ def test_linear_head_slices_and_unseen_labels(toy_tasks, tmp_path):
     names = expert.log_records("dev", records, _Logger(), global_step=7)
     assert names == ["dev-best.ckpt"]
     assert (tmp_path / "log.log").read_text().startswith("step 7: dev accuracy: ")
+    from s3prl_speechprompt.record import RunRecord
+    recorded = RunRecord.load(tmp_path)
+    assert recorded.latest("dev").step == 7 and recorded.best == {"split": "dev", "step": 7, "metric": "accuracy"}
+    assert recorded.method == "linear" and recorded.trainable_params == expert.num_trainable()
     info = json.loads((tmp_path / "speechprompt_info.json").read_text())
     assert info["method"] == "linear" and info["trainable_params"] == expert.num_trainable()
     assert info["classes"] == [2, 3, 2] and info["checkpoint_bytes"] > 4 * info["trainable_params"]
@@ -358,6 +362,9 @@ def test_report_on_partial_results(tmp_path):
         "step 50: dev accuracy: 0.75; loss: 1\nstep 100: dev accuracy: 0.5; loss: 1\n"
         "step 100: test accuracy: 0.6; loss: 1\n", info)
 
+    from s3prl_speechprompt.report.upgrade import upgrade_run
+    for old in (no_test, no_dev, crashed, evaluated, best_missing_test):     # runs from before run.json
+        upgrade_run(old)
     rows = report.build_report([no_test, no_dev, crashed, evaluated, best_missing_test, tmp_path / "absent"],
                                references="none")
     by = {Path(r.expdir).name: r for r in rows}

@@ -19,7 +19,7 @@ LAYERS = [
     {"ulm"},
     {"prompt"},
     {"units"},
-    {"tasks", "predictions"},
+    {"tasks", "predictions", "record"},
     {"s3prl_plugin", "engine", "synth", "analysis", "report"},
     {"serve"},
     {"commands", "cli", "__main__"},

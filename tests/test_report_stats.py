@@ -19,6 +19,7 @@ from s3prl_speechprompt import report
 from s3prl_speechprompt.predictions import read_predictions, write_predictions
 from s3prl_speechprompt.report import stats
 from s3prl_speechprompt.report.compare import TestSetMismatch, compare_runs
+from s3prl_speechprompt.report.upgrade import upgrade_run
 
 Z95 = 1.959963984540054         # standard normal 97.5% quantile
 
@@ -150,7 +151,7 @@ def test_predictions_file_round_trip_and_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# the report on `speechprompt train` directories (hand-made, as `speechprompt evaluate` leaves them)
+# the report on `speechprompt train` directories (hand-made, as `speechprompt evaluate` left them before run.json)
 # ------------------------------------------------------------------------------------------------
 
 def _engine_run(path: Path, method: str, seed: int, correct: np.ndarray, ids=None, params=1000):
@@ -168,6 +169,7 @@ def _engine_run(path: Path, method: str, seed: int, correct: np.ndarray, ids=Non
                                                         "seed": seed}))
     write_predictions(path / "test_predictions.jsonl", ids, labels, hyps, task="ks", split="test", mode="evaluate",
                       seed=seed)
+    upgrade_run(path)          # hand-made in the format before run.json: converted, as a user converts theirs
     return path
 
 
@@ -261,6 +263,7 @@ def test_asr_run_gets_bootstrap_intervals_for_wer_and_cer(tmp_path):
     write_predictions(exp / "test_predictions.jsonl", ids, refs, hyps, task="asr", split="test", mode="evaluate")
     full = error_rates(hyps, refs)                        # percent, as SUPERB's ASR expert logs them
     (exp / "test_scores.json").write_text(json.dumps({**full, "n": 200}))
+    upgrade_run(exp)
     row = report.build_report([exp], references="none")[0]
     assert row.notes == [] and row.metrics == pytest.approx({"wer": full["wer"], "cer": full["cer"]})
     assert row.interval_kind == {"wer": "bootstrap", "cer": "bootstrap"}
@@ -276,6 +279,8 @@ def test_engine_run_evaluated_before_the_jsonl_format_is_read_from_predict_and_t
     pred = truth[:40] + ["action:on <unk> location:none"] * 10
     (exp / "test_truth.txt").write_text("".join(f"test-{i + 1}\t{t}\n" for i, t in enumerate(truth)))
     (exp / "test_predict.txt").write_text("".join(f"test-{i + 1}\t{p}\n" for i, p in enumerate(pred)))
+    upgrade_run(exp)
     row = report.build_report([exp], references="none")[0]
-    assert row.metrics == {"accuracy": 80.0} and row.n_test == 50 and row.test_from.startswith("recomputed from")
+    assert row.metrics == {"accuracy": 80.0} and row.n_test == 50
+    assert row.notes == ["test metrics recomputed from test_predict.txt by speechprompt upgrade-run"]
     assert row.intervals["accuracy"] == pytest.approx([100 * v for v in stats.wilson_interval(40, 50)])

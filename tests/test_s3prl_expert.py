@@ -30,8 +30,9 @@ def run_runner(*args, cwd=None):
 
 
 def last_metrics(expdir: Path, split: str) -> dict:
-    from s3prl_speechprompt.commands.demo import _last_metrics
-    return _last_metrics(expdir / "log.log", split)
+    """The metrics of the run's newest evaluation on ``split`` (its run.json)."""
+    from s3prl_speechprompt.record import RunRecord
+    return RunRecord.load(expdir).latest(split).metrics
 
 
 def _prepare(task_name, datarc, root: Path, lm_updates=250):

@@ -178,12 +178,12 @@ def test_unit_lm_checkpoint_never_runs_code(tmp_path, module, name):
 def test_runner_checkpoint_extra_state_is_read_safely(tmp_path):
     """``-e/-i/-a``: the expert reads its saved k-means/verbalizer from s3prl's checkpoint without unpickling
     arbitrary objects."""
-    from s3prl_speechprompt.s3prl_plugin.data import ExpertData
+    from s3prl_speechprompt.s3prl_plugin.data import saved_extra_state
 
     marker = tmp_path / "executed"
     ck = tmp_path / "dev-best.ckpt"
     torch.save({"Downstream": {"_extra_state": {"centroids": torch.eye(2), "hook": _Payload(marker)}}}, ck)
-    extra = ExpertData.saved_extra_state(str(ck), "centroids")
+    extra = saved_extra_state(str(ck), "centroids")
     assert not marker.exists() and type(extra["hook"]).__name__ == "system"      # inert placeholder
     torch.save({"Downstream": {"_extra_state": {"centroids": torch.eye(2)}}}, ck)
-    assert torch.equal(ExpertData.saved_extra_state(str(ck), "centroids")["centroids"], torch.eye(2))
+    assert torch.equal(saved_extra_state(str(ck), "centroids")["centroids"], torch.eye(2))

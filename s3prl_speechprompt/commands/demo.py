@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,13 +132,14 @@ def run(args) -> int:
                    "-p", str(expdir), "--device", "cpu", "--seed", str(args.seed)], out / "train.log")
     ckpt = expdir / "dev-best.ckpt"
     _run(runner + ["-m", "evaluate", "-t", "test", "-e", str(ckpt), "--device", "cpu"], out / "evaluate.log")
-    info = json.loads((expdir / "speechprompt_info.json").read_text())
-    test = _last_metrics(expdir / "log.log", "test")
+    from s3prl_speechprompt.record import RunRecord
+    record = RunRecord.load(expdir)            # the run record the expert wrote (run.json)
+    test = record.latest("test")
     correct, total = _count_correct(expdir / "test_predict.txt", expdir / "test_truth.txt")
     low, high = _wilson(correct, total)
-    result = {"task": args.task, "method": args.method, "upstream": args.upstream, "test_accuracy": test.get("accuracy"),
+    result = {"task": args.task, "method": args.method, "upstream": args.upstream, "test_accuracy": test.metrics.get("accuracy"),
               "test_correct": correct, "test_clips": total, "test_accuracy_wilson95": [round(low, 4), round(high, 4)],
-              "trainable_params": info["trainable_params"], "checkpoint_bytes": info["checkpoint_bytes"],
+              "trainable_params": record.trainable_params, "checkpoint_bytes": record.bytes_per_task,
               "expdir": str(expdir)}
     print(f"test accuracy: {result['test_accuracy']:.4f} ({correct}/{total}, 95% Wilson interval {low:.3f}-{high:.3f})"
           f"   trainable parameters: {result['trainable_params']:,}   checkpoint: {result['checkpoint_bytes']:,} bytes")
@@ -177,17 +177,3 @@ def _packaged_config(name: str) -> str:
     from importlib import resources
     return (resources.files("s3prl_speechprompt.downstream_configs") / f"{name}.yaml").read_text()
 
-
-def _last_metrics(log_path: Path, split: str) -> dict:
-    """The last ``<split> <metric>: <value>`` entries the expert appended to log.log."""
-    metrics = {}
-    for line in log_path.read_text().splitlines():
-        parts = [p.strip() for p in line.split(":", 1)[1].split(";")] if ":" in line else []
-        found = {}
-        for p in parts:
-            if p.startswith(f"{split} ") and ": " in p:
-                k, v = p[len(split) + 1:].split(": ", 1)
-                found[k] = float(v)
-        if found:
-            metrics = found
-    return metrics

@@ -2,7 +2,8 @@
 
 Writes EXP/<split>_predict.txt and EXP/<split>_truth.txt (``id<TAB>labels`` lines), EXP/<split>_predictions.jsonl
 (per-utterance label tokens with ids, read by `speechprompt report` for intervals and paired tests; SpeechPrompt's
-id-less unit files get ids ``<stem>-<line number>``) and EXP/<split>_scores.json (the JSON printed).
+id-less unit files get ids ``<stem>-<line number>``), EXP/<split>_scores.json (the JSON printed) and the evaluation in
+EXP/run.json (the run record the report reads).
 Example: speechprompt evaluate --exp exp/ks_pt --split test ks/test.txt
 """
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Compare finished experiments (PT, FT-LM, SUPERB baselines, unit BLSTM; any tasks) side by side with the
 published SpeechPrompt and SUPERB numbers, in one table, with a 95% interval for every test metric.
 
-EXPDIR is what s3prl's runner wrote (-p/-n: args_*.yaml, config_*.yaml, log.log, speechprompt_info.json,
-tensorboard events, *.ckpt, <split>_predictions.jsonl) or a `speechprompt train` directory scored by
-`speechprompt evaluate` (config.json, test_scores.json, test_predictions.jsonl). A folder holding several
-experiment directories (e.g. result/downstream) expands to all of them. Partial runs are listed with what is
-missing. Intervals: Wilson for accuracy, bootstrap over test utterances for WER / CER / slot F1 (docs/report.md).
+EXPDIR is what s3prl's runner wrote (-p/-n) with our downstreams or a `speechprompt train` directory scored by
+`speechprompt evaluate`; the report reads only its run.json (the run record) and the predictions files it names
+(<split>_predictions.jsonl). A folder holding several experiment directories (e.g. result/downstream) expands to all
+of them. Partial runs are listed with what is missing; runs from before run.json are converted once with
+`speechprompt upgrade-run`. Intervals: Wilson for accuracy, bootstrap over test utterances for WER / CER / slot F1
+(docs/report.md).
 
 Examples:
   speechprompt report result/downstream/ks_pt result/downstream/ks_linear

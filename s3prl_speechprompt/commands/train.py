@@ -1,7 +1,8 @@
 """Train a task from unit files: prompt tuning (pt), full LM fine-tuning (ftlm) or the unit BLSTM (blstm).
 
 Writes EXP/config.json, EXP/verbal.json, EXP/prompt.pt (PT: prompts only; FT-LM: the whole LM, also
-as a fairseq checkpoint in EXP/ftlm_ulm/) or EXP/model.pt (BLSTM), and EXP/checkpoint_last.pt for --resume.
+as a fairseq checkpoint in EXP/ftlm_ulm/) or EXP/model.pt (BLSTM), EXP/checkpoint_last.pt for --resume and EXP/run.json
+(the run record `speechprompt report` reads).
 Example: speechprompt train --task ks --train ks/train.txt --valid ks/valid.txt --ulm ulm_ks --method pt --out exp/ks_pt
 """
 from __future__ import annotations

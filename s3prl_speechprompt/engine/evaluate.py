@@ -9,7 +9,8 @@ silently applied to a different LM.
 Writes, per split: ``<split>_predict.txt`` / ``<split>_truth.txt`` (``id<TAB>label string``),
 ``<split>_predictions.jsonl`` (per-utterance label tokens with ids, the format of
 :mod:`s3prl_speechprompt.predictions` that ``speechprompt report`` reads; ids of SpeechPrompt's id-less unit
-files are ``<stem>-<line number>``) and ``<split>_scores.json`` (the returned dict).
+files are ``<stem>-<line number>``), ``<split>_scores.json`` (the returned dict) and an evaluation in ``run.json``
+(:mod:`s3prl_speechprompt.record`).
 """
 from __future__ import annotations
 
@@ -125,4 +126,22 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
                   n=len(records), unfinished=unfinished, method=config["method"], task=config["task"], seed=seed,
                   units=str(units_path), precision=precision)
     atomic_write_text(exp / f"{split}_scores.json", json.dumps(result, indent=1) + "\n")
+    _record_evaluation(exp, result, metrics, weights)
     return result
+
+
+def _record_evaluation(exp: Path, result: dict, metrics: dict, weights: Path) -> None:
+    """The evaluation in EXP/run.json (for a run trained before run.json existed: created from config.json and its
+    other splits' <split>_scores.json)."""
+    from s3prl_speechprompt.record import FILE, Evaluation, RunRecord, engine_record, engine_scores, now
+    split = result["split"]
+    if (exp / FILE).is_file():
+        rec = RunRecord.load(exp)
+    else:
+        rec = engine_record(exp)
+        engine_scores(exp, rec, skip=(split,))
+    rec.trained_task = "trained_task" if (exp / "trained_task").is_dir() else None
+    rec.add(Evaluation(split=split, step=(rec.best or {}).get("step"), mode="evaluate",
+                       metrics={**{k: result[k] for k in metrics}, "unfinished": result["unfinished"]},
+                       n=result["n"], predictions=predictions_name(split), checkpoint=weights.name, at=now()))
+    rec.save(exp)

@@ -106,10 +106,19 @@ def fit_engine(job: Job, exp: Path, cfg: TrainConfig, lr_at: Callable[[int], flo
     settings = Settings(lr_at, name="train", desc=f"train {cfg.method}", max_updates=cfg.max_updates or None,
                         max_epochs=cfg.max_epochs, patience=cfg.patience, valid_interval=cfg.valid_interval,
                         clip_norm=cfg.clip_norm, precision=cfg.precision)
+    write_run_record(exp, resume=resume)            # the run exists from here on; methods.train writes its end
     out = fit(job, settings, Checkpoint(exp / "checkpoint_last.pt"), exp / "tb", resume=resume, log=log)
     return {"updates": out.updates, "epochs": out.epochs, "best_dev_loss": out.best_loss,
             "best_update": out.best_update, "seconds": out.seconds, "cpu_seconds": out.cpu_seconds,
             "stop_reason": out.stop_reason}
+
+
+def write_run_record(exp: Path, progress: Optional[dict] = None, resume: bool = False) -> None:
+    """EXP/run.json from config.json and the loop's progress (EXP/checkpoint_last.pt's when not given); a resumed
+    run keeps the evaluations already recorded."""
+    from s3prl_speechprompt.record import FILE, RunRecord, engine_record
+    previous = RunRecord.load(exp) if resume and (exp / FILE).is_file() else None
+    engine_record(exp, progress, previous).save(exp)
 
 
 def check_resume_config(exp: Path, cfg: TrainConfig) -> None:

@@ -3,7 +3,8 @@
 Where to look:
 
 ========================  ==============================================================================
-``runs``                  reading experiment directories (s3prl runner, ``speechprompt train``) into rows
+``runs``                  reading run directories (their run.json) into rows
+``upgrade``               run.json for run directories from before it (``speechprompt upgrade-run``)
 ``published``             the published SpeechPrompt / SUPERB rows
 ``rows``                  the row type and the task / metric conventions
 ``scores``                a run's per-utterance scores (its predictions file) and its 95% intervals
@@ -24,8 +25,7 @@ from s3prl_speechprompt.report.published import (SOURCES, SPEECHPROMPT_SRC, SUPE
                                                  reference_rows, superb_head_params)
 from s3prl_speechprompt.report.rows import (METHOD_LABELS, METRIC_LABELS, TASK_LABELS, TASK_METRICS,  # noqa: F401
                                             Row)
-from s3prl_speechprompt.report.runs import (collect_engine_run, collect_run, expand_dirs, parse_log,  # noqa: F401
-                                            read_events)
+from s3prl_speechprompt.report.runs import check_converted, collect_run, expand_dirs  # noqa: F401
 from s3prl_speechprompt.report.stats import CONFIDENCE, RESAMPLES, SEED
 from s3prl_speechprompt.report.table import render, sort_rows  # noqa: F401
 
@@ -40,7 +40,9 @@ def build_report(expdirs: Sequence, references: str = "tasks", intervals: bool =
                  resamples: int = RESAMPLES, seed: int = SEED, confidence: float = CONFIDENCE) -> List[Row]:
     """Rows for the experiment dirs (with their intervals; plus seed-group rows) and the published rows:
     ``references`` = tasks (of the runs) | all | none."""
-    runs = [collect_run(d) for d in expand_dirs(expdirs)]
+    dirs = expand_dirs(expdirs)
+    check_converted(dirs)          # a run from before run.json: one error naming the converter, nothing misread
+    runs = [collect_run(d) for d in dirs]
     if intervals:
         from s3prl_speechprompt.report.scores import add_intervals
         add_intervals(runs, resamples=resamples, seed=seed, confidence=confidence)

@@ -41,7 +41,8 @@ Logged like the prompt expert: tensorboard ``speechprompt_<task>_<head>/<split>-
 ``log.log`` lines ``step N: <split> <metric>: <value>; ...; loss: <value>``, ``<split>_predict.txt`` /
 ``<split>_truth.txt``, ``dev-best.ckpt`` on the task's primary metric of split ``dev`` (or of the
 task's ``best_split`` attribute, e.g. ``dev-clean``; the file is still named ``dev-best.ckpt``), and
-``speechprompt_info.json`` (method, trainable parameters, checkpoint bytes).
+``speechprompt_info.json`` (method, trainable parameters, checkpoint bytes), and ``run.json`` (the run record,
+what ``speechprompt report`` reads; :mod:`.records`).
 """
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from s3prl_speechprompt.errors import CheckpointError, ConfigError
 from s3prl_speechprompt.s3prl_plugin.config import from_expert_dict
-from s3prl_speechprompt.s3prl_plugin.data import ExpertData
-from s3prl_speechprompt.s3prl_plugin.records import RecordLogger
+from s3prl_speechprompt.s3prl_plugin.data import SplitData, saved_extra_state
+from s3prl_speechprompt.s3prl_plugin.records import RunRecorder
 from s3prl_speechprompt.tasks.base import Item, Task
 
 log = logging.getLogger(__name__)
@@ -149,17 +150,24 @@ def class_vocabularies(task: Task, train: Sequence[Item]) -> List[List[str]]:
     return [sorted({it.labels[i] for it in train}) for i in range(n)]
 
 
-class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
+class DownstreamExpert(nn.Module):
+    load_audio = staticmethod(SplitData.load_audio)     # s3prl's -m inference -t FILE reads audio through this
+
     def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, upstream_rate: int = 160, **kwargs):
         super().__init__()
         self.cfg = BaselineConfig.from_dict(dict(downstream_expert))
-        self.init_data(expdir, kwargs)
+        self.data = SplitData(self.cfg.task, self.cfg.datarc, expdir, kwargs, self.cfg.balanced_sampling,
+                              self.cfg.bad_audio)
+        self.task = self.data.task
         self.kind = head_kind(self.cfg.head, kwargs.get("downstream"), self.task)
-        self.upstream_dim = upstream_dim
+        self.upstream_dim, self.upstream_name = upstream_dim, kwargs.get("upstream")
+        self.recorder = RunRecorder(expdir, self.task, self.cfg.task, downstream_expert, kwargs,
+                                    tag=f"speechprompt_{self.cfg.task}_{self.kind}", prefix=f"speechprompt {self.kind}",
+                                    sizes=self.size_info, leader=self.data.leader)
 
-        saved = self.saved_extra_state(kwargs.get("init_ckpt"), "kind")
+        saved = saved_extra_state(kwargs.get("init_ckpt"), "kind")
         if self.kind == "linear":
-            self.classes = saved["classes"] if saved else class_vocabularies(self.task, self._split("train"))
+            self.classes = saved["classes"] if saved else class_vocabularies(self.task, self.data.split("train"))
             self.class_index = [{c: i for i, c in enumerate(v)} for v in self.classes]
             output_size = sum(len(v) for v in self.classes)
         else:
@@ -181,10 +189,10 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         self.zero_infinity = bool(_merged(LSTM_MODELRC, self.cfg.modelrc).get("zero_infinity", True))
         self.register_buffer("best_score", torch.tensor(float("-inf")))
         self.register_buffer("train_progress", torch.zeros(2, dtype=torch.long))   # (epoch, batches consumed)
-        self._logged_size = False
         log.info("speechprompt %s/%s baseline: %d trainable parameters", self.cfg.task, self.kind,
                  self.num_trainable())
-        self.check_run_splits()
+        self.recorder.start({"task": self.cfg.task, "method": self.kind, "units": None, "lm_fingerprint": None})
+        self.data.check_run_splits(self.known_label_tokens())
 
     def known_label_tokens(self):
         if self.kind == "linear":
@@ -201,11 +209,11 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         return state
 
     def get_extra_state(self):
-        return {**self._head_identity(), "rng": self.rng_state()}
+        return {**self._head_identity(), "rng": SplitData.rng_state()}
 
     def set_extra_state(self, state):
         state = dict(state)
-        self.restore_rng(state.pop("rng", None))
+        SplitData.restore_rng(state.pop("rng", None))
         mine = self._head_identity()
         if state != mine:
             raise CheckpointError(f"checkpoint head {state.get('kind')}/{state.get('task')} with its class sets or "
@@ -213,6 +221,13 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ----------------------------------------------------------------- s3prl's runner interface
+    def get_dataloader(self, split: str, epoch: int = 0):
+        return self.data.get_dataloader(split, self.train_progress, epoch)
+
+    def log_records(self, split: str, records, logger, global_step: int, **kwargs):
+        return self.recorder.log(split, records, logger, global_step, self.best_score)
 
     # ----------------------------------------------------------------- forward
     def _encode(self, features: List[torch.Tensor]):
@@ -275,7 +290,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
     @torch.no_grad()
     def inference(self, features: List[torch.Tensor], filenames: List[str]) -> List[str]:
         """s3prl's ``-m inference -t FILE``: the head's prediction (arg-max per class slice, or greedy CTC),
-        printed and written to ``<expdir>/inference.ark`` (RecordLogger.log_inference)."""
+        printed and written to ``<expdir>/inference.ark`` (RunRecorder.log_inference)."""
         if self.kind == "linear":
             _, hyps = self._classify(features, [(None,) * len(self.class_index)] * len(features))  # no labels
         else:
@@ -283,21 +298,13 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
             best = logits.argmax(-1).cpu()
             hyps = [tuple(self.vocab[i] for i in torch.unique_consecutive(best[b, :int(out_len[b])]).tolist() if i)
                     for b in range(len(features))]
-        return self.log_inference(filenames, hyps)
+        return self.recorder.log_inference(filenames, hyps)
 
-    # ----------------------------------------------------------------- logging (RecordLogger)
-    @property
-    def log_tag(self) -> str:
-        return f"speechprompt_{self.cfg.task}_{self.kind}"
-
-    @property
-    def log_prefix(self) -> str:
-        return f"speechprompt {self.kind}"
-
+    # ----------------------------------------------------------------- recording (RunRecorder)
     def size_info(self) -> dict:
         info = {"task": self.cfg.task, "method": self.kind, "head": self.kind,
-                "upstream": self.kwargs.get("upstream"), "upstream_dim": self.upstream_dim,
-                "trainable_params": self.num_trainable(), "checkpoint_bytes": self.trainable_bytes()}
+                "upstream": self.upstream_name, "upstream_dim": self.upstream_dim,
+                "trainable_params": self.num_trainable(), "checkpoint_bytes": SplitData.stored_bytes(self)}
         if self.kind == "linear":
             info["classes"] = [len(v) for v in self.classes]
         else:

@@ -70,52 +70,50 @@ class EpochSampler(Sampler):
         return iter(order[self.rank::self.world][self.skip:])
 
 
-class ExpertData:
-    """Splits and DataLoaders, shared by the prompt and the baseline expert (mixed into both).
+def saved_extra_state(init_ckpt, key: str):
+    """An expert's ``_extra_state`` in the checkpoint the runner resumes / evaluates (``-a``/``-e``/``-i``),
+    recognised by ``key``; None for a fresh run."""
+    if not init_ckpt:
+        return None
+    ckpt = load_container(init_ckpt)          # restricted: reading a checkpoint never runs code from it
+    extra = (ckpt.get("Downstream") or {}).get("_extra_state")
+    return extra if isinstance(extra, dict) and key in extra else None
 
-    The expert sets ``self.cfg`` (``task``, ``datarc``, ``balanced_sampling``, ``bad_audio``), calls
-    :meth:`init_data` and registers a ``train_progress`` buffer ``(epoch, batches consumed)`` that its
-    forward advances.
+
+class SplitData:
+    """Splits and DataLoaders of an expert (held by the prompt and the baseline expert as ``expert.data``).
+
+    ``task`` / ``datarc``: ``downstream_expert.task`` and ``.datarc`` (the task's keys + ``batch_size``,
+    ``eval_batch_size``, ``num_workers``); ``kwargs``: what s3prl's runner passed the expert (``mode``, ``seed``,
+    ``runner.eval_dataloaders``, ``evaluate_split``). The training sampler skips the batches the expert's
+    ``train_progress`` buffer ``(epoch, batches consumed)`` says this epoch already consumed.
     """
 
-    def init_data(self, expdir: str, kwargs: dict) -> None:
-        """The task (reader + scorer) and loader settings from ``self.cfg`` (``task``, ``datarc``)."""
+    def __init__(self, task: str, datarc: dict, expdir, kwargs: dict, balanced_sampling: bool, bad_audio: str):
         self.expdir = Path(expdir)
-        self.kwargs = kwargs
-        datarc = dict(self.cfg.datarc)
+        self.kwargs = dict(kwargs)
+        self.mode = self.kwargs.get("mode") or "train"
+        self.seed = int(self.kwargs.get("seed") or 0)
+        self.balanced_sampling, self.bad_audio = balanced_sampling, bad_audio
+        datarc = dict(datarc)
         self.loader_rc = {k: datarc.pop(k) for k in ("batch_size", "eval_batch_size", "num_workers") if k in datarc}
-        self.task = get_task(self.cfg.task)(**datarc)
+        self.task = get_task(task)(**datarc)
         self.items = {}
 
-    @staticmethod
-    def saved_extra_state(init_ckpt, key: str):
-        """This expert's ``_extra_state`` in the checkpoint the runner resumes / evaluates (``-a``/``-e``/``-i``),
-        recognised by ``key``; None for a fresh run."""
-        if not init_ckpt:
-            return None
-        ckpt = load_container(init_ckpt)          # restricted: reading a checkpoint never runs code from it
-        extra = (ckpt.get("Downstream") or {}).get("_extra_state")
-        return extra if isinstance(extra, dict) and key in extra else None
-
-    def known_label_tokens(self):
-        """Label tokens this expert can score (None: any); overridden by each expert."""
-        return None
-
-    def check_run_splits(self) -> None:
+    def check_run_splits(self, known=None) -> None:
         """Read and check, before the first training step, every split this run will touch (train and the
         runner's ``eval_dataloaders``, or ``-t`` when evaluating), so bad audio or unseen labels in the
-        test set stop the run at start instead of after hours of training."""
-        mode = self.kwargs.get("mode", "train")
-        if mode == "inference":      # -t is an audio file there, not a split; nothing of the corpus is read
+        test set stop the run at start instead of after hours of training. ``known``: the label tokens the
+        expert can output (None: any)."""
+        if self.mode == "inference":      # -t is an audio file there, not a split; nothing of the corpus is read
             return
-        if mode == "train":
+        if self.mode == "train":
             splits = ["train"] + list((self.kwargs.get("runner") or {}).get("eval_dataloaders") or [])
         else:
             splits = [self.kwargs.get("evaluate_split") or "test"]
-        known = self.known_label_tokens()
         for split in dict.fromkeys(splits):
             self.task.check_split(split)
-            items = self._split(split)
+            items = self.split(split)
             if known is None or split == "train":
                 continue
             unseen = {}
@@ -141,16 +139,20 @@ class ExpertData:
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
 
-    def _split(self, split: str) -> List[Item]:
+    @property
+    def leader(self) -> bool:
+        return self._rank_world()[0] == 0
+
+    def split(self, split: str) -> List[Item]:
         """The split's items, read once and audio-checked (bad files: error or skipped and counted)."""
         if split not in self.items:
-            leader = self._rank_world()[0] == 0
-            self.items[split], _ = audit_split(self.task.read_split(split), split, self.cfg.bad_audio,
+            leader = self.leader
+            self.items[split], _ = audit_split(self.task.read_split(split), split, self.bad_audio,
                                                report_dir=self.expdir if leader else None, progress=leader)
         return self.items[split]
 
-    def get_dataloader(self, split: str, epoch: int = 0):
-        items = self._split(split)
+    def get_dataloader(self, split: str, train_progress: torch.Tensor, epoch: int = 0):
+        items = self.split(split)
         rank, world = self._rank_world()
         train = split == "train"
         bs = self.loader_rc.get("batch_size", 32) if train else self.loader_rc.get("eval_batch_size", 32)
@@ -158,14 +160,14 @@ class ExpertData:
         if train:
             # s3prl restarts an epoch from its first batch on resume; skipping the batches this epoch already
             # consumed (counted in a checkpointed buffer) makes `-a` continue exactly where the run stopped
-            done_epoch, done_batches = (int(v) for v in self.train_progress)
+            done_epoch, done_batches = (int(v) for v in train_progress)
             skip = done_batches * bs if done_epoch == epoch else 0
-            self.train_progress.copy_(torch.tensor([epoch, skip // bs]))
-            sampler = EpochSampler(items, seed=int(self.kwargs.get("seed") or 0), balanced=self.cfg.balanced_sampling,
+            train_progress.copy_(torch.tensor([epoch, skip // bs]))
+            sampler = EpochSampler(items, seed=self.seed, balanced=self.balanced_sampling,
                                    rank=rank, world_size=world, skip=skip)
             sampler.set_epoch(epoch)
         # its own generator: creating an iterator must not draw from the global RNG that dropout uses
-        generator = torch.Generator().manual_seed(int(self.kwargs.get("seed") or 0) + epoch)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
         return DataLoader(ItemDataset(items), batch_size=bs, sampler=sampler, shuffle=False, generator=generator,
                           num_workers=self.loader_rc.get("num_workers", 0), collate_fn=collate, drop_last=False)
 
@@ -186,8 +188,9 @@ class ExpertData:
         if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
 
-    def trainable_bytes(self) -> int:
-        """Bytes of what a checkpoint stores for this expert (its state_dict, serialized)."""
+    @staticmethod
+    def stored_bytes(module: torch.nn.Module) -> int:
+        """Bytes of what a checkpoint stores for an expert (its state_dict, serialized)."""
         buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
+        torch.save(module.state_dict(), buf)
         return buf.tell()

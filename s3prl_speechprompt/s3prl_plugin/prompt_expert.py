@@ -25,8 +25,8 @@ from s3prl_speechprompt.prompt.decode import Decoded, decode
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.s3prl_plugin.config import from_expert_dict
-from s3prl_speechprompt.s3prl_plugin.data import ExpertData
-from s3prl_speechprompt.s3prl_plugin.records import RecordLogger
+from s3prl_speechprompt.s3prl_plugin.data import SplitData, saved_extra_state
+from s3prl_speechprompt.s3prl_plugin.records import RunRecorder
 from s3prl_speechprompt.tasks.base import read_item_audio
 from s3prl_speechprompt.ulm.checkpoint import load_ulm
 from s3prl_speechprompt.ulm.pretrained import resolve_kmeans, resolve_ulm
@@ -84,15 +84,23 @@ def check_runner_precision(prec: str, runner: dict, device: str) -> None:
                          "with runner.fp16: true; add -o config.runner.fp16=True (or use precision: bf16, no scaler)")
 
 
-class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
+class DownstreamExpert(nn.Module):
+    load_audio = staticmethod(SplitData.load_audio)     # s3prl's -m inference -t FILE reads audio through this
+
     def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, **kwargs):
         super().__init__()
         self.cfg = ExpertConfig.from_dict(dict(downstream_expert))
         check_runner_precision(self.cfg.precision, kwargs.get("runner") or {}, kwargs.get("device", "cuda"))
-        self.init_data(expdir, kwargs)
+        self.data = SplitData(self.cfg.task, self.cfg.datarc, expdir, kwargs, self.cfg.balanced_sampling,
+                              self.cfg.bad_audio)
+        self.task = self.data.task
+        self.recorder = RunRecorder(expdir, self.task, self.cfg.task, downstream_expert, kwargs,
+                                    tag=f"speechprompt_{self.cfg.task}",
+                                    prefix="speechprompt", sizes=self.size_info, extra_metrics=self.extra_metrics,
+                                    leader=self.data.leader)
 
         lm, self.dictionary, _ = load_ulm(resolve_ulm(self.cfg.ulm))
-        saved = self.saved_extra_state(kwargs.get("init_ckpt"), "centroids")
+        saved = saved_extra_state(kwargs.get("init_ckpt"), "centroids")
         train_units = None
         if saved is not None:       # -e / -i / resume: reuse the run's own k-means and verbalizer
             self.quantizer = KMeansQuantizer(saved["centroids"])
@@ -117,11 +125,15 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         self.lm_fingerprint = lm.fingerprint()
         self.register_buffer("best_score", torch.tensor(float("-inf")))
         self.register_buffer("train_progress", torch.zeros(2, dtype=torch.long))   # (epoch, batches consumed)
-        self._logged_size = False
         self.unfinished = defaultdict(int)
         log.info("speechprompt %s/%s: %d trainable parameters", self.cfg.task, self.cfg.method,
                  self.model.num_trainable())
-        self.check_run_splits()
+        lm_cfg = self.model.lm.cfg
+        self.recorder.start({"task": self.cfg.task, "method": self.cfg.method, "lm_fingerprint": self.lm_fingerprint,
+                             "units": {"k": self.quantizer.n_clusters, "lm": str(self.cfg.ulm), "km": self.cfg.km,
+                                       "file": None, "lm_arch": lm_cfg.arch, "lm_width": lm_cfg.embed_dim,
+                                       "lm_layers": self.model.lm.num_layers}})
+        self.data.check_run_splits(self.known_label_tokens())
 
     def known_label_tokens(self):
         return set(self.verbalizer.codes)
@@ -131,7 +143,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
 
         km = str(resolve_kmeans(self.cfg.km)) if self.cfg.km else None
-        train = self._split("train")
+        train = self.data.split("train")
         featurize = runner_featurizer(kwargs)
         quantizer, records = prepare_units(
             train, featurize, read_item_audio, km=km, n_clusters=self.cfg.n_clusters,
@@ -145,7 +157,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
     def get_extra_state(self):
         return {"centroids": self.quantizer.centroids.cpu(), "verbalizer": self.verbalizer.to_dict(),
                 "lm_fingerprint": self.lm_fingerprint, "method": self.cfg.method, "task": self.cfg.task,
-                "rng": self.rng_state()}
+                "rng": SplitData.rng_state()}
 
     def set_extra_state(self, state):
         if state.get("lm_fingerprint") != self.lm_fingerprint:
@@ -153,7 +165,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
                              f"{state.get('lm_fingerprint')}, loaded {self.cfg.ulm} is {self.lm_fingerprint})")
         self.quantizer = KMeansQuantizer(state["centroids"]).to(self.best_score.device)
         self.verbalizer = Verbalizer.from_dict(state["verbalizer"])
-        self.restore_rng(state.get("rng"))
+        SplitData.restore_rng(state.get("rng"))
 
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
         full = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
@@ -166,6 +178,13 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         merged = {f"model.{k}": v for k, v in self.model.state_dict().items() if f"model.{k}" not in state_dict}
         merged.update(state_dict)
         return super().load_state_dict(merged, strict=strict, assign=assign)
+
+    # ----------------------------------------------------------------- s3prl's runner interface
+    def get_dataloader(self, split: str, epoch: int = 0):
+        return self.data.get_dataloader(split, self.train_progress, epoch)
+
+    def log_records(self, split: str, records, logger, global_step: int, **kwargs):
+        return self.recorder.log(split, records, logger, global_step, self.best_score)
 
     # ----------------------------------------------------------------- forward
     def forward(self, split: str, features: List[torch.Tensor], labels, ids, records, **kwargs):
@@ -191,12 +210,13 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
     @torch.no_grad()
     def inference(self, features: List[torch.Tensor], filenames: List[str]) -> List[str]:
         """s3prl's ``-m inference -t FILE``: decode with the checkpoint's own k-means and verbalizer, print
-        the label strings and write ``<expdir>/inference.ark`` (RecordLogger.log_inference)."""
+        the label strings and write ``<expdir>/inference.ark`` (RunRecorder.log_inference)."""
         device = self.best_score.device
         self.quantizer.to(device)
         sources = [self.dictionary.encode(to_units(self.quantizer, f.detach())) for f in features]
         out = self._decode(sources).tokens
-        return self.log_inference(filenames, [tuple(self.verbalizer.decode(self.dictionary.decode(g))) for g in out])
+        labels = [tuple(self.verbalizer.decode(self.dictionary.decode(g))) for g in out]
+        return self.recorder.log_inference(filenames, labels)
 
     def _decode(self, sources) -> Decoded:
         """Generated unit ids per source, as evaluation, inference and ``speechprompt predict`` all decode:
@@ -205,19 +225,13 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         return decode(self.model.logits_fn(), sources, budget, beam_size=self.cfg.beam_size,
                       precision=self.cfg.precision)
 
-    # ----------------------------------------------------------------- logging (RecordLogger)
-    @property
-    def log_tag(self) -> str:
-        return f"speechprompt_{self.cfg.task}"
-
-    log_prefix = "speechprompt"
-
+    # ----------------------------------------------------------------- recording (RunRecorder)
     def extra_metrics(self, records) -> dict:
         return {"unfinished": sum(records["unfinished"])}     # generations cut by the budget, no </s>
 
     def size_info(self) -> dict:
         return {"task": self.cfg.task, "method": self.cfg.method, "ulm": str(self.cfg.ulm),
                 "trainable_params": self.model.num_trainable(), "stored_params": self.model.num_stored(),
-                "checkpoint_bytes": self.trainable_bytes(),
+                "checkpoint_bytes": SplitData.stored_bytes(self),
                 "verbalizer": self.verbalizer.method, "code_length": self.verbalizer.code_length,
                 "k": self.quantizer.n_clusters, "prompt": self.model.cfg.to_dict(), "precision": self.cfg.precision}
