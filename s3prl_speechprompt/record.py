@@ -302,13 +302,13 @@ def engine_predictions(exp, split: str) -> Optional[str]:
     return None
 
 
-def engine_progress(exp) -> dict:
-    """The loop's progress in EXP/checkpoint_last.pt ({} if there is none yet); restricted reader."""
+def engine_progress(exp, flag: str = "") -> dict:
+    """The loop's progress in EXP/checkpoint_last.pt ({} if there is none yet); the checked reader (``flag``: the
+    option that made us read it, named in its error)."""
+    from s3prl_speechprompt.readers import read_torch
     last = Path(exp) / "checkpoint_last.pt"
     if not last.is_file():
         return {}
-    import torch
-    try:
-        return dict(torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("progress") or {})
-    except Exception as e:                      # noqa: BLE001 - a torn file, named
-        raise CheckpointError(f"{last}: unreadable ({type(e).__name__}: {e})") from None
+    ck = read_torch(last, "a `speechprompt train` checkpoint (checkpoint_last.pt; or use a fresh --out)", flag=flag,
+                    mmap=True, is_expected=lambda c: isinstance(c, dict) and isinstance(c.get("progress"), dict))
+    return dict(ck["progress"])

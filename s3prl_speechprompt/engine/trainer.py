@@ -116,7 +116,9 @@ def fit_engine(job: Job, exp: Path, cfg: TrainConfig, lr_at: Callable[[int], flo
 def write_run_record(exp: Path, progress: Optional[dict] = None, resume: bool = False) -> None:
     """EXP/run.json from config.json and the loop's progress (EXP/checkpoint_last.pt's when not given); a resumed
     run keeps the evaluations already recorded."""
-    from s3prl_speechprompt.record import FILE, RunRecord, engine_record
+    from s3prl_speechprompt.record import FILE, RunRecord, engine_progress, engine_record
+    if progress is None:      # a fresh run starts at 0, whatever an earlier run left in EXP
+        progress = engine_progress(exp, "--resume") if resume else {}
     previous = RunRecord.load(exp) if resume and (exp / FILE).is_file() else None
     engine_record(exp, progress, previous).save(exp)
 
