@@ -54,6 +54,12 @@ def _run(cmd, log_path: Path):
 
 
 def run(args) -> int:
+    from s3prl_speechprompt.runlock import RunLock
+    with RunLock(Path(args.out).resolve(), "speechprompt demo"):    # one demo per --out
+        return _demo(args)
+
+
+def _demo(args) -> int:
     import torch
     from s3prl_speechprompt import compat
     compat.apply()
