@@ -5,8 +5,10 @@ module imports itself back through others):
 ``errors`` (the user-error classes and how the commands report them) -> ``atomic``, ``compat``,
 ``safe_globals``, ``precision``, ``schedules`` (atomic file writes; s3prl on today's torch/torchaudio; the
 globals a checkpoint or km.bin may name; fp32/bf16/fp16 autocast; lr schedules)
--> ``ulm`` (fairseq-compatible unit LM) -> ``prompt`` (deep prompts, verbalizers, prompted LM, prompt bank) -> ``units`` (k-means quantizer, dedup)
--> ``tasks`` (SUPERB task adapters), ``predictions`` (the per-utterance predictions file) -> back ends, which
+-> ``ulm`` (fairseq-compatible unit LM) -> ``lm_ref`` (which LM weights: reference, families, the one weights
+fingerprint) -> ``prompt`` (deep prompts, verbalizers, prompted LM, prompt bank) -> ``units`` (k-means quantizer, dedup)
+-> ``tasks`` (SUPERB task adapters), ``predictions`` (the per-utterance predictions file) -> ``trained`` (a trained PT / FT-LM task: save, load,
+build for decoding) -> back ends, which
 do not import one another (``s3prl_plugin``: s3prl's runner; ``engine``: training from unit files; ``synth``,
 ``analysis``, ``report``) -> services over the back ends (``serve``: trained prompts on new audio; ``bench``,
 whose prompt-bank section measures ``serve``) -> front ends (``commands``/``cli``).

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from s3prl_speechprompt.errors import CheckpointError
+from s3prl_speechprompt.lm_ref import fingerprint_matches, weights_fingerprint
 from s3prl_speechprompt.prompt.bank import PromptBank
 from s3prl_speechprompt.prompt.decode import decode
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
@@ -151,7 +152,7 @@ class LMCache:
         lm, _ = self.get(ulm)
         k = (self._key(ulm), repr(lm.cfg.to_dict()))
         if k not in self._fingerprints:
-            self._fingerprints[k] = lm.fingerprint()
+            self._fingerprints[k] = weights_fingerprint(lm.state_dict())
         return self._fingerprints[k]
 
 
@@ -190,7 +191,7 @@ def load_task_checkpoint(path, lms: Optional[LMCache] = None, ulm: Optional[str]
     if cfg.method == "pt":
         # the expert fingerprints the LM after PromptedULM set its dropout (part of the config it hashes)
         fingerprint = lms.fingerprint(ulm_path)
-        if extra.get("lm_fingerprint") != fingerprint:
+        if not fingerprint_matches(lm, fingerprint, extra.get("lm_fingerprint")):
             raise CheckpointMismatch(
                 f"{path}: its prompts were trained on the unit LM with fingerprint {extra.get('lm_fingerprint')}, but "
                 f"{ulm_path} ({'--ulm' if ulm else 'downstream_expert.ulm'}) has fingerprint {fingerprint}; point "
@@ -210,7 +211,7 @@ def load_task_checkpoint(path, lms: Optional[LMCache] = None, ulm: Optional[str]
         path=path, task_name=cfg.task, method=cfg.method, task=task, model=model, dictionary=dictionary,
         quantizer=KMeansQuantizer(extra["centroids"]).to(device), verbalizer=verbalizer, budget=budget,
         upstream={k: args.get(k) for k in UPSTREAM_ARGS}, featurizer_state=ckpt.get("Featurizer") or None,
-        lm_fingerprint=model.lm.fingerprint() if cfg.method == "ftlm" else extra["lm_fingerprint"],
+        lm_fingerprint=weights_fingerprint(model.lm.state_dict()) if cfg.method == "ftlm" else extra["lm_fingerprint"],
         beam_size=cfg.beam_size, precision=cfg.precision)
 
 

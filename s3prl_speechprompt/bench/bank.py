@@ -98,6 +98,7 @@ def _wavs(cfg: BankBenchConfig) -> List[np.ndarray]:
 
 def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> List[dict]:
     """Rows: {name, value, unit, detail}; see the module docstring."""
+    from s3prl_speechprompt.lm_ref import weights_fingerprint
     from s3prl_speechprompt.bench.units import random_hubert
     from s3prl_speechprompt.prompt.bank import PromptBank
     from s3prl_speechprompt.prompt.decode import decode
@@ -131,7 +132,7 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
         dictionary = Dictionary([str(k) for k in range(cfg.units)])
         lm = UnitLM(ULMConfig(vocab_size=len(dictionary), embed_dim=cfg.dim, ffn_dim=cfg.ffn, layers=cfg.layers,
                               heads=cfg.heads, arch=f"bench_{cfg.layers}x{cfg.dim}")).eval()
-        fp = lm.fingerprint()
+        fp = weights_fingerprint(lm.state_dict())
         verbalizer = Verbalizer("learnable", {str(c): (str(c),) for c in range(cfg.classes)})
         ks = get_task("ks")()
         tasks = []

@@ -20,6 +20,7 @@ from torch import nn
 
 from s3prl_speechprompt import precision
 from s3prl_speechprompt.errors import ConfigError, LMMismatchError
+from s3prl_speechprompt.lm_ref import fingerprint_matches, weights_fingerprint
 from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.decode import Decoded, decode
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
@@ -114,7 +115,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
         self.model = PromptedULM(lm, PromptConfig(method=self.cfg.method, **prompt))
         if train_units is not None:   # a fresh run: prompt.init from the training units (a checkpoint overrides it)
             init_prompts(self.model, [self.dictionary.encode(u) for u in train_units])
-        self.lm_fingerprint = lm.fingerprint()
+        self.lm_fingerprint = weights_fingerprint(lm.state_dict())
         self.register_buffer("best_score", torch.tensor(float("-inf")))
         self.register_buffer("train_progress", torch.zeros(2, dtype=torch.long))   # (epoch, batches consumed)
         self._logged_size = False
@@ -148,7 +149,7 @@ class DownstreamExpert(ExpertData, RecordLogger, nn.Module):
                 "rng": self.rng_state()}
 
     def set_extra_state(self, state):
-        if state.get("lm_fingerprint") != self.lm_fingerprint:
+        if not fingerprint_matches(self.model.lm, self.lm_fingerprint, state.get("lm_fingerprint")):
             raise LMMismatchError(f"this checkpoint was trained on a different unit LM (fingerprint "
                              f"{state.get('lm_fingerprint')}, loaded {self.cfg.ulm} is {self.lm_fingerprint})")
         self.quantizer = KMeansQuantizer(state["centroids"]).to(self.best_score.device)
