@@ -374,6 +374,9 @@ def test_predict_groups_a_runner_run_and_an_engine_run_on_the_same_lm(runs, tmp_
                            (str(engine), engine_own)):
         assert {f: p for (c, f), p in got.items() if c == ckpt} == expected, ckpt
     # the runner wrote its trained task next to dev-best.ckpt; a unit-level run cannot take audio
-    assert TrainedTask.find(runner).origin.endswith("dev-best.ckpt")
+    written, rebuilt = TrainedTask.find(runner), TrainedTask.from_runner_checkpoint(runner / "dev-best.ckpt")
+    assert written.origin == str(runner / "dev-best.ckpt") and written.prompt == rebuilt.prompt
+    assert written.state.keys() == rebuilt.state.keys()
+    assert all(torch.equal(written.state[k], rebuilt.state[k]) for k in rebuilt.state)
     with pytest.raises(ConfigError, match=r"engine_pt: trained on unit files .* --units FILE"):
         cli.main(["predict", "--ckpt", str(engine), _items("ks", runs["datarc"]["ks"], "test")[0].wav_path])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Optional
@@ -219,6 +220,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     exp.mkdir(parents=True, exist_ok=True)
     if resume:
         check_resume_config(exp, cfg)
+    shutil.rmtree(exp / "trained_task", ignore_errors=True)   # rewritten at the end; until then prompt.pt is read
     verbalizer.save(exp / "verbal.json")
     config = {
         "format": FORMAT, "task": cfg.task, "method": cfg.method,
