@@ -10,7 +10,7 @@ fingerprint) -> ``prompt`` (deep prompts, verbalizers, prompted LM, prompt bank)
 -> ``tasks`` (SUPERB task adapters), ``predictions`` (the per-utterance predictions file) -> ``trained`` (a trained PT / FT-LM task: save, load,
 build for decoding) -> back ends, which
 do not import one another (``s3prl_plugin``: s3prl's runner; ``engine``: training from unit files; ``synth``,
-``analysis``, ``report``) -> services over the back ends (``serve``: trained prompts on new audio; ``bench``,
+``analysis``, ``report``) -> services over the back ends (``serve``: trained tasks on new audio or units; ``bench``,
 whose prompt-bank section measures ``serve``) -> front ends (``commands``/``cli``).
 """
 
