@@ -61,13 +61,14 @@ class BankBenchConfig(LMShape):
 
 def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> List[dict]:
     """Rows: {name, value, unit, detail}; see the module docstring."""
-    from s3prl_speechprompt.prompt.bank import PromptBank
+    from s3prl_speechprompt.lm_ref import LMRef, weights_fingerprint
     from s3prl_speechprompt.prompt.decode import decode
     from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
     from s3prl_speechprompt.prompt.verbalizer import Verbalizer
     from s3prl_speechprompt import compat
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
-    from s3prl_speechprompt.serve import Predictor, TaskCheckpoint
+    from s3prl_speechprompt.serve import Predictor
+    from s3prl_speechprompt.trained import AudioUnits, Decoding, Served, TrainedTask
     from s3prl_speechprompt.tasks.base import get_task
     from s3prl_speechprompt.ulm.dictionary import Dictionary
     from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
@@ -93,7 +94,7 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
         dictionary = Dictionary([str(k) for k in range(cfg.units)])
         lm = UnitLM(ULMConfig(vocab_size=len(dictionary), embed_dim=cfg.dim, ffn_dim=cfg.ffn, layers=cfg.layers,
                               heads=cfg.heads, arch=f"bench_{cfg.layers}x{cfg.dim}")).eval()
-        fp = lm.fingerprint()
+        fp = weights_fingerprint(lm.state_dict())
         verbalizer = Verbalizer("learnable", {str(c): (str(c),) for c in range(cfg.classes)})
         ks = get_task("ks")()
         tasks = []
@@ -102,9 +103,11 @@ def run_bank_bench(cfg: BankBenchConfig, log: Callable[[str], None] = print) -> 
                                                  learnable_classes=cfg.classes)).eval()
             with torch.no_grad():
                 model.verbalizer_head.weight.add_(0.1 * torch.randn_like(model.verbalizer_head.weight))
-            tasks.append(TaskCheckpoint(path=Path(f"task{i}"), task_name="ks", method="pt", task=ks, model=model,
-                                        dictionary=dictionary, quantizer=quantizer, verbalizer=verbalizer, budget=2,
-                                        upstream=upstream, featurizer_state=None, lm_fingerprint=fp))
+            trained = TrainedTask(task="ks", method="pt", lm=LMRef("bench", fp), prompt=model.cfg.to_dict(), state={},
+                                  verbalizer=verbalizer.to_dict(), decoding=Decoding(2),
+                                  audio=AudioUnits(upstream, quantizer.centroids))
+            tasks.append(Served(name=f"task{i}", trained=trained, model=model, dictionary=dictionary,
+                                verbalizer=verbalizer, task=ks, quantizer=quantizer, lm_fingerprint=fp))
         shared = {"f": featurize}
         factory = lambda *_: shared["f"]              # noqa: E731 - built once above, not timed
         together = Predictor(tasks, featurizer_factory=factory)

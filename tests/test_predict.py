@@ -135,7 +135,7 @@ def test_predict_two_tasks_equals_each_runs_evaluate(runs, tmp_path, capsys):
 
 def test_predict_bad_audio_and_mismatched_lm(runs, tmp_path):
     from s3prl_speechprompt import cli
-    from s3prl_speechprompt.serve import CheckpointMismatch
+    from s3prl_speechprompt.errors import LMMismatchError
     from s3prl_speechprompt.ulm.checkpoint import save_ulm
     from s3prl_speechprompt.ulm.dictionary import Dictionary
     from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
@@ -155,7 +155,7 @@ def test_predict_bad_audio_and_mismatched_lm(runs, tmp_path):
     torch.manual_seed(1)                  # another LM of the same shape: the prompts were not trained on it
     d = Dictionary([str(k) for k in range(N_CLUSTERS)])
     save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(d))), d, tmp_path / "other_ulm")
-    with pytest.raises(CheckpointMismatch, match=r"trained on the unit LM with fingerprint \w+, but .*other_ulm "
+    with pytest.raises(LMMismatchError, match=r"trained on the unit LM with fingerprint \w+, but .*other_ulm "
                                                  r"\(--ulm\) has fingerprint \w+; point --ulm at the LM"):
         cli.main(["predict", "--ckpt", ckpt, "--ulm", str(tmp_path / "other_ulm"), good])
 
@@ -200,7 +200,7 @@ def test_predict_decodes_a_beam_bf16_checkpoint_as_its_evaluation(runs, tmp_path
     """``beam_size > 1`` / ``precision: bf16`` in a checkpoint's config: ``predict`` decodes it as its ``-m
     evaluate`` did (the prompt bank decodes greedily in fp32, so it is served alone), not as a greedy fp32 run."""
     from s3prl_speechprompt import cli
-    from s3prl_speechprompt.serve import read_runner_checkpoint
+    from s3prl_speechprompt.trained import read_runner_checkpoint
 
     ckpt = read_runner_checkpoint(runs["exp"]["ic"] / "dev-best.ckpt")
     ckpt["Config"]["downstream_expert"].update(beam_size=3, precision="bf16")
@@ -242,7 +242,7 @@ def _pinned_outputs(runs, tmp_path) -> dict:
     from helpers import runner_env
     from s3prl_speechprompt.tasks.base import get_task, read_item_audio
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
-    from s3prl_speechprompt.serve import read_runner_checkpoint
+    from s3prl_speechprompt.trained import read_runner_checkpoint
     from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
     from s3prl_speechprompt.units.prepare import to_units
 
@@ -335,3 +335,49 @@ def test_predict_serves_an_ftlm_runner_checkpoint_as_its_evaluation(runs, tmp_pa
     expected = _predictions(exp / "test_predict.txt")
     assert {it.id: rows[it.wav_path]["prediction"] for it in items} == expected
     assert all(r["method"] == "ftlm" for r in rows.values())
+
+
+def test_predict_groups_a_runner_run_and_an_engine_run_on_the_same_lm(runs, tmp_path, capsys):
+    """A runner PT run (trained from audio) and a unit-level engine PT run on the same LM directory: ``predict``
+    decodes both in one bank pass on unit input, and each run's predictions equal its own evaluation."""
+    from s3prl_speechprompt import cli
+    from s3prl_speechprompt.engine.evaluate import evaluate
+    from s3prl_speechprompt.engine.trainer import TrainConfig, train_prompted
+    from s3prl_speechprompt.errors import ConfigError
+    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
+    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
+    from s3prl_speechprompt.trained import TrainedTask
+    from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
+    from s3prl_speechprompt.units.prepare import to_units
+
+    featurize = runner_featurizer(FBANK)
+    task = get_task("ks")(**runs["datarc"]["ks"])
+    for split in ("train", "dev", "test"):
+        write_unit_manifest(tmp_path / f"{split}.tsv", [
+            UnitRecord(it.id, tuple(to_units(runs["quantizer"], featurize(read_item_audio(it)))), it.labels)
+            for it in task.read_split(split)])
+    engine = tmp_path / "engine_pt"
+    train_prompted(tmp_path / "train.tsv", tmp_path / "dev.tsv", runs["root"] / "ulm", engine,
+                   TrainConfig(task="ks", method="pt", verbalizer="learnable", max_updates=30, valid_interval=10,
+                               lr=3e-2, threads=1), log=lambda *a: None)
+    evaluate(engine, "test", tmp_path / "test.tsv", threads=1, log=lambda *a: None)
+    runner = runs["exp"]["ks"]
+    with pytest.raises(SystemExit) as done:
+        cli.main(["predict", "--ckpt", str(runner / "dev-best.ckpt"), "--ckpt", str(engine), "--units",
+                  str(tmp_path / "test.tsv"), "--out", str(tmp_path / "p.jsonl")])
+    assert done.value.code == 0
+    groups = [line for line in capsys.readouterr().err.splitlines() if "unit LM" in line]
+    assert len(groups) == 1 and groups[0].startswith("[speechprompt predict] unit input, unit LM "), groups
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    got = {(r["checkpoint"], r["file"]): r["prediction"] for r in rows}
+    engine_own = dict(line.split("\t", 1) for line in (engine / "test_predict.txt").read_text().splitlines())
+    for ckpt, expected in ((str(runner / "dev-best.ckpt"), _predictions(runner / "test_predict.txt")),
+                           (str(engine), engine_own)):
+        assert {f: p for (c, f), p in got.items() if c == ckpt} == expected, ckpt
+    # the runner wrote its trained task next to dev-best.ckpt; a unit-level run cannot take audio
+    written, rebuilt = TrainedTask.find(runner), TrainedTask.from_runner_checkpoint(runner / "dev-best.ckpt")
+    assert written.origin == str(runner / "dev-best.ckpt") and written.prompt == rebuilt.prompt
+    assert written.state.keys() == rebuilt.state.keys()
+    assert all(torch.equal(written.state[k], rebuilt.state[k]) for k in rebuilt.state)
+    with pytest.raises(ConfigError, match=r"engine_pt: trained on unit files .* --units FILE"):
+        cli.main(["predict", "--ckpt", str(engine), _items("ks", runs["datarc"]["ks"], "test")[0].wav_path])

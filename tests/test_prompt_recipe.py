@@ -115,7 +115,8 @@ def _train(root, ulm, out, updates, resume=False):
 
 
 def test_engine_stores_collapsed_prompts_evaluates_and_resumes(engine_data, tmp_path):
-    from s3prl_speechprompt.engine.evaluate import evaluate, load_experiment, load_prompted
+    from s3prl_speechprompt.engine.evaluate import evaluate
+    from s3prl_speechprompt.trained import TrainedTask
     root, ulm = engine_data
     full = _train(root, ulm, tmp_path / "full", 16)
     assert full["stored_params"] == 2 * 2 * 4 * 64 + 64 + 24 * 7 < full["trainable_params"]
@@ -127,8 +128,7 @@ def test_engine_stores_collapsed_prompts_evaluates_and_resumes(engine_data, tmp_
     # evaluation from prompt.pt = the trained reparameterised model itself
     ev = evaluate(tmp_path / "full", "valid", root / "valid.txt", threads=1, log=lambda *a: None)
     assert ev["stored_params"] == full["stored_params"] and ev["n"] == 12
-    config = load_experiment(tmp_path / "full")
-    plain, _, _ = load_prompted(tmp_path / "full", config)
+    plain = TrainedTask.find(tmp_path / "full").build().model
     assert plain.deep_prompt.key.shape == (2, 4, 64) and not hasattr(plain.deep_prompt, "mlp")
     # --resume: 8 updates, then continued to 16, equals 16 straight
     _train(root, ulm, tmp_path / "cut", 8)

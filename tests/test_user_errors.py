@@ -104,7 +104,7 @@ def test_every_user_error_is_one_line_exit_2_through_both_entry_points(capsys, m
     names = {c.__name__ for c in classes}
     assert {"ConfigError", "InputFileError", "UnitFileError", "KMeansFileError", "CheckpointError", "LMMismatchError",
             "MissingFileError", "OutputExistsError", "UnknownNameError", "DownloadError", "DeviceError",
-            "EspeakUnavailable", "TestSetMismatch", "CheckpointMismatch", "MismatchedLMError"} <= names
+            "EspeakUnavailable", "TestSetMismatch"} <= names
     for cls in classes:
         message = f"{cls.__name__}: x.txt:3: what is wrong; how to fix it"
 

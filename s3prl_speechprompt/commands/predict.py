@@ -1,14 +1,17 @@
-"""Predict with trained prompts: audio files in, one JSON line per (file, checkpoint) out.
+"""Predict with trained tasks: audio files (or a unit file) in, one JSON line per (file, run) out.
 
     speechprompt predict --ckpt runs/ks_pt/dev-best.ckpt --ckpt runs/ic_pt/dev-best.ckpt a.wav b.wav --out preds.jsonl
     speechprompt predict --ckpt runs/ks_pt/dev-best.ckpt --list wavs.txt
+    speechprompt predict --ckpt exp/ks_pt --ckpt runs/ks_pt/dev-best.ckpt --units ks/test.tsv
 
-Checkpoints are s3prl runner checkpoints of ``-d speechprompt_<task>`` (PT) or ``_ftlm`` runs. The upstream
-and the frozen unit LM are loaded once per (upstream, layer, LM fingerprint); each file's units are
-computed once and decoded with every checkpoint's prompts in one mixed-task LM pass (prompt/bank.py).
-Checkpoints on different LMs or upstreams are served as separate groups (listed on stderr); an FT-LM
-checkpoint is its own group (it carries its own LM). A PT checkpoint whose LM (``downstream_expert.ulm``,
-or ``--ulm``) is not the one it was trained on is an error.
+``--ckpt`` is any trained PT / FT-LM run (:meth:`s3prl_speechprompt.trained.TrainedTask.find`): an s3prl runner
+checkpoint of ``-d speechprompt_<task>`` / ``_ftlm``, a run directory holding ``trained_task/`` (the runner's
+expdir, a ``speechprompt train`` EXP) or an older ``speechprompt train`` directory. Runs trained from audio take
+audio files (each file's units made with the run's own upstream and k-means) or ``--units``; runs trained on unit
+files take ``--units`` (a unit file as ``speechprompt evaluate`` reads; ``file`` is then the utterance id). Every
+run on the same LM weights decodes in one mixed-task LM pass (prompt/bank.py), whatever front end trained it; runs
+on other LMs are separate groups (listed on stderr); an FT-LM run is its own group (it carries its own LM). A run
+whose LM (the one it recorded, or ``--ulm``) is not the one it was trained on is an error.
 
 JSON line: ``file``, ``checkpoint``, ``task``, ``method`` (pt | ftlm), ``prediction`` (the label string, as
 in ``<split>_predict.txt``), ``labels`` (label tokens; null = a code no label maps to), ``score`` (natural-log
@@ -18,24 +21,27 @@ deduplicated units: the LM source length).
 """
 import json
 import sys
+from pathlib import Path
 
 from s3prl_speechprompt.errors import ConfigError
 
 NAME = "predict"
-HELP = "predict labels for audio files with one or more trained prompt checkpoints (JSON lines)"
+HELP = "predict labels for audio files (or a unit file) with one or more trained prompt runs (JSON lines)"
 
 
 def add_arguments(parser):
     parser.add_argument("files", nargs="*", metavar="FILE", help="audio files (any soundfile format; resampled "
                         "to 16 kHz mono like the corpora)")
     parser.add_argument("--ckpt", action="append", required=True, metavar="CKPT",
-                        help="s3prl runner checkpoint (dev-best.ckpt) of a speechprompt PT / FT-LM run; repeat for "
-                             "several tasks")
+                        help="a speechprompt PT / FT-LM run: s3prl runner checkpoint (dev-best.ckpt), a run directory "
+                             "with trained_task/, or a `speechprompt train` directory; repeat for several tasks")
     parser.add_argument("--list", metavar="TXT", help="file with one audio path per line (relative to the list)")
+    parser.add_argument("--units", metavar="UNITS", help="a unit file (as `speechprompt evaluate` reads) instead of "
+                        "audio: its utterances' units are decoded by every run")
     parser.add_argument("--out", default="-", metavar="JSONL", help="output file ('-' = stdout)")
     parser.add_argument("--ulm", default=None, metavar="DIR",
-                        help="unit LM to use instead of each checkpoint's downstream_expert.ulm (e.g. a copy on "
-                             "this machine); its fingerprint must still match")
+                        help="unit LM to use instead of each run's recorded LM (e.g. a copy on this machine); its "
+                             "weights fingerprint must still match")
     parser.add_argument("--bad-audio", choices=("error", "skip"), default="error",
                         help="unusable audio files: error (stop before predicting, naming all) or skip (listed on "
                              "stderr)")
@@ -46,36 +52,54 @@ def add_arguments(parser):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from s3prl_speechprompt.serve import LMCache, Predictor, batches, check_files, load_task_checkpoint, read_file_list
-    from s3prl_speechprompt.tasks.audio import read_audio_file
+    from s3prl_speechprompt.lm_ref import LMCache
+    from s3prl_speechprompt.serve import Predictor, check_files, read_file_list
+    from s3prl_speechprompt.trained import TrainedTask
 
     files = list(args.files) + (read_file_list(args.list) if args.list else [])
-    if not files:
-        raise ConfigError("no audio files: give FILE arguments or --list")
+    if args.units and files:
+        raise ConfigError("give audio files (FILE arguments / --list) or --units, not both")
+    if not files and not args.units:
+        raise ConfigError("no input: give audio FILE arguments or --list, or a unit file with --units")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    good, bad = check_files(files, args.bad_audio)
+    bad = []
+    if args.units:
+        from s3prl_speechprompt.engine.data import check_in_dictionary, read_records
+        records = read_records(args.units, "--units")
+        names, inputs, what = [r.id for r in records], [r.units for r in records], "utterances"
+    else:
+        names, bad = check_files(files, args.bad_audio)
+        inputs, what = names, "files"
     for f, reason in bad:
         print(f"[speechprompt predict] skipped {f}: {reason}", file=sys.stderr)
     lms = LMCache()
-    tasks = [load_task_checkpoint(c, lms, ulm=args.ulm, device=args.device) for c in args.ckpt]
-    predictor = Predictor(tasks, device=args.device)
+    tasks = [TrainedTask.find(c).build(lms, ulm=args.ulm, device=args.device, name=str(Path(c))) for c in args.ckpt]
+    if args.units:
+        for t in tasks:
+            check_in_dictionary(args.units, records, t.dictionary)
+    predictor = Predictor(tasks, device=args.device, unit_input=bool(args.units))
     for line in predictor.describe():
         print(f"[speechprompt predict] {line}", file=sys.stderr)
     out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
     n = 0
     try:
-        with tqdm(total=len(good), unit="file", desc="predict", file=sys.stderr) as bar:
-            for chunk in batches(good, args.batch_size):
-                wavs = [read_audio_file(f) for f in chunk]
-                for p in predictor.predict(chunk, wavs):
+        with tqdm(total=len(names), unit=what[:-1], desc="predict", file=sys.stderr) as bar:
+            for lo in range(0, len(names), args.batch_size):
+                chunk = names[lo:lo + args.batch_size]
+                if args.units:
+                    batch = inputs[lo:lo + args.batch_size]
+                else:
+                    from s3prl_speechprompt.tasks.audio import read_audio_file
+                    batch = [read_audio_file(f) for f in chunk]
+                for p in predictor.predict(chunk, batch):
                     out.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
                     n += 1
                 bar.update(len(chunk))
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"[speechprompt predict] {n} predictions ({len(good)} files x {len(tasks)} checkpoints"
+    print(f"[speechprompt predict] {n} predictions ({len(names)} {what} x {len(tasks)} checkpoints"
           + (f"; {len(bad)} files skipped" if bad else "") + ")"
           + ("" if args.out == "-" else f" -> {args.out}"), file=sys.stderr)
     return 0

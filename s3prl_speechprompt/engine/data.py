@@ -1,4 +1,4 @@
-"""Unit files -> token ids, length-bucketed batches, and a weight fingerprint.
+"""Unit files -> token ids and length-bucketed batches.
 
 Batches are built from a length-sorted order (random tie-breaking) and then shuffled, as fairseq
 does, so little compute goes to padding; the order depends only on ``(seed, epoch)`` so that a
@@ -6,9 +6,8 @@ resumed run sees exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -96,12 +95,3 @@ def bucketed_batches(lengths: Sequence[int], *, max_sentences: int, max_tokens: 
         batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
     return batches
 
-
-def fingerprint(state_dict: Dict[str, torch.Tensor]) -> str:
-    """sha256 over parameter names, shapes, dtypes and bytes: identifies the exact LM weights."""
-    h = hashlib.sha256()
-    for k in sorted(state_dict):
-        t = state_dict[k].detach().cpu().contiguous()
-        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()

@@ -22,57 +22,18 @@ import torch
 from tqdm import tqdm
 
 from s3prl_speechprompt.atomic import atomic_write_text
-from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
-from s3prl_speechprompt.errors import CheckpointError, InputFileError, LMMismatchError
+from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, read_records
+from s3prl_speechprompt.errors import InputFileError, MissingFileError
 from s3prl_speechprompt.predictions import predictions_name, write_predictions
-
-
-class MismatchedLMError(LMMismatchError):
-    """The unit LM given at evaluation is not the one the prompts were trained on."""
+from s3prl_speechprompt.trained import TrainedTask, make_task
 
 
 def load_experiment(exp) -> dict:
     exp = Path(exp)
     path = exp / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; --exp must be a directory written by `speechprompt train`")
+        raise MissingFileError(f"{path}: missing; --exp must be a directory written by `speechprompt train`")
     return json.loads(path.read_text())
-
-
-def _scorer(task_name: str):
-    from s3prl_speechprompt.tasks.base import Task, get_task
-    try:
-        cls = get_task(task_name)
-    except KeyError:
-        return Task()
-    try:
-        return cls()
-    except Exception:                      # a task whose constructor needs corpus paths: score generically
-        return Task()
-
-
-def load_prompted(exp: Path, config: dict, ulm_override: Optional[str] = None):
-    from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
-    from s3prl_speechprompt.prompt.verbalizer import Verbalizer
-    from s3prl_speechprompt.ulm.checkpoint import load_ulm
-
-    ulm_path = ulm_override or config["ulm"]
-    lm, dictionary, _ = load_ulm(ulm_path)
-    sha = fingerprint(lm.state_dict())
-    if sha != config["ulm_sha256"]:
-        raise MismatchedLMError(
-            f"{exp}: the prompts were trained on the unit LM {config['ulm']} (weights sha256 "
-            f"{config['ulm_sha256'][:16]}...), but {ulm_path} has weights sha256 {sha[:16]}...; pass --ulm with "
-            f"the LM used for training, or retrain with `speechprompt train --ulm {ulm_path}`")
-    # prompt.pt holds reparameterised prefixes collapsed to plain ones: build the plain model
-    model = PromptedULM(lm, PromptConfig(**{**config["prompt_config"], "reparam": 0}))
-    ck = torch.load(exp / "prompt.pt", map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
-    not_loaded = set(model.trainable_parameters()) & set(missing)
-    if unexpected or not_loaded:
-        raise CheckpointError(f"{exp}/prompt.pt does not fit the model described by config.json "
-                         f"(unexpected {unexpected[:3]}, missing {sorted(not_loaded)[:3]})")
-    return model.eval(), dictionary, Verbalizer.load(exp / "verbal.json")
 
 
 def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[str] = None, threads: int = 0,
@@ -99,9 +60,9 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
         weights = exp / "model.pt"
     else:
         from s3prl_speechprompt.prompt.decode import decode
-        model, dictionary, verbalizer = load_prompted(exp, config, ulm)
+        served = TrainedTask.find(exp).build(ulm=ulm, name=str(exp))
+        model, dictionary, verbalizer, budget = served.model, served.dictionary, served.verbalizer, served.budget
         sources = encode_sources(records, dictionary, units_path)
-        budget = config["max_label_tokens"] * config["code_length"] + 1          # labels, then </s>
         hyps = [None] * len(records)
         batches = bucketed_batches([len(s) for s in sources], max_sentences=batch_size, shuffle=False)
         for idx in tqdm(batches, desc=f"evaluate {split}", unit="batch", mininterval=5):
@@ -110,7 +71,7 @@ def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[st
                 hyps[i] = verbalizer.decode(dictionary.decode(ids))
             unfinished += decoded.unfinished
         weights = exp / "prompt.pt"
-    task = _scorer(config["task"])
+    task = make_task(config["task"], {})
     metrics = task.score(hyps, refs)
     atomic_write_text(exp / f"{split}_predict.txt",
                       "".join(f"{r.id}\t{task.label_string(h)}\n" for r, h in zip(records, hyps)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,12 +29,14 @@ import torch
 
 from s3prl_speechprompt import precision, schedules
 from s3prl_speechprompt.atomic import atomic_torch_save, atomic_write_text
-from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, fingerprint, read_records
+from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, read_records
 from s3prl_speechprompt.engine.loop import FORMAT, Checkpoint, Job, Settings, fit, mean_loss
 from s3prl_speechprompt.errors import CheckpointError, ConfigError, InputFileError
+from s3prl_speechprompt.lm_ref import weights_fingerprint
 from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
 from s3prl_speechprompt.prompt.verbalizer import build_verbalizer
+from s3prl_speechprompt.trained import TrainedTask
 
 METHODS = ("pt", "ftlm", "blstm")
 LR_SCHEDULES = schedules.SCHEDULES
@@ -189,7 +192,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     default_L, _ = task_defaults(cfg.task)
     L = cfg.prompt_length if cfg.prompt_length is not None else default_L
     lm, dictionary, _ = load_ulm(ulm_path)
-    sha = fingerprint(lm.state_dict())
+    sha = weights_fingerprint(lm.state_dict())
     train_rec, valid_rec = read_records(train_path, "training", dictionary), read_records(valid_path, "dev", dictionary)
     verbalizer = build_verbalizer(cfg.verbalizer, [r.labels for r in train_rec], [r.units for r in train_rec],
                                   dictionary.units, seed=cfg.seed)
@@ -228,6 +231,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
     exp.mkdir(parents=True, exist_ok=True)
     if resume:
         check_resume_config(exp, cfg)
+    shutil.rmtree(exp / "trained_task", ignore_errors=True)   # rewritten at the end; until then prompt.pt is read
     verbalizer.save(exp / "verbal.json")
     config = {
         "format": FORMAT, "task": cfg.task, "method": cfg.method,
@@ -255,6 +259,7 @@ def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resu
         model.load_state_dict(best, strict=False)
         model.lm.set_dropout(0.1, 0.1)
         save_ulm(model.lm, dictionary, exp / "ftlm_ulm")
+    TrainedTask.from_engine_dir(exp).save(exp / "trained_task")      # the best-dev state, as prompt.pt
     summary.update(trainable_params=model.num_trainable(), stored_params=model.num_stored(), exp=str(exp))
     return summary
 

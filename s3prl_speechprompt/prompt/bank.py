@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from s3prl_speechprompt.lm_ref import weights_fingerprint
 from s3prl_speechprompt.prompt.prompted import SEP, PromptedULM
 from s3prl_speechprompt.ulm.model import KVCache, UnitLM
 
@@ -98,8 +99,8 @@ class PromptBank(nn.Module):
         prefixes, seps, heads = [], [], []
         for name, model in named:
             if model.lm is not lm:
-                fp = fp or lm.fingerprint()
-                other = model.lm.fingerprint()
+                fp = fp or weights_fingerprint(lm.state_dict())
+                other = weights_fingerprint(model.lm.state_dict())
                 if other != fp:
                     raise ValueError(f"task {name!r} runs on another unit LM (fingerprint {other}) than "
                                      f"{named[0][0]!r} ({fp}); a bank shares one LM: make one bank per LM")

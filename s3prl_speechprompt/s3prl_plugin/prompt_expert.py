@@ -5,7 +5,9 @@
 One class serves every task; ``downstream_expert.task`` picks the reader and scorer and
 ``downstream_expert.method`` picks prompt tuning (``pt``) or full LM fine-tuning (``ftlm``).
 Checkpoints hold what training changed (prompts, separator, verbalizer head; the whole LM for
-FT-LM) plus the k-means centroids, the verbalizer and the LM fingerprint - never the frozen LM.
+FT-LM) plus the k-means centroids, the verbalizer and the LM's weights fingerprint - never the frozen LM. With
+every ``dev-best.ckpt`` the run's trained task is written to ``<expdir>/trained_task/`` (runner_patches.py,
+trained.py), which ``speechprompt predict`` serves; the prompt config and decoding budget are trained.py's.
 """
 from __future__ import annotations
 
@@ -20,16 +22,17 @@ from torch import nn
 
 from s3prl_speechprompt import precision
 from s3prl_speechprompt.errors import ConfigError, LMMismatchError
+from s3prl_speechprompt.lm_ref import LMCache, fingerprint_matches
 from s3prl_speechprompt.prompt.prefix import init_prompts
 from s3prl_speechprompt.prompt.decode import Decoded, decode
-from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM, build_batch
+from s3prl_speechprompt.prompt.prompted import PromptedULM, build_batch
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer, build_verbalizer
 from s3prl_speechprompt.s3prl_plugin.config import from_expert_dict
 from s3prl_speechprompt.s3prl_plugin.data import SplitData, saved_extra_state
 from s3prl_speechprompt.s3prl_plugin.records import RunRecorder
 from s3prl_speechprompt.tasks.base import read_item_audio
-from s3prl_speechprompt.ulm.checkpoint import load_ulm
-from s3prl_speechprompt.ulm.pretrained import resolve_kmeans, resolve_ulm
+from s3prl_speechprompt.trained import decoding_budget, runner_prompt_config
+from s3prl_speechprompt.ulm.pretrained import resolve_kmeans
 from s3prl_speechprompt.units.prepare import prepare_units, to_units
 from s3prl_speechprompt.units.quantizer import KMeansQuantizer
 
@@ -61,11 +64,6 @@ class ExpertConfig:
         cfg = from_expert_dict(cls, d, required=("task", "ulm"))
         precision.check(cfg.precision, "downstream_expert.precision")
         return cfg
-
-    def decoding_budget(self, verbalizer: Verbalizer, task) -> int:
-        """New tokens a decode may generate: ``max_new_tokens``, else the task's longest label sequence in
-        verbalizer units plus ``</s>``."""
-        return self.max_new_tokens or verbalizer.code_length * task.max_label_tokens + 1
 
 
 def check_runner_precision(prec: str, runner: dict, device: str) -> None:
@@ -99,7 +97,7 @@ class DownstreamExpert(nn.Module):
                                     prefix="speechprompt", sizes=self.size_info, extra_metrics=self.extra_metrics,
                                     leader=self.data.leader)
 
-        lm, self.dictionary, _ = load_ulm(resolve_ulm(self.cfg.ulm))
+        lm, self.dictionary, self.lm_fingerprint = LMCache.fresh(self.cfg.ulm)     # FT-LM trains it: not shared
         saved = saved_extra_state(kwargs.get("init_ckpt"), "centroids")
         train_units = None
         if saved is not None:       # -e / -i / resume: reuse the run's own k-means and verbalizer
@@ -115,14 +113,10 @@ class DownstreamExpert(nn.Module):
             raise ConfigError(f"unit LM {self.cfg.ulm}: dict.txt lacks units {missing[:10]} of the "
                              f"{self.quantizer.n_clusters}-cluster k-means; LM and k-means must share a unit set")
 
-        prompt = dict(self.cfg.prompt)
-        prompt.setdefault("prompt_length", self.task.default_prompt_length)
-        if self.verbalizer.method == "learnable":
-            prompt.setdefault("learnable_classes", len(self.verbalizer.codes))
-        self.model = PromptedULM(lm, PromptConfig(method=self.cfg.method, **prompt))
+        self.model = PromptedULM(lm, runner_prompt_config(self.cfg.method, self.cfg.prompt, self.task,
+                                                          self.verbalizer))
         if train_units is not None:   # a fresh run: prompt.init from the training units (a checkpoint overrides it)
             init_prompts(self.model, [self.dictionary.encode(u) for u in train_units])
-        self.lm_fingerprint = lm.fingerprint()
         self.register_buffer("best_score", torch.tensor(float("-inf")))
         self.register_buffer("train_progress", torch.zeros(2, dtype=torch.long))   # (epoch, batches consumed)
         self.unfinished = defaultdict(int)
@@ -160,7 +154,7 @@ class DownstreamExpert(nn.Module):
                 "rng": SplitData.rng_state()}
 
     def set_extra_state(self, state):
-        if state.get("lm_fingerprint") != self.lm_fingerprint:
+        if not fingerprint_matches(self.model.lm, self.lm_fingerprint, state.get("lm_fingerprint")):
             raise LMMismatchError(f"this checkpoint was trained on a different unit LM (fingerprint "
                              f"{state.get('lm_fingerprint')}, loaded {self.cfg.ulm} is {self.lm_fingerprint})")
         self.quantizer = KMeansQuantizer(state["centroids"]).to(self.best_score.device)
@@ -221,7 +215,7 @@ class DownstreamExpert(nn.Module):
     def _decode(self, sources) -> Decoded:
         """Generated unit ids per source, as evaluation, inference and ``speechprompt predict`` all decode:
         the config's budget, greedy or beam search, under the config's precision."""
-        budget = self.cfg.decoding_budget(self.verbalizer, self.task)
+        budget = decoding_budget(self.cfg.max_new_tokens, self.verbalizer, self.task)
         return decode(self.model.logits_fn(), sources, budget, beam_size=self.cfg.beam_size,
                       precision=self.cfg.precision)
 

@@ -2,7 +2,8 @@
 runner wrapper (:mod:`.run_downstream`) only - unlike :mod:`s3prl_speechprompt.compat`, which only lets s3prl
 import and run on today's torch / torchaudio:
 
-* :func:`atomic_runner_checkpoints`: crash-safe ``states-*.ckpt`` / ``dev-best.ckpt``, on every run;
+* :func:`atomic_runner_checkpoints`: crash-safe ``states-*.ckpt`` / ``dev-best.ckpt``, and the prompt expert's
+  ``<expdir>/trained_task/`` written with every ``dev-best.ckpt``, on every run;
 * :func:`fix_runner_ddp`: two bugs of its DDP training loop, on every distributed run;
 * :func:`enable_cpu_ddp`: DDP with ``--device cpu --backend gloo`` on a machine without CUDA;
 * :func:`lock_training_expdir`: one ``-m train`` job per expdir.
@@ -143,6 +144,14 @@ class _ModuleProxy(types.ModuleType):
         return getattr(self._real, name)
 
 
+def _write_trained_task(states, path) -> None:
+    extra = (states.get("Downstream") or {}).get("_extra_state") if isinstance(states, dict) else None
+    if isinstance(extra, dict) and "centroids" in extra:           # the prompt expert's (not a baseline's)
+        from s3prl_speechprompt.trained import TrainedTask
+        TrainedTask.from_runner_checkpoint(states, origin=str(path)).save(os.path.join(os.path.dirname(path),
+                                                                                       "trained_task"))
+
+
 def atomic_runner_checkpoints() -> list:
     """Make ``Runner.train``'s checkpoints in ``s3prl/downstream/runner.py`` survive a kill at any moment.
 
@@ -154,7 +163,9 @@ def atomic_runner_checkpoints() -> list:
     * ``torch.save(obj, path)`` writes ``.<name>.<random>.tmp`` in the same folder, fsyncs it and renames it
       over ``path`` (``-a`` globs ``states-*.ckpt``, which never matches the hidden temp file);
     * ``os.remove`` of a ``states-*.ckpt`` is deferred until the next ``states-*.ckpt`` of that folder is
-      complete, so there is always one whole checkpoint on disk.
+      complete, so there is always one whole checkpoint on disk;
+    * after a ``dev-best.ckpt`` of the prompt expert, its trained task is written to ``<expdir>/trained_task/``
+      (:meth:`~s3prl_speechprompt.trained.TrainedTask.from_runner_checkpoint` of what was saved).
     Returns the names of what was patched. Idempotent.
     """
     import torch
@@ -170,6 +181,8 @@ def atomic_runner_checkpoints() -> list:
         if not isinstance(f, (str, os.PathLike)):
             return torch.save(obj, f, *args, **kwargs)
         atomic_torch_save(obj, f)
+        if os.path.basename(str(f)) == "dev-best.ckpt":
+            _write_trained_task(obj, f)
         if _is_states_ckpt(f):
             folder = os.path.dirname(os.path.abspath(f))
             for old in [p for p in pending if os.path.dirname(os.path.abspath(p)) == folder]:

@@ -341,15 +341,6 @@ class UnitLM(nn.Module):
         allowed = allowed | (k_pos == q_pos).unsqueeze(0)   # a padded query still sees itself: no NaN rows
         return allowed.unsqueeze(1)
 
-    def fingerprint(self) -> str:
-        """Short content hash of the weights: a prompt trained on one LM must not load into another."""
-        import hashlib
-        h = hashlib.sha256(repr(self.cfg.to_dict()).encode())
-        for name, t in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
-
     def num_parameters(self) -> int:
         """Distinct parameters (the tied output projection counted once)."""
         return sum(p.numel() for p in self.parameters())
