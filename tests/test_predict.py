@@ -300,7 +300,7 @@ def _pinned_outputs(runs, tmp_path) -> dict:
 
 def test_every_front_end_reproduces_the_pre_refactor_outputs(runs, tmp_path):
     """The trained-task refactor changed the shape, not the results: on fixed fixtures every prediction equals what
-    the code before it produced, and every log-probability is within 1e-6."""
+    the code before it produced, and every log-probability is within 1e-6 (bf16 decoding: 1e-2, see below)."""
     got = _pinned_outputs(runs, tmp_path)
     pinned = json.loads(PINS.read_text())
     assert sorted(got) == sorted(pinned)
@@ -309,8 +309,11 @@ def test_every_front_end_reproduces_the_pre_refactor_outputs(runs, tmp_path):
             assert sorted(got[key]) == sorted(pinned[key]), key
             for f, (label, score, finished) in pinned[key].items():
                 assert got[key][f][0] == label and got[key][f][2] == finished, (key, f)
-                # both are rounded to 6 decimals: one step of the 6th decimal is 1e-6 (a hair more in binary)
-                assert abs(got[key][f][1] - score) <= 1e-6 + 1e-12, (key, f, got[key][f][1], score)
+                # fp32: both are rounded to 6 decimals, one step of the 6th decimal is 1e-6 (a hair more in binary).
+                # bf16 keeps 8 significant bits and its CPU kernels differ between CPUs (AVX512-BF16 / AMX or not):
+                # the pins' machine and another give the same labels, log-probs up to ~3e-3 apart
+                tol = 1e-2 if "bf16" in key else 1e-6 + 1e-12
+                assert abs(got[key][f][1] - score) <= tol, (key, f, got[key][f][1], score)
         else:
             assert got[key] == pinned[key], key
 
