@@ -111,6 +111,25 @@ def read_torch(path, expected: str, *, flag: str = "", is_expected: Optional[Cal
     return obj
 
 
+def read_json(path, expected: str, *, flag: str = "", error: Type[CheckpointError] = CheckpointError):
+    """A JSON file we wrote (config.json, trained_task.json, run.json), or one line naming it: missing, empty, cut
+    short or not JSON. (Our writers are atomic, so such a file was damaged after it was written.)"""
+    import json
+
+    path = Path(path)
+    where = f"{flag} {path}" if flag else str(path)
+    if not path.is_file():
+        raise MissingFileError(f"{where}: no such file (expected {expected})")
+    text = path.read_bytes()
+    if not text.strip():
+        raise error(f"{where}: the file is empty, expected {expected}; copy it again")
+    try:
+        return json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise error(f"{where}: is not valid JSON ({e}; {len(text):,} bytes: damaged or cut short), expected "
+                    f"{expected}; copy it again") from None
+
+
 def is_runner_checkpoint(obj) -> bool:
     return isinstance(obj, dict) and {"Args", "Config", "Downstream"} <= set(obj)
 

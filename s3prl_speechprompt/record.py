@@ -147,11 +147,8 @@ class RunRecord:
                 raise OldRunError(old_run_message([run_dir]))
             raise CheckpointError(f"{path}: missing; not a run directory (every runner / speechprompt train run "
                                   f"writes one)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise CheckpointError(f"{path}: not JSON ({e})") from None
-        return cls.from_dict(data, str(path))
+        from s3prl_speechprompt.readers import read_json
+        return cls.from_dict(read_json(path, "a run record (run.json)"), str(path))
 
     def save(self, run_dir) -> None:
         atomic_write_text(Path(run_dir) / FILE, json.dumps(self.to_dict(), indent=1) + "\n")
@@ -236,11 +233,8 @@ def engine_record(exp, progress: Optional[dict] = None, previous: Optional[RunRe
     seconds, cpu_seconds, best_update; default: EXP/checkpoint_last.pt's); ``previous`` keeps its evaluations."""
     exp = Path(exp)
     path = exp / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable ({e}); --exp must be a directory written by `speechprompt "
-                              f"train`") from None
+    from s3prl_speechprompt.readers import read_json
+    config = read_json(path, "the config.json of a directory written by `speechprompt train`")
     if progress is None:
         progress = engine_progress(exp)
     tc = dict(config.get("train_config") or {})

@@ -28,6 +28,7 @@ from s3prl_speechprompt.lm_ref import LMCache, LMRef, check_lm, weights_fingerpr
 from s3prl_speechprompt.prompt.prefix import ReparamPrefix
 from s3prl_speechprompt.prompt.prompted import PromptConfig, PromptedULM
 from s3prl_speechprompt.prompt.verbalizer import Verbalizer
+from s3prl_speechprompt.readers import RUNNER_CHECKPOINT, is_runner_checkpoint, read_json, read_torch
 from s3prl_speechprompt.tasks.base import Task, get_task
 from s3prl_speechprompt.units.quantizer import KMeansQuantizer
 
@@ -156,18 +157,12 @@ class TrainedTask:
     @classmethod
     def load(cls, directory) -> "TrainedTask":
         d = Path(directory)
-        try:
-            meta = json.loads((d / JSON).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{d / JSON}: cannot read it as a trained task ({type(e).__name__}: {e})") from None
+        meta = read_json(d / JSON, "a trained task's trained_task.json")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{d / JSON}: format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                                   f"expected {FORMAT!r}; it was written by another version of s3prl-speechprompt")
-        try:
-            tensors = torch.load(d / TENSORS, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{d / TENSORS}: cannot read it as a trained task's tensors ({type(e).__name__}: "
-                                  f"{e}); only tensors and plain containers are read") from None
+        tensors = read_torch(d / TENSORS, "a trained task's tensors (trained_task.pt)",
+                             is_expected=lambda t: isinstance(t, dict) and "state" in t)
         audio = None
         if meta.get("audio"):
             audio = AudioUnits(meta["audio"]["upstream"], tensors["centroids"], tensors.get("featurizer"))
@@ -223,11 +218,12 @@ class TrainedTask:
         path = exp / "config.json"
         if not path.is_file():
             raise MissingFileError(f"{path}: missing; --exp must be a directory written by `speechprompt train`")
-        config = json.loads(path.read_text())
+        config = read_json(path, "the config.json of `speechprompt train`")
         if config["method"] not in ("pt", "ftlm"):
             raise CheckpointError(f"{exp}: a {config['method']} baseline, not a prompt run; it has no trained task "
                                   f"(evaluate it with `speechprompt evaluate --exp {exp}`)")
-        ck = torch.load(exp / "prompt.pt", map_location="cpu", weights_only=True)
+        ck = read_torch(exp / "prompt.pt", "the prompt.pt of `speechprompt train`",
+                        is_expected=lambda c: isinstance(c, dict) and "state_dict" in c)
         # prompt.pt holds reparameterised prefixes collapsed to plain ones
         prompt = PromptConfig(**{**config["prompt_config"], "reparam": 0}).to_dict()
         return cls(task=config["task"], method=config["method"], lm=LMRef(config["ulm"], config["ulm_sha256"]),
@@ -289,19 +285,4 @@ def read_runner_checkpoint(path) -> dict:
     from s3prl_speechprompt import compat
 
     compat.apply()                                   # allows s3prl's argparse.Namespace under weights_only
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such checkpoint (give an s3prl runner checkpoint, e.g. "
-                               f"result/downstream/<expname>/dev-best.ckpt)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        # torch's weights-only refusal ends its text with advice to load the file unsafely; keep only the reason
-        reason = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
-        raise CheckpointError(f"{path}: cannot read it as an s3prl runner checkpoint ({type(e).__name__}: {reason}); "
-                              f"only tensors and plain containers are read, never code from the file") from e
-    missing = [k for k in ("Args", "Config", "Downstream") if k not in ckpt] if isinstance(ckpt, dict) else ["all"]
-    if missing:
-        raise CheckpointError(f"{path}: not an s3prl runner checkpoint (missing {missing}; "
-                              f"has {sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
-    return ckpt
+    return read_torch(path, RUNNER_CHECKPOINT, is_expected=is_runner_checkpoint)

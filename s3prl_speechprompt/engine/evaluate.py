@@ -23,17 +23,15 @@ from tqdm import tqdm
 
 from s3prl_speechprompt.atomic import atomic_write_text
 from s3prl_speechprompt.engine.data import bucketed_batches, default_threads, encode_sources, read_records
-from s3prl_speechprompt.errors import InputFileError, MissingFileError
+from s3prl_speechprompt.errors import InputFileError
 from s3prl_speechprompt.predictions import predictions_name, write_predictions
+from s3prl_speechprompt.readers import read_json
 from s3prl_speechprompt.trained import TrainedTask, make_task
 
 
 def load_experiment(exp) -> dict:
-    exp = Path(exp)
-    path = exp / "config.json"
-    if not path.is_file():
-        raise MissingFileError(f"{path}: missing; --exp must be a directory written by `speechprompt train`")
-    return json.loads(path.read_text())
+    return read_json(Path(exp) / "config.json", "the config.json of a directory written by `speechprompt train`",
+                     flag="--exp")
 
 
 def evaluate(exp, split: str, units_path, batch_size: int = 64, ulm: Optional[str] = None, threads: int = 0,
