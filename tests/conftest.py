@@ -56,3 +56,23 @@ def seq_ulm(tmp_path_factory):
     out = tmp_path_factory.mktemp("seq_ulm")
     save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(d))), d, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_run(tmp_path_factory, tiny_ulm_dir):
+    """A `speechprompt train` PT run of 4 updates on the tiny LM (random units, labels a/b): (run dir, dev units)."""
+    import random
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("tiny_engine_run")
+    rng = random.Random(0)
+    for name in ("train", "valid"):
+        (root / f"{name}.txt").write_text("".join(
+            " ".join(str(rng.randrange(20)) for _ in range(8)) + f" <s> {rng.choice('ab')}\n" for _ in range(16)))
+    out = subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "train", "--task", "ks", "--train",
+                          str(root / "train.txt"), "--valid", str(root / "valid.txt"), "--ulm", str(tiny_ulm_dir),
+                          "--max-updates", "4", "--threads", "1", "--out", str(root / "run")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return root / "run", root / "valid.txt"

@@ -133,17 +133,6 @@ def test_a_damaged_kmeans_file_is_one_line(files, tmp_path, kind):
             "other": "is a fairseq checkpoint (a unit LM), expected a k-means file"}[kind] in msg
 
 
-@pytest.fixture(scope="module")
-def engine_run(tmp_path_factory, tiny_ulm_dir):
-    """A tiny `speechprompt train` PT run (its trained_task/, prompt.pt, run.json) and its unit files."""
-    root = tmp_path_factory.mktemp("engine_run")
-    args = _unit_files(root)
-    out = subprocess.run(SPEECHPROMPT + ["train", *map(str, args), "--ulm", str(tiny_ulm_dir), "--max-updates", "4",
-                                         "--out", str(root / "run")], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return root / "run", root / "valid.txt"
-
-
 def _copy_run(run, dst):
     shutil.copytree(run, dst)
     return dst
@@ -151,8 +140,8 @@ def _copy_run(run, dst):
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "other"])
 @pytest.mark.parametrize("target", ["trained_task/trained_task.pt", "trained_task/trained_task.json", "prompt.pt"])
-def test_evaluate_and_predict_refuse_a_damaged_trained_task(files, engine_run, tmp_path, kind, target):
-    run = _copy_run(engine_run[0], tmp_path / "run")
+def test_evaluate_and_predict_refuse_a_damaged_trained_task(files, tiny_engine_run, tmp_path, kind, target):
+    run = _copy_run(tiny_engine_run[0], tmp_path / "run")
     if target == "prompt.pt":                 # an old engine dir: no trained_task/, rebuilt from prompt.pt
         shutil.rmtree(run / "trained_task")
     path = run / target
@@ -163,10 +152,10 @@ def test_evaluate_and_predict_refuse_a_damaged_trained_task(files, engine_run, t
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     found = {"truncated": "cut short" if target.endswith(".pt") else "is not valid JSON", "empty": "is empty",
              "other": "is a plain pickle" if target.endswith(".pt") else "format 'something-else/1'"}[kind]
-    out = subprocess.run(SPEECHPROMPT + ["evaluate", "--exp", str(run), "--split", "valid", str(engine_run[1]),
+    out = subprocess.run(SPEECHPROMPT + ["evaluate", "--exp", str(run), "--split", "valid", str(tiny_engine_run[1]),
                                          "--threads", "1"], capture_output=True, text=True, timeout=600)
     one_line_error(out, "speechprompt evaluate", str(path), found)
-    out = subprocess.run(SPEECHPROMPT + ["predict", "--ckpt", str(run), "--units", str(engine_run[1]), "--out",
+    out = subprocess.run(SPEECHPROMPT + ["predict", "--ckpt", str(run), "--units", str(tiny_engine_run[1]), "--out",
                                          str(tmp_path / "p.jsonl")], capture_output=True, text=True, timeout=600)
     one_line_error(out, "speechprompt predict", str(path), found)
     assert not (tmp_path / "p.jsonl").exists()
@@ -174,8 +163,8 @@ def test_evaluate_and_predict_refuse_a_damaged_trained_task(files, engine_run, t
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty"])
-def test_report_refuses_a_damaged_run_record(engine_run, tmp_path, kind):
-    run = _copy_run(engine_run[0], tmp_path / "run")
+def test_report_refuses_a_damaged_run_record(tiny_engine_run, tmp_path, kind):
+    run = _copy_run(tiny_engine_run[0], tmp_path / "run")
     damaged(run / "run.json", kind, run / "run.json")
     out = subprocess.run(SPEECHPROMPT + ["report", str(run)], capture_output=True, text=True, timeout=600)
     one_line_error(out, "speechprompt report", str(run / "run.json"),
@@ -183,8 +172,8 @@ def test_report_refuses_a_damaged_run_record(engine_run, tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "other"])
-def test_predict_refuses_a_damaged_runner_checkpoint(files, tmp_path, engine_run, kind):
+def test_predict_refuses_a_damaged_runner_checkpoint(files, tmp_path, tiny_engine_run, kind):
     ckpt = damaged(files["km"] if kind == "other" else files["runner"], kind, tmp_path / "dev-best.ckpt")
-    out = subprocess.run(SPEECHPROMPT + ["predict", "--ckpt", str(ckpt), "--units", str(engine_run[1])],
+    out = subprocess.run(SPEECHPROMPT + ["predict", "--ckpt", str(ckpt), "--units", str(tiny_engine_run[1])],
                          capture_output=True, text=True, timeout=600)
     one_line_error(out, "speechprompt predict", str(ckpt), FOUND.get(kind, "is a plain pickle"))

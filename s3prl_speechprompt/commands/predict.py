@@ -18,11 +18,18 @@ in ``<split>_predict.txt``), ``labels`` (label tokens; null = a code no label ma
 probability of the predicted label sequence incl. ``</s>``; for one-unit class labels, log of the class
 probability), ``finished`` (false = the decoding budget ran out before ``</s>``), ``units`` (the file's
 deduplicated units: the LM source length).
+
+``--out FILE`` is only ever complete: lines go to ``FILE.partial`` (fsynced per batch) and it is renamed to
+``FILE`` at the end. A run that is killed leaves ``FILE.partial``; the same command again continues after its last
+complete file (the job's identity - runs, inputs, device - is kept in ``FILE.partial.json``; another job's partial
+file is discarded), so the finished file has every (file, run) line once, as an uninterrupted run writes it.
 """
+import hashlib
 import json
 import sys
 from pathlib import Path
 
+from s3prl_speechprompt.atomic import PartialLines
 from s3prl_speechprompt.errors import ConfigError
 
 NAME = "predict"
@@ -38,7 +45,9 @@ def add_arguments(parser):
     parser.add_argument("--list", metavar="TXT", help="file with one audio path per line (relative to the list)")
     parser.add_argument("--units", metavar="UNITS", help="a unit file (as `speechprompt evaluate` reads) instead of "
                         "audio: its utterances' units are decoded by every run")
-    parser.add_argument("--out", default="-", metavar="JSONL", help="output file ('-' = stdout)")
+    parser.add_argument("--out", default="-", metavar="JSONL",
+                        help="output file ('-' = stdout). Written as JSONL.partial and renamed when complete; an "
+                             "interrupted run's partial file is continued by the same command (no duplicates)")
     parser.add_argument("--ulm", default=None, metavar="DIR",
                         help="unit LM to use instead of each run's recorded LM (e.g. a copy on this machine); its "
                              "weights fingerprint must still match")
@@ -81,25 +90,51 @@ def run(args) -> int:
     predictor = Predictor(tasks, device=args.device, unit_input=bool(args.units))
     for line in predictor.describe():
         print(f"[speechprompt predict] {line}", file=sys.stderr)
-    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
-    n = 0
+    out, start = None, 0
+    if args.out != "-":
+        out = PartialLines(args.out, _job_identity(args, tasks, names), group=len(tasks))
+        start = out.open()
+        if start:
+            print(f"[speechprompt predict] continuing the interrupted {out.partial}: {start} of {len(names)} {what} "
+                  f"already predicted", file=sys.stderr)
+    n = start * len(tasks)
     try:
-        with tqdm(total=len(names), unit=what[:-1], desc="predict", file=sys.stderr) as bar:
-            for lo in range(0, len(names), args.batch_size):
+        with tqdm(total=len(names), initial=start, unit=what[:-1], desc="predict", file=sys.stderr) as bar:
+            for lo in range(start, len(names), args.batch_size):
                 chunk = names[lo:lo + args.batch_size]
                 if args.units:
                     batch = inputs[lo:lo + args.batch_size]
                 else:
                     from s3prl_speechprompt.tasks.audio import read_audio_file
                     batch = [read_audio_file(f) for f in chunk]
-                for p in predictor.predict(chunk, batch):
-                    out.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
-                    n += 1
+                lines = [json.dumps(p.to_json(), ensure_ascii=False) for p in predictor.predict(chunk, batch)]
+                if out is None:
+                    print("".join(line + "\n" for line in lines), end="", flush=True)
+                else:
+                    out.write(lines)
+                n += len(lines)
                 bar.update(len(chunk))
+        if out is not None:
+            out.finish()
     finally:
-        if out is not sys.stdout:
+        if out is not None:
             out.close()
     print(f"[speechprompt predict] {n} predictions ({len(names)} {what} x {len(tasks)} checkpoints"
           + (f"; {len(bad)} files skipped" if bad else "") + ")"
           + ("" if args.out == "-" else f" -> {args.out}"), file=sys.stderr)
     return 0
+
+
+def _job_identity(args, tasks, names) -> dict:
+    """What makes a rerun the same job, so it may continue an interrupted ``--out``: the runs (their trained state,
+    LM and decoding), the inputs in order and the settings that change a prediction."""
+    import torch
+    h = hashlib.sha256()
+    for t in tasks:
+        h.update(f"{t.lm_fingerprint}|{t.trained.decoding}|{t.trained.task}|{t.trained.method}".encode())
+        for key in sorted(t.trained.state):
+            h.update(key.encode())
+            h.update(t.trained.state[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return {"runs": h.hexdigest(), "checkpoints": [str(c) for c in args.ckpt],
+            "inputs": hashlib.sha256("\n".join(names).encode()).hexdigest(), "units": args.units,
+            "device": args.device}
