@@ -5,12 +5,12 @@ other seeds and thread settings and tabulates what each one measured. One *run* 
 tests with
 
 * ``SPEECHPROMPT_TEST_SEED=<seed>``: shifts every seed the tests use (synthetic corpus, k-means, unit LM, the
-  runner's ``--seed``; tests/conftest.py ``seed_offset``);
+  runner's ``--seed``; tests/helpers.py ``seed_offset``);
 * ``SPEECHPROMPT_TEST_THREADS=<n>``: torch/OMP threads of the training, in process and in runner subprocesses;
 * with or without xdist (``-n 2 --dist worksteal``, the README's CI command);
 * optionally ``ATEN_CPU_CAPABILITY`` (e.g. ``avx2`` on an AVX-512 machine: other kernels, as on another CPU).
 
-The tests write their figures with ``conftest.record_outcome`` to ``SPEECHPROMPT_OUTCOMES`` (one JSON line per
+The tests write their figures with ``helpers.record_outcome`` to ``SPEECHPROMPT_OUTCOMES`` (one JSON line per
 test); this script collects them with pass/fail from pytest's JUnit XML and prints one row per (test, metric).
 
     python benchmarks/outcome_spread.py --runs 5                       # every outcome test, 5 settings (hours)

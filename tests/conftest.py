@@ -10,26 +10,13 @@ import pytest
 # one thread per process avoids oversubscription, which slows such ops by up to 100x.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# the names below are re-exported for files that still import them from conftest; new code imports from helpers
-from helpers import (SEQ_UNITS, fairseq_env, peer_dir, record_outcome, require_fairseq,  # noqa: E402,F401
-                     runner_env, runner_seed_args, seed_offset, thread_count, train_fairseq_lm)
+from helpers import SEQ_UNITS, save_random_ulm, seed_offset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_ulm_dir(tmp_path_factory):
     """A tiny GSLM-shaped (pre-LN) unit LM saved by our writer in fairseq's format, 20 units."""
-    import torch
-
-    from s3prl_speechprompt.ulm.checkpoint import save_ulm
-    from s3prl_speechprompt.ulm.dictionary import Dictionary
-    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
-
-    torch.manual_seed(0)
-    d = Dictionary([str(u) for u in range(20)])
-    model = UnitLM(ULMConfig.from_arch("ulm_tiny", len(d)))
-    out = tmp_path_factory.mktemp("tiny_ulm")
-    save_ulm(model, d, out)
-    return out
+    return save_random_ulm(tmp_path_factory.mktemp("tiny_ulm"), 20)
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +32,7 @@ def asr_corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def seq_ulm(tmp_path_factory):
     """A tiny random ``ulm_tiny`` LM over :data:`helpers.SEQ_UNITS` units (the sequence tasks' runner tests)."""
-    import torch
-
-    from s3prl_speechprompt.ulm.checkpoint import save_ulm
-    from s3prl_speechprompt.ulm.dictionary import Dictionary
-    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
-
-    torch.manual_seed(seed_offset())
-    d = Dictionary([str(u) for u in range(SEQ_UNITS)])
-    out = tmp_path_factory.mktemp("seq_ulm")
-    save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(d))), d, out)
-    return out
+    return save_random_ulm(tmp_path_factory.mktemp("seq_ulm"), SEQ_UNITS, seed=seed_offset())
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@
   the environment of runner subprocesses, fairseq as a test oracle;
 - s3prl's runner: :func:`run_runner` (a subprocess) and :func:`run_inprocess`;
 - a tone-class corpus of the csv task and its tiny config, for fast in-process runner tests;
-- the classification pipeline on synthetic corpora: fbank units, a tiny LM pretrained on them, packaged configs;
+- the classification pipeline on synthetic corpora: the KS datarc, random unit LMs, fbank units and a tiny LM
+  pretrained on them, packaged configs shrunk, a runner train + evaluate;
 - sequence tasks (ASR, SF): configs, the expert's logged scores, predictions read back.
 """
 from __future__ import annotations
@@ -218,6 +219,26 @@ N_CLUSTERS = 50
 FBANK = {"upstream": "fbank", "upstream_feature_selection": "hidden_states", "device": "cpu"}
 
 
+def ks_datarc(corpus: Path) -> dict:
+    """The KS task's ``datarc`` on a synthetic corpus written by ``synth.make_ks(corpus)``."""
+    return {"speech_commands_root": str(corpus / "speech_commands_v0.01"),
+            "speech_commands_test_root": str(corpus / "speech_commands_test_set_v0.01")}
+
+
+def save_random_ulm(path: Path, n_units: int, arch: str = "ulm_tiny", seed: int = 0) -> Path:
+    """An untrained ``arch`` unit LM over ``n_units`` units (torch seeded with ``seed``), saved in fairseq's format."""
+    import torch
+
+    from s3prl_speechprompt.ulm.checkpoint import save_ulm
+    from s3prl_speechprompt.ulm.dictionary import Dictionary
+    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
+
+    torch.manual_seed(seed)
+    vocab = Dictionary([str(u) for u in range(n_units)])
+    save_ulm(UnitLM(ULMConfig.from_arch(arch, len(vocab))), vocab, path)
+    return path
+
+
 def last_metrics(expdir: Path, split: str) -> dict:
     """The last ``split`` metrics a runner experiment recorded (its run.json)."""
     from s3prl_speechprompt.record import RunRecord
@@ -260,7 +281,8 @@ def prepare_lm(task_name, datarc, root: Path, lm_updates=250, n_clusters=N_CLUST
 
 
 def write_config(path: Path, name: str, datarc: dict, ulm: Path, cache: Path, steps: int, lr=None, **expert):
-    """The packaged config ``name``, shrunk to ``steps`` (one dev evaluation at the end); ``expert`` keys override."""
+    """The packaged config ``name``, shrunk to ``steps`` (one dev evaluation at the end); ``expert`` keys override,
+    ``datarc`` keys too (batch sizes included)."""
     from s3prl_speechprompt.commands.demo import _packaged_config
     cfg = yaml.safe_load(_packaged_config(name))
     cfg["runner"].update(total_steps=steps, log_step=max(steps // 4, 1), eval_step=steps, save_step=steps,
@@ -271,16 +293,17 @@ def write_config(path: Path, name: str, datarc: dict, ulm: Path, cache: Path, st
         cfg["scheduler"]["num_warmup_steps"] = max(steps // 10, 1)
     de = cfg["downstream_expert"]
     de.update({"ulm": str(ulm), "km": None, "n_clusters": N_CLUSTERS, "cache_dir": str(cache), **expert})
-    de["datarc"].update(datarc, batch_size=32, eval_batch_size=64, num_workers=0)
+    de["datarc"].update({"batch_size": 32, "eval_batch_size": 64, "num_workers": 0, **datarc})
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def train_and_evaluate(name, cfg, exp, extra_env=None, upstream="fbank") -> dict:
+def train_and_evaluate(name, cfg, exp, extra_env=None, upstream="fbank", seed=None) -> dict:
     """``-m train`` with ``-d name`` (``-c cfg`` unless None), then ``-m evaluate -e dev-best.ckpt`` on test; the
-    test metrics."""
+    test metrics. ``seed``: the runner's ``--seed``; None: :func:`runner_seed_args` (moved by the seed offset)."""
     train = ["-m", "train", "-u", upstream, "-d", name, "-p", str(exp), "--device", "cpu"]
-    run_runner(*train, *(["-c", str(cfg)] if cfg else []), *runner_seed_args(), extra_env=extra_env)
+    seed_args = runner_seed_args() if seed is None else ["--seed", str(seed)]
+    run_runner(*train, *(["-c", str(cfg)] if cfg else []), *seed_args, extra_env=extra_env)
     run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu",
                extra_env=extra_env)
     return last_metrics(exp, "test")

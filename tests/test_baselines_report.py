@@ -9,23 +9,21 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from helpers import runner_env
+from helpers import ks_datarc, run_runner, runner_env, save_random_ulm
 from s3prl_speechprompt import report
 from s3prl_speechprompt import compat
 from s3prl_speechprompt.tasks.base import Item, Task
 
-RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
 N_UNITS = 20
 
 
@@ -184,23 +182,6 @@ def test_lstm_head_requires_the_hook(toy_tasks, tmp_path):
 # end to end through s3prl's runner
 # ------------------------------------------------------------------------------------------------
 
-def _start(*args):
-    return subprocess.Popen(RUNNER + list(args), env=runner_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-
-
-def _finish(proc, timeout=240):
-    """Wait for a runner process (kill its whole group if it hangs); fail with its output's tail."""
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out: {proc.args}\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-4000:]
-    return out
-
-
 def _config(name: str, datarc: dict, steps: int, **expert) -> dict:
     from importlib import resources
     cfg = yaml.safe_load((resources.files("s3prl_speechprompt.downstream_configs") / f"{name}.yaml").read_text())
@@ -219,17 +200,11 @@ def ks_runs(tmp_path_factory):
     """Tiny PT, FT-LM and linear KS runs (train with dev+test evaluation; linear also -m evaluate -e)."""
     compat.apply()
     from s3prl_speechprompt.synth import make_ks
-    from s3prl_speechprompt.ulm.checkpoint import save_ulm
-    from s3prl_speechprompt.ulm.dictionary import Dictionary
-    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
 
     root = tmp_path_factory.mktemp("ks_report")
     make_ks(root / "corpus", seed=0, per_class=6, progress=False)
-    datarc = {"speech_commands_root": str(root / "corpus" / "speech_commands_v0.01"),
-              "speech_commands_test_root": str(root / "corpus" / "speech_commands_test_set_v0.01")}
-    torch.manual_seed(0)
-    vocab = Dictionary([str(u) for u in range(N_UNITS)])
-    save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(vocab))), vocab, root / "ulm")
+    datarc = ks_datarc(root / "corpus")
+    save_random_ulm(root / "ulm", N_UNITS)
     lm = {"ulm": str(root / "ulm"), "km": None, "n_clusters": N_UNITS}
     runs = {
         "pt": ("speechprompt_ks", _config("speechprompt_ks", datarc, 8, prompt={"prompt_length": 2},
@@ -239,19 +214,21 @@ def ks_runs(tmp_path_factory):
         "linear": ("speechprompt_ks_linear", _config("speechprompt_ks_linear", datarc, 20)),
     }
     out = {"root": root}
-    procs = {}
-    for key, (name, cfg) in runs.items():      # independent runs: all three at once
+
+    def train(key):
+        name, cfg = runs[key]
         path = root / f"{key}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        exp = root / f"exp_{key}"
-        out[key] = {"exp": exp, "steps": cfg["runner"]["total_steps"], "t0": time.time()}
-        procs[key] = _start("-m", "train", "-u", "fbank", "-d", name, "-c", str(path), "-p", str(exp),
-                            "--device", "cpu")
-    for key, proc in procs.items():
-        _finish(proc)
-        out[key]["seconds"] = time.time() - out[key]["t0"]
-    _finish(_start("-m", "evaluate", "-t", "test", "-e", str(out["linear"]["exp"] / "dev-best.ckpt"),
-                   "--device", "cpu"))
+        out[key] = {"exp": root / f"exp_{key}", "steps": cfg["runner"]["total_steps"]}
+        t0 = time.time()
+        run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", path, "-p", out[key]["exp"], "--device", "cpu",
+                   timeout=240)
+        out[key]["seconds"] = time.time() - t0
+
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:     # independent runs: all three at once
+        list(pool.map(train, runs))
+    run_runner("-m", "evaluate", "-t", "test", "-e", out["linear"]["exp"] / "dev-best.ckpt", "--device", "cpu",
+               timeout=240)
     return out
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from helpers import FBANK, N_CLUSTERS, run_runner, write_config
+from helpers import FBANK, N_CLUSTERS, run_runner, train_and_evaluate, write_config
 
 STEPS = 40
 
@@ -29,19 +28,30 @@ def _predictions(path: Path) -> dict:
 
 def _train_and_evaluate(root: Path, name: str, datarc: dict, exp: Path, lr=None, **expert) -> Path:
     """A runner run of ``name`` on the fixture's LM and k-means (``root/ulm``, ``root/km.pt``) with a learnable
-    verbalizer, trained for STEPS steps and evaluated once on test (``-m evaluate -e dev-best.ckpt``)."""
-    cfg_path = write_config(root / f"{name}.yaml", name, datarc, root / "ulm", root / "cache", STEPS, lr=lr,
-                            verbalizer="learnable", **expert)
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["downstream_expert"]["km"] = str(root / "km.pt")
-    # batch 1: s3prl's Featurizer keeps round(samples / hop) frames per utterance of a padded batch, so in a
+    verbalizer, trained for STEPS steps (s3prl's default seed, whatever the seed offset: the outputs are pinned)
+    and evaluated once on test (``-m evaluate -e dev-best.ckpt``)."""
+    # eval batch 1: s3prl's Featurizer keeps round(samples / hop) frames per utterance of a padded batch, so in a
     # batch a shorter clip gains 1-2 padding frames (units) that it does not have alone; -m inference and
     # predict featurize one file at a time
-    cfg["downstream_expert"]["datarc"]["eval_batch_size"] = 1
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg_path), "-p", str(exp), "--device", "cpu")
-    run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
+    cfg = write_config(root / f"{name}.yaml", name, {**datarc, "eval_batch_size": 1}, root / "ulm", root / "cache",
+                       STEPS, lr=lr, verbalizer="learnable", km=str(root / "km.pt"), **expert)
+    train_and_evaluate(name, cfg, exp, seed=1337)
     return exp
+
+
+def _write_unit_files(runs, out: Path) -> None:
+    """``out/{train,dev,test}.tsv``: the KS corpus through the fixture's k-means (fbank, one file at a time)."""
+    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
+    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
+    from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
+    from s3prl_speechprompt.units.prepare import to_units
+
+    featurize = runner_featurizer(FBANK)
+    task = get_task("ks")(**runs["datarc"]["ks"])
+    for split in ("train", "dev", "test"):
+        write_unit_manifest(out / f"{split}.tsv", [
+            UnitRecord(it.id, tuple(to_units(runs["quantizer"], featurize(read_item_audio(it)))), it.labels)
+            for it in task.read_split(split)])
 
 
 @pytest.fixture(scope="module")
@@ -240,11 +250,7 @@ def _pinned_outputs(runs, tmp_path) -> dict:
     import sys
 
     from helpers import runner_env
-    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
-    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
     from s3prl_speechprompt.trained import read_runner_checkpoint
-    from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
-    from s3prl_speechprompt.units.prepare import to_units
 
     root, got = runs["root"], {}
     exps = dict(runs["exp"])
@@ -274,12 +280,7 @@ def _pinned_outputs(runs, tmp_path) -> dict:
                                  for r in map(json.loads, out.read_text().splitlines())}
 
     # the engine: unit files of the KS corpus through the fixture's k-means, PT on the same random LM
-    featurize = runner_featurizer(FBANK)
-    task = get_task("ks")(**runs["datarc"]["ks"])
-    for split in ("train", "dev", "test"):
-        write_unit_manifest(tmp_path / f"{split}.tsv", [
-            UnitRecord(it.id, tuple(to_units(runs["quantizer"], featurize(read_item_audio(it)))), it.labels)
-            for it in task.read_split(split)])
+    _write_unit_files(runs, tmp_path)
     exp = tmp_path / "engine_pt"
     env = {**runner_env(), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "s3prl_speechprompt", "train", "--task", "ks", "--method", "pt",
@@ -347,18 +348,9 @@ def test_predict_groups_a_runner_run_and_an_engine_run_on_the_same_lm(runs, tmp_
     from s3prl_speechprompt.engine.evaluate import evaluate
     from s3prl_speechprompt.engine.trainer import TrainConfig, train_prompted
     from s3prl_speechprompt.errors import ConfigError
-    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer
-    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
     from s3prl_speechprompt.trained import TrainedTask
-    from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
-    from s3prl_speechprompt.units.prepare import to_units
 
-    featurize = runner_featurizer(FBANK)
-    task = get_task("ks")(**runs["datarc"]["ks"])
-    for split in ("train", "dev", "test"):
-        write_unit_manifest(tmp_path / f"{split}.tsv", [
-            UnitRecord(it.id, tuple(to_units(runs["quantizer"], featurize(read_item_audio(it)))), it.labels)
-            for it in task.read_split(split)])
+    _write_unit_files(runs, tmp_path)
     engine = tmp_path / "engine_pt"
     train_prompted(tmp_path / "train.tsv", tmp_path / "dev.tsv", runs["root"] / "ulm", engine,
                    TrainConfig(task="ks", method="pt", verbalizer="learnable", max_updates=30, valid_interval=10,

@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import runner_env
+from helpers import ks_datarc, runner_env, save_random_ulm
 from s3prl_speechprompt.predictions import write_predictions
 
 PIN = Path(__file__).parent / "data" / "old_run_report.json"
@@ -296,19 +296,13 @@ def runner_and_engine_runs(tmp_path_factory):
     from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
     from s3prl_speechprompt.synth import make_ks
     from s3prl_speechprompt.tasks.base import get_task, read_item_audio
-    from s3prl_speechprompt.ulm.checkpoint import save_ulm
-    from s3prl_speechprompt.ulm.dictionary import Dictionary
-    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
     from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
     from s3prl_speechprompt.units.prepare import prepare_units, to_units
 
     root = tmp_path_factory.mktemp("runs")
     make_ks(root / "corpus", seed=0, per_class=6, progress=False)
-    datarc = {"speech_commands_root": str(root / "corpus" / "speech_commands_v0.01"),
-              "speech_commands_test_root": str(root / "corpus" / "speech_commands_test_set_v0.01")}
-    torch.manual_seed(0)
-    vocab = Dictionary([str(u) for u in range(N_UNITS)])
-    save_ulm(UnitLM(ULMConfig.from_arch("ulm_tiny", len(vocab))), vocab, root / "ulm")
+    datarc = ks_datarc(root / "corpus")
+    save_random_ulm(root / "ulm", N_UNITS)
     fbank = {"upstream": "fbank", "upstream_feature_selection": "hidden_states", "device": "cpu"}
     task, featurize = get_task("ks")(**datarc), runner_featurizer(fbank)
     quantizer, _ = prepare_units(task.read_split("train"), featurize, read_item_audio, key_parts=upstream_key(fbank),

@@ -6,80 +6,15 @@ small unit LM pretrained on those units -> PT / FT-LM training through `run_down
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from s3prl_speechprompt import compat
 
-from helpers import record_outcome, runner_env, runner_seed_args, seed_offset, thread_count
-
-RUNNER = [sys.executable, "-m", "s3prl_speechprompt.s3prl_plugin.run_downstream"]
-N_CLUSTERS = 50
-FBANK = {"upstream": "fbank", "upstream_feature_selection": "hidden_states", "device": "cpu"}
-
-
-def run_runner(*args, cwd=None):
-    out = subprocess.run(RUNNER + list(args), capture_output=True, text=True, env=runner_env(), cwd=cwd)
-    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-4000:])
-    return out.stdout
-
-
-def last_metrics(expdir: Path, split: str) -> dict:
-    """The metrics of the run's newest evaluation on ``split`` (its run.json)."""
-    from s3prl_speechprompt.record import RunRecord
-    return RunRecord.load(expdir).latest(split).metrics
-
-
-def _prepare(task_name, datarc, root: Path, lm_updates=250):
-    """Units of the train/dev splits via the expert's own cached preparation (its k-means saved as
-    ``root/kmeans.pt``, the ``km`` the expert must use), then a tiny LM pretrained on those units."""
-    compat.apply()
-    torch.set_num_threads(thread_count())
-    from s3prl_speechprompt.engine.pretrain import PretrainConfig, pretrain_ulm
-    from s3prl_speechprompt.s3prl_plugin.features import runner_featurizer, upstream_key
-    from s3prl_speechprompt.tasks.base import get_task, read_item_audio
-    from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
-    from s3prl_speechprompt.units.prepare import prepare_units, to_units
-
-    task = get_task(task_name)(**datarc)
-    featurize = runner_featurizer(FBANK)
-    quantizer, train = prepare_units(task.read_split("train"), featurize, read_item_audio,
-                                     key_parts=upstream_key(FBANK), n_clusters=N_CLUSTERS, seed=seed_offset(),
-                                     cache_dir=root / "cache")
-    dev = [UnitRecord(it.id, tuple(to_units(quantizer, featurize(read_item_audio(it)))), it.labels)
-           for it in task.read_split("dev")]
-    # the expert must quantize with this very k-means (``km``): the LM is pretrained on its unit ids, and a k-means
-    # refitted inside the runner (its own seed) numbers the clusters differently, which leaves the LM useless
-    quantizer.save(root / "kmeans.pt")
-    write_unit_manifest(root / "train.tsv", train)
-    write_unit_manifest(root / "dev.tsv", dev)
-    (root / "dict.txt").write_text("".join(f"{k} 1\n" for k in range(N_CLUSTERS)))
-    pretrain_ulm(root / "train.tsv", root / "ulm", valid_path=root / "dev.tsv", dict_path=root / "dict.txt",
-                 cfg=PretrainConfig(arch="ulm_tiny", max_updates=lm_updates, max_tokens=2048, warmup_updates=50,
-                                    valid_interval=lm_updates, seed=seed_offset(),
-                                    threads=thread_count()), log=lambda *a: None)
-    return root / "ulm"
-
-
-def write_config(path: Path, name: str, datarc: dict, ulm: Path, cache: Path, steps: int, lr=None, **expert):
-    from s3prl_speechprompt.commands.demo import _packaged_config
-    cfg = yaml.safe_load(_packaged_config(name))
-    cfg["runner"].update(total_steps=steps, log_step=max(steps // 4, 1), eval_step=steps, save_step=steps,
-                         eval_dataloaders=["dev"])
-    if lr:
-        cfg["optimizer"]["lr"] = lr
-    if "scheduler" in cfg:
-        cfg["scheduler"]["num_warmup_steps"] = max(steps // 10, 1)
-    de = cfg["downstream_expert"]
-    de.update({"ulm": str(ulm), "km": None, "n_clusters": N_CLUSTERS, "cache_dir": str(cache), **expert})
-    de["datarc"].update(datarc, batch_size=32, eval_batch_size=64, num_workers=0)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+from helpers import (N_CLUSTERS, ks_datarc, prepare_lm, record_outcome, run_runner, save_random_ulm, seed_offset,
+                     train_and_evaluate, write_config)
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +22,16 @@ def ks(tmp_path_factory):
     from s3prl_speechprompt.synth import make_ks
     root = tmp_path_factory.mktemp("ks")
     make_ks(root / "corpus", seed=seed_offset(), per_class=24, progress=False)
-    datarc = {"speech_commands_root": str(root / "corpus" / "speech_commands_v0.01"),
-              "speech_commands_test_root": str(root / "corpus" / "speech_commands_test_set_v0.01")}
-    return {"root": root, "datarc": datarc, "ulm": _prepare("ks", datarc, root)}
+    datarc = ks_datarc(root / "corpus")
+    return {"root": root, "datarc": datarc, "ulm": prepare_lm("ks", datarc, root)}
 
 
 def _train_and_evaluate(env, name, steps, lr=None, **expert):
+    """``name`` on the fixture's LM and the k-means it was pretrained with: (expdir, test metrics)."""
     root = env["root"]
     cfg = write_config(root / f"{name}.yaml", name, env["datarc"], env["ulm"], root / "cache", steps, lr,
                        **{"km": str(root / "kmeans.pt"), **expert})
-    exp = root / f"exp_{name}"
-    run_runner("-m", "train", "-u", "fbank", "-d", name, "-c", str(cfg), "-p", str(exp), "--device", "cpu",
-               *runner_seed_args())
-    run_runner("-m", "evaluate", "-t", "test", "-e", str(exp / "dev-best.ckpt"), "--device", "cpu")
-    return exp, last_metrics(exp, "test")
+    return root / f"exp_{name}", train_and_evaluate(name, cfg, root / f"exp_{name}")
 
 
 def test_ks_prompt_tuning_through_s3prl_runner(ks):
@@ -128,12 +59,7 @@ def test_ks_ftlm_through_s3prl_runner(ks):
 
 def test_pt_checkpoint_is_100x_smaller_than_ftlm(ks, tmp_path):
     """Same LM (ulm_small, 3.2M parameters), a few steps of each method; compare the runner's checkpoints."""
-    from s3prl_speechprompt.ulm.checkpoint import save_ulm
-    from s3prl_speechprompt.ulm.dictionary import Dictionary
-    from s3prl_speechprompt.ulm.model import ULMConfig, UnitLM
-
-    d = Dictionary([str(k) for k in range(N_CLUSTERS)])
-    save_ulm(UnitLM(ULMConfig.from_arch("ulm_small", len(d))), d, tmp_path / "ulm_small")
+    save_random_ulm(tmp_path / "ulm_small", N_CLUSTERS, arch="ulm_small")
     sizes = {}
     for name in ("speechprompt_ks", "speechprompt_ks_ftlm"):
         cfg = write_config(tmp_path / f"{name}.yaml", name, ks["datarc"], tmp_path / "ulm_small",
@@ -177,7 +103,7 @@ def ic(tmp_path_factory):
     root = tmp_path_factory.mktemp("ic")
     make_ic(root / "corpus", seed=seed_offset(), progress=False)
     datarc = {"file_path": str(root / "corpus" / "fluent_speech_commands_dataset")}
-    return {"root": root, "datarc": datarc, "ulm": _prepare("ic", datarc, root, lm_updates=600)}
+    return {"root": root, "datarc": datarc, "ulm": prepare_lm("ic", datarc, root, lm_updates=600)}
 
 
 def test_ic_prompt_tuning_through_s3prl_runner(ic):
