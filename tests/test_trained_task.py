@@ -163,10 +163,10 @@ def test_find_names_what_is_wrong(tiny_ulm_dir, tmp_path):
     with pytest.raises(CheckpointError, match="a blstm baseline, not a prompt run"):
         TrainedTask.find(tmp_path / "blstm")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "x.ckpt")
-    with pytest.raises(CheckpointError, match=r"x.ckpt: not an s3prl runner checkpoint \(missing"):
+    with pytest.raises(CheckpointError, match=r"x.ckpt: is a dict with keys \['weights'\], expected an s3prl runner checkpoint"):
         TrainedTask.find(tmp_path / "x.ckpt")
     (tmp_path / "evil.ckpt").write_bytes(b"\x80\x04\x95" + b"not a pickle at all")
-    with pytest.raises(CheckpointError, match="evil.ckpt: cannot read it as an s3prl runner checkpoint"):
+    with pytest.raises(CheckpointError, match=r"evil.ckpt: is a plain pickle \(e.g. a joblib km.bin.*\), expected an s3prl runner checkpoint"):
         TrainedTask.find(tmp_path / "evil.ckpt")
     _, ckpt = _expert(tiny_ulm_dir, tmp_path)
     c = torch.load(ckpt, weights_only=False)
