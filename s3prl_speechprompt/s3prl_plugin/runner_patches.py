@@ -17,9 +17,7 @@ import types
 from s3prl_speechprompt.compat import is_marked, mark
 
 
-# --------------------------------------------------------------------------------------------------
-# distributed training on CPU
-# --------------------------------------------------------------------------------------------------
+# --- distributed training on CPU ---
 
 def enable_cpu_ddp() -> list:
     """Let s3prl's DDP path run with ``--device cpu --backend gloo`` on a machine without CUDA.
@@ -120,9 +118,7 @@ def fix_runner_ddp() -> list:
 _overall_bar = {"bar": None}
 
 
-# --------------------------------------------------------------------------------------------------
-# crash-safe checkpoints
-# --------------------------------------------------------------------------------------------------
+# --- crash-safe checkpoints ---
 
 _STATES = "states-"
 
@@ -202,9 +198,7 @@ def atomic_runner_checkpoints() -> list:
     return ["s3prl.downstream.runner.torch.save (atomic)", "s3prl.downstream.runner.os.remove (after the next save)"]
 
 
-# --------------------------------------------------------------------------------------------------
-# one training job per expdir
-# --------------------------------------------------------------------------------------------------
+# --- one training job per expdir ---
 
 def lock_training_expdir(command: str) -> list:
     """Hold ``<expdir>/.speechprompt.lock`` (:mod:`s3prl_speechprompt.runlock`) for a ``-m train`` run.
