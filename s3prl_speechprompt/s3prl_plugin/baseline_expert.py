@@ -37,12 +37,8 @@ The head kind comes from ``downstream_expert.head``, else from the ``-d`` name's
 the task (``ctc_vocabulary`` present -> ``lstm``). The class sets / CTC vocabulary are stored in the
 checkpoint, so ``-m evaluate -e`` rebuilds exactly the trained head.
 
-Logged like the prompt expert: tensorboard ``speechprompt_<task>_<head>/<split>-<metric|loss>``,
-``log.log`` lines ``step N: <split> <metric>: <value>; ...; loss: <value>``, ``<split>_predict.txt`` /
-``<split>_truth.txt``, ``dev-best.ckpt`` on the task's primary metric of split ``dev`` (or of the
-task's ``best_split`` attribute, e.g. ``dev-clean``; the file is still named ``dev-best.ckpt``), and
-``speechprompt_info.json`` (method, trainable parameters, checkpoint bytes), and ``run.json`` (the run record,
-what ``speechprompt report`` reads; :mod:`.records`).
+Logged like the prompt expert (tensorboard, ``log.log``, ``<split>_predict.txt``, ``dev-best.ckpt`` on the task's
+primary metric of ``dev`` or of its ``best_split``, ``speechprompt_info.json``, ``run.json``: :mod:`.records`).
 """
 from __future__ import annotations
 
@@ -279,13 +275,14 @@ class DownstreamExpert(nn.Module):
         padded = pad_sequence(targets, batch_first=True).to(logits.device)        # (B, S); padding never read
         loss = nn.functional.ctc_loss(log_probs.transpose(0, 1), padded, out_len.long(), target_len, blank=0,
                                       zero_infinity=self.zero_infinity)
-        hyps = []
         with torch.no_grad():
-            best = log_probs.argmax(-1).cpu()                                      # (B, T)
-            for b in range(len(labels)):
-                ids = torch.unique_consecutive(best[b, :int(out_len[b])])
-                hyps.append(tuple(self.vocab[i] for i in ids.tolist() if i != 0))
-        return loss, hyps
+            return loss, self._greedy(log_probs, out_len)
+
+    def _greedy(self, logits, out_len) -> list:
+        """Greedy CTC: arg-max per frame, repeats collapsed, blanks (0) dropped."""
+        best = logits.argmax(-1).cpu()                                              # (B, T)
+        return [tuple(self.vocab[i] for i in torch.unique_consecutive(best[b, :int(out_len[b])]).tolist() if i)
+                for b in range(len(best))]
 
     @torch.no_grad()
     def inference(self, features: List[torch.Tensor], filenames: List[str]) -> List[str]:
@@ -294,10 +291,7 @@ class DownstreamExpert(nn.Module):
         if self.kind == "linear":
             _, hyps = self._classify(features, [(None,) * len(self.class_index)] * len(features))  # no labels
         else:
-            logits, out_len = self._encode(features)                                # (B, T, V), (B,)
-            best = logits.argmax(-1).cpu()
-            hyps = [tuple(self.vocab[i] for i in torch.unique_consecutive(best[b, :int(out_len[b])]).tolist() if i)
-                    for b in range(len(features))]
+            hyps = self._greedy(*self._encode(features))
         return self.recorder.log_inference(filenames, hyps)
 
     # ----------------------------------------------------------------- recording (RunRecorder)

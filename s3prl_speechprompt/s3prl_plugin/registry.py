@@ -13,21 +13,10 @@ The expert module is imported lazily, the first time s3prl asks for it (a meta-p
 only answers for registered names), so a name whose module is missing or broken fails only when it
 is actually used.
 
-Names: every ``<name>.yaml`` in the package ``s3prl_speechprompt.downstream_configs`` defines
-``-d <name>`` with that file as its default config. :func:`expert_module_for` maps a name to the
-module that serves it.
-
-Developer hook: the environment variable ``SPEECHPROMPT_EXTRA_DOWNSTREAMS="name=module,..."`` adds
-or overrides names (e.g. a throwaway expert in a test, run through the runner in a subprocess).
-
-Tasks kept outside the package (docs/adding_a_task.md):
-
-* ``SPEECHPROMPT_CONFIG_PATH=dir1:dir2`` (``os.pathsep``-separated): every ``<name>.yaml`` in those
-  folders defines ``-d <name>`` with that file as its default config, like the packaged ones (a
-  packaged name wins over a folder's);
-* any other ``speechprompt_*`` name is served on demand by the naming rule, so
-  ``-d speechprompt_mytask -c my.yaml`` works without registering anything (the finder answers only
-  when s3prl ships no downstream of that name).
+Names: every ``<name>.yaml`` in ``s3prl_speechprompt.downstream_configs`` or in a ``SPEECHPROMPT_CONFIG_PATH``
+folder defines ``-d <name>`` (a packaged name wins); any other ``speechprompt_*`` name is served on demand when
+s3prl ships no downstream of that name (docs/adding_a_task.md). ``SPEECHPROMPT_EXTRA_DOWNSTREAMS="name=module,..."``
+adds or overrides names (e.g. a throwaway expert in a test).
 """
 import importlib
 import importlib.abc
@@ -99,11 +88,7 @@ def _config_dir():
 
 def packaged_downstreams() -> List[str]:
     """Names defined by ``<name>.yaml`` files in ``s3prl_speechprompt.downstream_configs``, sorted."""
-    folder = _config_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir()
-                  if entry.name.endswith(".yaml") and entry.is_file() and not entry.name.startswith(("_", ".")))
+    return _yaml_names(_config_dir())
 
 
 def config_path_dirs(environ: Optional[Mapping[str, str]] = None) -> List[Path]:
@@ -112,10 +97,11 @@ def config_path_dirs(environ: Optional[Mapping[str, str]] = None) -> List[Path]:
     return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
 
 
-def _yaml_names(folder: Path) -> List[str]:
+def _yaml_names(folder) -> List[str]:
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.yaml") if p.is_file() and not p.name.startswith(("_", ".")))
+    return sorted(e.name[: -len(".yaml")] for e in folder.iterdir()
+                  if e.name.endswith(".yaml") and e.is_file() and not e.name.startswith(("_", ".")))
 
 
 def config_path_downstreams() -> List[str]:
@@ -269,11 +255,6 @@ def register(names: Optional[Iterable[str]] = None, overrides: Optional[Mapping[
         _registered[name] = real
         done.append(name)
     return done
-
-
-def registered() -> Dict[str, str]:
-    """name -> expert module for the names registered in this process."""
-    return dict(_registered)
 
 
 def unregister(name: str) -> None:

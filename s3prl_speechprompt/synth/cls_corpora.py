@@ -108,9 +108,7 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
             labels[Path(IEMOCAP_DIR, f"Session{s}", "dialog", "EmoEvaluation", f"{dialog}.txt")] = entries
 
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth er", workers)
+        render_all(jobs, progress, "synth er", workers, root=tmp)
         for rel, entries in labels.items():
             lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
             for start, end, name, emotion in entries:
@@ -219,9 +217,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
                 jobs.append(dict(path=Path(VOX_DIR, folder, "wav", uid), text=text, speaker=voice, length=None,
                                  seed=int(rng.integers(2 ** 63))))
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth sid", workers)
+        render_all(jobs, progress, "synth sid", workers, root=tmp)
         if timbre:
             import soundfile as sf
 
@@ -292,9 +288,7 @@ def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speaker
                 jobs.append(dict(path=Path(CSV_DIR, rel), text=text, speaker=spk, length=None,
                                  seed=int(rng.integers(2 ** 63))))
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth csv", workers)
+        render_all(jobs, progress, "synth csv", workers, root=tmp)
         root = tmp / CSV_DIR
         with open(root / "all.csv", "w", newline="") as f:
             w = csv.writer(f)

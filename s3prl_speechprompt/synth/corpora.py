@@ -148,9 +148,7 @@ def make_ks(out_dir, seed=0, per_class=40, dev_per_class=None, test_per_class=No
         for kind, s in zip(NOISE_KINDS, noise_seeds):
             r = np.random.default_rng(s)
             write_wav(bg / f"{kind}.wav", make_noise(kind, int(noise_seconds * SAMPLE_RATE), r) * r.uniform(0.05, 0.2))
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth ks", workers)
+        render_all(jobs, progress, "synth ks", workers, root=tmp)
         counts = _ks_counts(tmp, unknown_words)
         summary = OrderedDict(
             corpus="ks", seed=seed, root=str(out_dir / KS_TRAIN_DIR), test_root=str(out_dir / KS_TEST_DIR),
@@ -324,9 +322,7 @@ def make_ic(out_dir, seed=0, per_intent=10, eval_per_intent=None, num_intents=22
         rows[split] = [rows[split][i] for i in rng.permutation(len(rows[split]))]
 
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth ic", workers)
+        render_all(jobs, progress, "synth ic", workers, root=tmp)
         data_dir = tmp / IC_DIR / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         columns = ["path", "speakerId", "transcription", "action", "object", "location"]

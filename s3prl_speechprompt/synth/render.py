@@ -168,8 +168,8 @@ def _mp_context():
         return mp.get_context("spawn")
 
 
-def render_all(jobs, progress, desc, workers=None):
-    """Render all jobs in fixed shards, each in a fresh worker process.
+def render_all(jobs, progress, desc, workers=None, root=None):
+    """Render all jobs (their ``path`` rebased in place under ``root``) in fixed shards, each in a fresh process.
 
     libespeak-ng keeps internal state between calls (e.g. the phase of its pitch "flutter"), so the same
     text can come out slightly different depending on what was spoken before in that process. Giving every
@@ -178,6 +178,8 @@ def render_all(jobs, progress, desc, workers=None):
     """
     from tqdm import tqdm
 
+    for job in jobs if root is not None else ():
+        job["path"] = root / job["path"]
     shards = [jobs[i:i + SHARD_SIZE] for i in range(0, len(jobs), SHARD_SIZE)]
     if workers is None:
         workers = min(4, os.cpu_count() or 1)

@@ -96,9 +96,7 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
                              seed=int(rng.integers(2 ** 63))))
 
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth asr", workers)
+        render_all(jobs, progress, "synth asr", workers, root=tmp)
         for rel, lines in trans.items():
             (tmp / rel).write_text("\n".join(lines) + "\n")
         (tmp / LIBRI_DIR / "SPEAKERS.TXT").write_text(_speakers_txt(speakers_rows))
@@ -211,9 +209,7 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
                                  speaker=spk, length=None, seed=int(rng.integers(2 ** 63))))
 
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth sf", workers)
+        render_all(jobs, progress, "synth sf", workers, root=tmp)
         (tmp / SNIPS_DIR / "all.iob.snips.txt").write_text("\n".join(lines) + "\n")
         # the first line is skipped by SUPERB's CharacterTextSlotEncoder.load_from_file; no trailing newline
         # (its reader splits on "\n" and would make an empty slot of it)
