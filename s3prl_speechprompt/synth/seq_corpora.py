@@ -42,15 +42,10 @@ def _speakers_txt(rows):
 
 def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(1, 6), speakers=(6, 2, 2),
              chapters_per_speaker=2, force=False, progress=True, workers=None):
-    """Write a synthetic LibriSpeech under ``out_dir/LibriSpeech``.
-
-    Args:
-        utterances: (train-clean-100, dev-clean, test-clean) utterance counts.
-        vocabulary: how many of :data:`ASR_WORDS` to use (default all 40).
-        words: (min, max) words per sentence, uniform.
-        speakers: speakers per split (disjoint, as in LibriSpeech); chapters_per_speaker: chapters each.
-
-    Returns a summary with the root (``libri_root``), counts and the longest transcript per split.
+    """Write a synthetic LibriSpeech under ``out_dir/LibriSpeech``: ``utterances`` per (train-clean-100, dev-clean,
+    test-clean), sentences of ``words`` = (min, max) words from the first ``vocabulary`` of :data:`ASR_WORDS`,
+    ``speakers`` per split (disjoint) with ``chapters_per_speaker`` chapters each. Returns a summary with the root
+    (``libri_root``), counts and the longest transcript per split.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
@@ -171,14 +166,9 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
             progress=True, workers=None):
     """Write a synthetic preprocessed Audio SNIPS under ``out_dir/SNIPS``.
 
-    Every text of a split is spoken by every speaker of that split (as in Audio SNIPS); speakers carry SUPERB's
-    names, the first ``speakers[i]`` of :data:`SNIPS_SPEAKERS` per split (at most 8 / 4 / 4).
-
-    Args:
-        texts: distinct (train, valid, test) texts; utterances = texts x speakers.
-        templates: how many of :data:`SF_TEMPLATES` to use (default all 10, 5 intents, 9 slot types).
-
-    Returns a summary with the root, the slot types and the counts.
+    ``texts`` distinct (train, valid, test) texts from the first ``templates`` of :data:`SF_TEMPLATES` (default all
+    10: 5 intents, 9 slot types), each spoken by every speaker of its split (as in Audio SNIPS); speakers carry
+    SUPERB's names, the first ``speakers[i]`` of :data:`SNIPS_SPEAKERS` (at most 8 / 4 / 4). Returns a summary.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)

@@ -163,13 +163,9 @@ def _resample(x, sr_in, sr_out):
 def synthesize(text, voice="en-us", rate_wpm=175, pitch=50, pitch_range=50, seed=0):
     """Speak ``text`` and return a float32 waveform in [-1, 1] at 16 kHz (mono).
 
-    Args:
-        text: what to say (UTF-8).
-        voice: an espeak-ng voice name, optionally with a variant: ``en-us``, ``en-gb``, ``en+f3``, ``en-us+m7``...
-        rate_wpm: speaking rate in words per minute (espeak accepts about 80..450).
-        pitch: base pitch 0..100 (50 is the voice's default).
-        pitch_range: intonation range 0..100 (0 = monotone).
-        seed: seed of espeak-ng's noise generator (breath noise of some voice variants).
+    ``voice``: an espeak-ng voice, optionally with a variant (``en-us``, ``en+f3``, ...); ``rate_wpm`` about 80..450;
+    ``pitch`` / ``pitch_range`` 0..100 (50: the voice's default; range 0: monotone); ``seed``: espeak-ng's noise
+    generator (breath noise of some variants).
     """
     eng = _engine()
     pcm = eng.synth(text, voice, rate_wpm, pitch, pitch_range, seed)
