@@ -1,18 +1,13 @@
 """How deep prompts are parameterised and initialised (``prompt.reparam``, ``prompt.init``).
 
-- Reparameterised prefixes (Li & Liang 2021, prefix tuning): during training each prefix slot's key/value
-  inputs for every layer come from a small trainable embedding through an MLP, ``prefix = start + MLP(E)``,
-  instead of being free parameters (Li & Liang found optimising prefixes directly unstable; on KS units here
-  it did not help: docs/engine.md). ``start`` is a frozen buffer holding the initial prefixes
-  (``prompt.init``) and the MLP's last layer starts at zero, so training begins exactly at the chosen
-  initialisation and the two options stay independent. After training :meth:`ReparamPrefix.collapse`
-  evaluates the MLP once; only the resulting ``(layers, L, C)`` key/value tensors are stored for
-  inference, so the stored parameter count and the prompt file size equal those of plain prefixes.
-- Activation initialisation: the prefixes start as the frozen LM's own key/value inputs (the hidden
-  states that feed each layer's k/v projections: post-LN in GSLM's pre-LN blocks) at real unit positions
-  of training utterances, instead of N(0, 1). Every prefix slot takes one (utterance, position) and uses
-  the states of that position in every layer, so a slot starts as a real token the LM already knows how
-  to attend to.
+- Reparameterised prefixes (Li & Liang 2021): during training ``prefix = start + MLP(E)`` instead of free
+  parameters (on KS units it did not help: docs/engine.md). ``start`` is a frozen buffer holding the initial
+  prefixes and the MLP's last layer starts at zero, so training begins exactly at ``prompt.init``. After training
+  :meth:`ReparamPrefix.collapse` evaluates the MLP once and only the ``(layers, L, C)`` tensors are stored, so
+  stored parameters and file size equal plain prefixes'.
+- Activation initialisation: the prefixes start as the frozen LM's own key/value inputs (post-LN hidden states)
+  at real unit positions of training utterances instead of N(0, 1); each slot takes one (utterance, position)
+  in every layer, so it starts as a token the LM already knows how to attend to.
 """
 from __future__ import annotations
 
