@@ -1,15 +1,11 @@
 """K-means quantizer: SSL features -> discrete units, in torch.
 
-GSLM's ``km.bin`` is a joblib pickle of an sklearn (MiniBatch)KMeans, applied with ``predict``
-(nearest centroid, Euclidean). We unpickle it once, keep only ``cluster_centers_`` as a buffer
-and do the argmin in torch, so quantization runs on the GPU inside s3prl without sklearn in the
-loop and without the pickle's sklearn-version fragility.
-
-The pickle is read by a restricted unpickler (:func:`read_km_bin`: joblib's own reader with
-``find_class`` narrowed): sklearn's KMeans classes, under any module path sklearn has used, become a
-plain :class:`KMeansState`; numpy arrays are rebuilt; any other global the file names is refused. So
-reading a km.bin needs neither sklearn nor trust in the file (``joblib.load`` would run whatever the
-pickle names). sklearn is needed only to *fit* k-means.
+GSLM's ``km.bin`` is a joblib pickle of an sklearn (MiniBatch)KMeans applied with ``predict`` (nearest centroid).
+We keep only ``cluster_centers_`` as a buffer and do the argmin in torch: quantization runs on the GPU inside
+s3prl, without sklearn in the loop or its version fragility. :func:`read_km_bin` is joblib's reader with
+``find_class`` narrowed: sklearn's KMeans classes (any module path sklearn used) become a plain
+:class:`KMeansState`, numpy arrays are rebuilt, any other global is refused, so reading a km.bin needs neither
+sklearn nor trust in the file (``joblib.load`` would run whatever the pickle names). sklearn only *fits* k-means.
 """
 from __future__ import annotations
 
