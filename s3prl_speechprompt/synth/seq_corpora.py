@@ -1,11 +1,9 @@
 """Small synthetic corpora laid out like SUPERB's sequence tasks: LibriSpeech (ASR) and Audio SNIPS (SF).
 
-``make_asr`` writes LibriSpeech (``<split>/<speaker>/<chapter>/<spk>-<chap>-<utt>.flac`` + one
-``<spk>-<chap>.trans.txt`` per chapter + ``SPEAKERS.TXT``), which ``s3prl.dataio.corpus.LibriSpeech`` reads;
-``make_sf`` writes the preprocessed Audio SNIPS (``{train,valid,test}/<Speaker>-snips-<split>-<i>.wav``,
-``all.iob.snips.txt``, ``slots.txt``), which ``s3prl.dataio.corpus.SNIPS`` reads, with SUPERB's speaker names
-(Polly voice names there; espeak-ng voices here). Sentences are random draws from a small built-in vocabulary
-(ASR) or templates with slot values (SF). Same seed -> same files (see :mod:`.corpora`).
+``make_asr`` writes LibriSpeech (flac + per-chapter ``.trans.txt`` + ``SPEAKERS.TXT``) as
+``s3prl.dataio.corpus.LibriSpeech`` reads it, sentences drawn from a small built-in vocabulary; ``make_sf`` writes
+the preprocessed Audio SNIPS (wavs, ``all.iob.snips.txt``, ``slots.txt``) as ``SNIPS`` reads it, from templates with
+slot values and SUPERB's speaker names (Polly voices there, espeak-ng here). Same seed -> same files (:mod:`.corpora`).
 """
 import time
 from collections import OrderedDict
