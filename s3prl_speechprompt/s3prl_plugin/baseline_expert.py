@@ -3,23 +3,16 @@
 The comparison baselines of SpeechPrompt: the same task readers and scorers as the prompt expert
 (:mod:`s3prl_speechprompt.tasks`), but the frozen upstream's features go straight into SUPERB's heads:
 
-* ``linear`` (utterance-level tasks, KS/IC)::
+* ``linear`` (utterance-level tasks, KS/IC): ``features (B, T, D) --Linear(D, 256)--> masked mean pooling
+  --Linear(256, C)--> logits``, ``C`` the sum of one class set per label position (IC: one cross-entropy per
+  action/object/location slice, summed, as SUPERB's ``fluent_commands``; a prediction is the argmax of every slice);
+  s3prl's ``UtteranceLevel`` / ``MeanPooling`` modules.
+* ``lstm`` (sequence tasks, ASR/SF): ``features --Linear(D, 1024)--> 2-layer BLSTM, 1024/direction
+  --Linear(2048, V)--> CTC`` (s3prl's ASR ``RNNs``; blank = output 0; greedy decoding). SpecAug is s3prl's
+  runner's, when the config has a ``specaug`` block.
 
-      features (B, T, D) --Linear(D, 256)--> masked mean pooling --Linear(256, C)--> logits (B, C)
-
-  ``C`` is the sum of one class set per label position (KS: 12 classes; IC: action/object/location
-  slices, one cross-entropy per slice, summed, as SUPERB's ``fluent_commands``). A prediction is the
-  argmax of every slice; the task scores the predicted label tuple (accuracy = all positions right).
-  s3prl's own ``UtteranceLevel`` / ``MeanPooling`` / ``FrameLevel`` modules are used.
-* ``lstm`` (sequence tasks, ASR/SF)::
-
-      features (B, T, D) --Linear(D, 1024)--> 2-layer BLSTM, 1024/direction --Linear(2048, V)--> CTC
-
-  s3prl's ASR ``RNNs`` module; CTC with blank = output 0; greedy decoding (argmax, collapse repeats,
-  drop blanks). SpecAug is applied by s3prl's runner when the config has a ``specaug`` block.
-
-Parameter names follow SUPERB's experts (``projector.*``, ``model.*``), and so do the sizes: for a
-768-dim upstream KS 199,948, IC 203,032, ASR (V=32) 42,828,832.
+Parameter names and sizes follow SUPERB's experts (``projector.*``, ``model.*``; 768-dim upstream: KS 199,948,
+IC 203,032, ASR (V=32) 42,828,832).
 
 Hooks a task can provide (see :class:`s3prl_speechprompt.tasks.base.Task`):
 
