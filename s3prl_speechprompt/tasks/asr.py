@@ -61,7 +61,6 @@ def error_rates(hyps: Sequence[Sequence[Optional[str]]], refs: Sequence[Sequence
 @register_task
 class SpeechRecognition(SequenceTask):
     name = "asr"
-    splits = ("train", "dev", "test")
     metrics = ("wer", "cer")
     primary_metric = "wer"
     higher_is_better = False

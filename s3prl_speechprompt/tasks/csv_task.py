@@ -43,7 +43,6 @@ def _label_columns(header: Sequence[str], source: str) -> List[str]:
 @register_task
 class CsvClassification(Task):
     name = "csv"
-    splits = ("train", "dev", "test")
     default_prompt_length = 6
     max_label_tokens = 1                    # set per instance from the data
 

@@ -33,9 +33,7 @@ def parse_fold(test_fold) -> int:
 @register_task
 class EmotionRecognition(Task):
     name = "er"
-    splits = ("train", "dev", "test")
     default_prompt_length = 6
-    max_label_tokens = 1
 
     def __init__(self, root: str = "", test_fold="fold1", valid_ratio: float = 0.2, seed: int = 0, **datarc):
         super().__init__(**datarc)     # SUPERB keys such as pre_load / train_batch_size are accepted and unused

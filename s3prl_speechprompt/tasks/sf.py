@@ -102,7 +102,6 @@ def _ref_slot_values(hyp: str, ref: str) -> List[str]:
 @register_task
 class SlotFilling(SequenceTask):
     name = "sf"
-    splits = ("train", "dev", "test")
     metrics = METRICS
     primary_metric = "slot_type_f1"
     higher_is_better = True

@@ -22,9 +22,7 @@ SPLIT_FILE = "iden_split.txt"
 @register_task
 class SpeakerIdentification(Task):
     name = "sid"
-    splits = ("train", "dev", "test")
     default_prompt_length = 6
-    max_label_tokens = 1
 
     def __init__(self, file_path: str = "", meta_data: str = "", max_timestep: Optional[int] = None, **datarc):
         super().__init__(**datarc)     # SUPERB keys such as train_batch_size are accepted and unused
