@@ -64,7 +64,7 @@ def _ks_speaker_ids(rng, counts):
 
 def make_ks(out_dir, seed=0, per_class=40, dev_per_class=None, test_per_class=None, unknown_fraction=0.2,
             unknown_words=None, noise_seconds=15.0, force=False, progress=True, workers=None):
-    """Write a synthetic Speech Commands v0.01 corpus under ``out_dir``, as ``SpeechCommandsV1(root, test_root)`` reads::
+    """Write a synthetic Speech Commands v0.01 corpus under ``out_dir`` (as ``SpeechCommandsV1`` reads it)::
 
         out_dir/speech_commands_v0.01/<word>/<speaker>_nohash_<n>.wav      (train + dev, split by speaker hash)
         out_dir/speech_commands_v0.01/_background_noise_/<kind>.wav        (long noise files -> _silence_)
@@ -207,14 +207,9 @@ FSC_INTENTS = [
     ("bring", "socks", "none", ["Bring me my socks", "Get me my socks", "Fetch my socks"]),
     ("bring", "shoes", "none", ["Bring me my shoes", "Get me my shoes", "Fetch my shoes"]),
     ("change language", "none", "none", ["Change language", "Change the language", "Language settings"]),
-    ("change language", "Chinese", "none", ["Switch to Chinese", "Change the language to Chinese",
-                                            "Set my language to Chinese"]),
-    ("change language", "Korean", "none", ["Switch to Korean", "Change the language to Korean",
-                                           "Set my language to Korean"]),
-    ("change language", "English", "none", ["Switch to English", "Change the language to English",
-                                            "Set my language to English"]),
-    ("change language", "German", "none", ["Switch to German", "Change the language to German",
-                                           "Set my language to German"]),
+    *[("change language", lang, "none", [f"Switch to {lang}", f"Change the language to {lang}",
+                                          f"Set my language to {lang}"])
+      for lang in ("Chinese", "Korean", "English", "German")],
     ("activate", "lights", "kitchen", _room(_LIGHTS_ON_IN, "kitchen")),
     ("deactivate", "lights", "bedroom", _room(_LIGHTS_OFF_IN, "bedroom")),
     ("increase", "heat", "washroom", _room(_HEAT_UP_IN, "washroom")),
