@@ -24,7 +24,6 @@ def superb_head_params(kind: str, dim: int, outputs: int) -> int:
     raise ValueError(f"kind: expected 'linear' or 'lstm', got {kind!r}")
 
 
-
 SPEECHPROMPT_SRC = "paper"       # SpeechPrompt v1, Interspeech 2022 (slides 36-40)
 SUPERB_SRC = "SUPERB"           # SUPERB leaderboard "paper" rows (Interspeech 2021, weighted sum)
 SOURCES = {

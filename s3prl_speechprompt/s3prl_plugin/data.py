@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from s3prl_speechprompt.errors import InputFileError
 from s3prl_speechprompt.tasks.audio import audit_split
 from s3prl_speechprompt.tasks.base import Item, get_task, read_item_audio
+from s3prl_speechprompt.trained import LOADER_KEYS
 from s3prl_speechprompt.ulm.checkpoint import load_container
 
 
@@ -96,7 +97,7 @@ class SplitData:
         self.seed = int(self.kwargs.get("seed") or 0)
         self.balanced_sampling, self.bad_audio = balanced_sampling, bad_audio
         datarc = dict(datarc)
-        self.loader_rc = {k: datarc.pop(k) for k in ("batch_size", "eval_batch_size", "num_workers") if k in datarc}
+        self.loader_rc = {k: datarc.pop(k) for k in LOADER_KEYS if k in datarc}
         self.task = get_task(task)(**datarc)
         self.items = {}
 
