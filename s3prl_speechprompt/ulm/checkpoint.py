@@ -305,25 +305,15 @@ def load_ulm(path, dict_path=None, map_location="cpu") -> Tuple[UnitLM, Dictiona
 # --------------------------------------------------------------------------------------------- writing
 def fairseq_cfg(cfg: ULMConfig, data_dir: str) -> Dict[str, Any]:
     """A plain-dict fairseq config (the post-2021 era) that fairseq's loader accepts."""
+    d, positions = cfg.embed_dim, cfg.max_positions
     model = {
-        "_name": "transformer_lm",
-        "activation_fn": cfg.activation,
-        "dropout": cfg.dropout,
-        "attention_dropout": cfg.attention_dropout,
-        "activation_dropout": cfg.activation_dropout,
-        "decoder_embed_dim": cfg.embed_dim,
-        "decoder_output_dim": cfg.embed_dim,
-        "decoder_input_dim": cfg.embed_dim,
-        "decoder_ffn_embed_dim": cfg.ffn_dim,
-        "decoder_layers": cfg.layers,
-        "decoder_attention_heads": cfg.heads,
-        "decoder_normalize_before": cfg.normalize_before,
-        "no_decoder_final_norm": not cfg.final_norm,
-        "no_scale_embedding": not cfg.scale_embedding,
-        "share_decoder_input_output_embed": True,
-        "decoder_learned_pos": False,
-        "tokens_per_sample": cfg.max_positions,
-        "max_target_positions": cfg.max_positions,
+        "_name": "transformer_lm", "activation_fn": cfg.activation, "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout, "activation_dropout": cfg.activation_dropout,
+        "decoder_embed_dim": d, "decoder_output_dim": d, "decoder_input_dim": d, "decoder_ffn_embed_dim": cfg.ffn_dim,
+        "decoder_layers": cfg.layers, "decoder_attention_heads": cfg.heads,
+        "decoder_normalize_before": cfg.normalize_before, "no_decoder_final_norm": not cfg.final_norm,
+        "no_scale_embedding": not cfg.scale_embedding, "share_decoder_input_output_embed": True,
+        "decoder_learned_pos": False, "tokens_per_sample": positions, "max_target_positions": positions,
         "add_bos_token": False,
     }
     task = {"_name": "language_modeling", "data": data_dir, "tokens_per_sample": cfg.max_positions,
