@@ -102,12 +102,10 @@ LEGACY = "predict.txt+truth.txt"
 
 
 def read_predict_truth(predict_path, truth_path, task: str) -> Predictions:
-    """Per-utterance predictions from ``speechprompt evaluate``'s older pair ``<split>_predict.txt`` /
-    ``<split>_truth.txt`` (``id<TAB>label string``), for runs evaluated before the JSON Lines file existed.
+    """Per-utterance predictions from ``speechprompt evaluate``'s older ``<split>_predict.txt`` / ``<split>_truth.txt``.
 
-    Label strings are turned back into label tokens where that is exact: classification tasks (tokens joined by
-    spaces; ``<unk>`` = a label the verbalizer could not map back) and ASR (one character per token, a space
-    for ``|``). Other sequence tasks (SF) cannot be recovered exactly: ValueError.
+    Label strings become label tokens where that is exact: classification (space-joined tokens; ``<unk>``: no label)
+    and ASR (one character per token, space for ``|``); other sequence tasks (SF): ValueError.
     """
     if task == "sf":
         raise InputFileError(f"{predict_path}: SF label strings cannot be turned back into label tokens exactly; "

@@ -36,11 +36,9 @@ def _process_start() -> float:
 class RunRecorder:
     """The files an expert's ``log_records`` / ``inference`` write, and the run's ``run.json``.
 
-    ``task``: the task (scorer, label strings, primary metric), named ``task_name``; ``downstream_expert`` and
-    ``kwargs``: what s3prl's runner passed the expert (its config's sections and its arguments); ``sizes()``: the
-    expert's ``speechprompt_info.json`` dict (trainable_params, stored_params, checkpoint_bytes);
-    ``extra_metrics(records)``: metrics beside the task's (PT: ``unfinished``). Only rank 0 writes, and
-    ``-m inference`` writes no record.
+    ``downstream_expert`` / ``kwargs``: what s3prl's runner passed the expert; ``sizes()``: its
+    ``speechprompt_info.json`` dict; ``extra_metrics(records)``: metrics beside the task's (PT: ``unfinished``). Only
+    rank 0 writes, and ``-m inference`` writes no record.
     """
 
     def __init__(self, expdir, task, task_name: str, downstream_expert: dict, kwargs: dict, tag: str, prefix: str,
