@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import Counter
 from pathlib import Path
 from typing import List, Sequence
 
@@ -47,9 +48,7 @@ class EpochSampler(Sampler):
         self.n = len(items)
         self.weights = None
         if balanced:
-            counts = {}
-            for it in items:
-                counts[it.labels] = counts.get(it.labels, 0) + 1
+            counts = Counter(it.labels for it in items)
             self.weights = torch.tensor([1.0 / counts[it.labels] for it in items], dtype=torch.double)
         self.seed, self.rank, self.world, self.epoch, self.skip = seed, rank, world_size, 0, skip
         self.per_rank = math.ceil(self.n / world_size)
@@ -117,11 +116,7 @@ class SplitData:
             items = self.split(split)
             if known is None or split == "train":
                 continue
-            unseen = {}
-            for it in items:
-                for t in it.labels:
-                    if t not in known:
-                        unseen[t] = unseen.get(t, 0) + 1
+            unseen = Counter(t for it in items for t in it.labels if t not in known)
             if unseen:
                 listed = ", ".join(f"{t!r} ({n}x)" for t, n in sorted(unseen.items(), key=lambda kv: -kv[1])[:10])
                 raise InputFileError(f"split {split!r} has label(s) never seen in the training split: {listed}. "

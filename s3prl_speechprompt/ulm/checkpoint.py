@@ -1,13 +1,11 @@
 """Read and write fairseq unit-LM checkpoints (``checkpoint_best.pt`` + ``dict.txt``) without fairseq.
 
-fairseq wrote three container shapes over the years: ``args`` (an ``argparse.Namespace``, <= v0.10),
-``cfg`` as a dict whose values may be pickled fairseq ``ChoiceEnum`` members (late 2020 - mid 2021),
-and ``cfg`` as a plain dict. All hold the weights under ``model``. We unpickle with torch's
-``weights_only`` loader first (plus ``argparse.Namespace``); only if the file needs other classes do we
-fall back to an unpickler that resolves a short allow-list of exact globals (torch's own weights-only
-set, numpy arrays, omegaconf's classes, collections, argparse) and turns every other global - fairseq's
-included, and any function such as ``os.system`` - into an inert placeholder. No code from
-the checkpoint is ever imported or run, and fairseq need not be installed.
+fairseq wrote three container shapes: ``args`` (an ``argparse.Namespace``, <= v0.10), ``cfg`` holding pickled
+fairseq ``ChoiceEnum`` members (late 2020 - mid 2021), and ``cfg`` as a plain dict; all hold the weights under
+``model``. We try torch's ``weights_only`` loader first (plus ``argparse.Namespace``), then an unpickler that
+resolves a short allow-list of exact globals (torch's weights-only set, numpy arrays, omegaconf, collections,
+argparse) and turns every other global - fairseq's, or ``os.system`` - into an inert placeholder: no code from
+the checkpoint is imported or run, and fairseq need not be installed.
 """
 from __future__ import annotations
 

@@ -1,14 +1,10 @@
 """A fairseq ``transformer_lm``-compatible decoder-only unit LM in plain PyTorch.
 
-Same computation as fairseq's ``TransformerLanguageModel`` as GSLM trained it: pre-LN blocks, a final
-LayerNorm, sinusoidal positions offset by ``padding_idx`` (the first real token sits at row 2),
-embeddings scaled by sqrt(d), ReLU FFN, biased q/k/v/out projections, output tied to the input
-embedding. Parameter names equal fairseq's (``decoder.layers.0.self_attn.k_proj.weight``...), so
-state dicts move between the two without renaming.
-
-Two additions the reference cannot do in one pass: per-layer prefix key/value *inputs* (SpeechPrompt's
-deep prompts, projected by the frozen k/v projections and placed in front of the token keys) and an
-incremental KV cache that keeps those prefix keys.
+Same computation as fairseq's ``TransformerLanguageModel`` as GSLM trained it (pre-LN blocks, final LayerNorm,
+sinusoidal positions offset by ``padding_idx``, embeddings scaled by sqrt(d), ReLU FFN, biased projections, tied
+output) and fairseq's parameter names, so state dicts move between the two without renaming. Two additions the
+reference cannot do in one pass: per-layer prefix key/value *inputs* (SpeechPrompt's deep prompts, projected by
+the frozen k/v projections, in front of the token keys) and an incremental KV cache that keeps those prefix keys.
 """
 from __future__ import annotations
 
