@@ -59,12 +59,10 @@ class ReparamPrefix(nn.Module):
 @torch.no_grad()
 def activation_prefixes(lm, sources: Sequence[Sequence[int]], length: int, seed: int = 0,
                         max_tokens: int = 1024) -> Tuple[torch.Tensor, torch.Tensor, List[Tuple[int, int]]]:
-    """Key/value inputs of the frozen ``lm`` at ``length`` sampled unit positions of ``sources``.
+    """Key/value inputs of the frozen ``lm`` at ``length`` sampled unit positions of ``sources`` (unit token ids).
 
-    ``sources``: token-id sequences (units only, as fed after ``</s>``). Returns ``(key, value, picks)``
-    with key = value of shape (layers, L, C) and ``picks`` the (source index, token position) pairs, where
-    position counts the input ``</s> u1 .. un`` (so 1 is the first unit). Each source is truncated to
-    ``max_tokens`` units (the sampled position lies within them).
+    Returns ``(key, value, picks)``: key = value, (layers, L, C); ``picks`` the (source index, position) pairs,
+    position counting the input ``</s> u1 .. un`` (1 = the first unit). Sources are truncated to ``max_tokens`` units.
     """
     usable = [i for i, s in enumerate(sources) if len(s) > 0]
     if not usable:
@@ -102,10 +100,9 @@ def activation_prefixes(lm, sources: Sequence[Sequence[int]], length: int, seed:
 def init_prompts(model, sources: Optional[Sequence[Sequence[int]]], seed: int = 0) -> Optional[list]:
     """Apply ``model.cfg.init`` to a freshly built ``PromptedULM``'s deep prompts, in place.
 
-    ``normal`` leaves the N(0, std) prompts as built. ``activations`` overwrites them (or a reparameterised
-    prefix's starting point) with :func:`activation_prefixes` of ``sources`` (the training utterances as
-    token ids). Call it only when training starts from scratch: a resumed or evaluated model loads its
-    trained state afterwards. Returns the sampled positions (or None).
+    ``normal`` leaves the N(0, std) prompts; ``activations`` overwrites them (or a reparameterised prefix's start)
+    with :func:`activation_prefixes` of ``sources`` (training utterances as token ids). Only for a run starting from
+    scratch: a resumed or evaluated model loads its trained state afterwards. Returns the sampled positions or None.
     """
     cfg = model.cfg
     if cfg.init == "normal" or model.deep_prompt is None:

@@ -187,11 +187,8 @@ def _too_many(method: str, n_labels: int, n_units: int) -> ConfigError:
 def build_verbalizer(method: str, train_label_seqs: Iterable[Sequence[str]],
                      train_unit_seqs: Iterable[Sequence[str]], unit_vocab: Sequence[str],
                      seed: int = 0) -> Verbalizer:
-    """Build a verbalizer from the training split.
-
-    train_label_seqs: per utterance, its label tokens (k,); train_unit_seqs: per utterance, its
-    source units (n,); unit_vocab: the unit symbols in dict.txt order (no specials). ``seed`` only
-    matters for ``random``.
+    """Build a verbalizer from the training split: per utterance its label tokens and its source units;
+    ``unit_vocab``: the unit symbols in dict.txt order (no specials). ``seed`` only matters for ``random``.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown verbalizer method {method!r}; choose one of {', '.join(METHODS)}")

@@ -83,10 +83,9 @@ def saved_extra_state(init_ckpt, key: str):
 class SplitData:
     """Splits and DataLoaders of an expert (held by the prompt and the baseline expert as ``expert.data``).
 
-    ``task`` / ``datarc``: ``downstream_expert.task`` and ``.datarc`` (the task's keys + ``batch_size``,
-    ``eval_batch_size``, ``num_workers``); ``kwargs``: what s3prl's runner passed the expert (``mode``, ``seed``,
-    ``runner.eval_dataloaders``, ``evaluate_split``). The training sampler skips the batches the expert's
-    ``train_progress`` buffer ``(epoch, batches consumed)`` says this epoch already consumed.
+    ``datarc``: the task's keys + :data:`~s3prl_speechprompt.trained.LOADER_KEYS`; ``kwargs``: what s3prl's runner
+    passed the expert. The training sampler skips the batches the expert's ``train_progress`` buffer ``(epoch,
+    batches consumed)`` says this epoch already consumed.
     """
 
     def __init__(self, task: str, datarc: dict, expdir, kwargs: dict, balanced_sampling: bool, bad_audio: str):
