@@ -73,16 +73,6 @@ class TrainConfig:
                              f"runs in fp32: drop --precision")
 
 
-def task_defaults(task: str):
-    """(prompt length, max label tokens, scorer class) of a registered task, or generic defaults."""
-    from s3prl_speechprompt.tasks.base import Task, get_task
-    try:
-        cls = get_task(task)
-    except KeyError:
-        cls = Task
-    return cls.default_prompt_length, cls
-
-
 # ------------------------------------------------------------------------------------------ config files
 def write_config(exp: Path, config: dict) -> None:
     atomic_write_text(exp / "config.json", json.dumps(config, indent=1) + "\n")
@@ -177,11 +167,15 @@ class PromptJob(Job):
 
 
 def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resume=False, log=print) -> dict:
+    from s3prl_speechprompt.tasks.base import Task, get_task
     from s3prl_speechprompt.ulm.checkpoint import load_ulm
 
     exp = Path(exp)
     torch.set_num_threads(cfg.threads or default_threads())
-    default_L, _ = task_defaults(cfg.task)
+    try:                              # unregistered names (any classification unit file) get the generic default
+        default_L = get_task(cfg.task).default_prompt_length
+    except KeyError:
+        default_L = Task.default_prompt_length
     L = cfg.prompt_length if cfg.prompt_length is not None else default_L
     lm, dictionary, _ = load_ulm(ulm_path)
     sha = weights_fingerprint(lm.state_dict())
