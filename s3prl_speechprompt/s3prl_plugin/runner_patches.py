@@ -136,13 +136,13 @@ def _write_trained_task(states, path) -> None:
 def atomic_runner_checkpoints() -> list:
     """Make ``Runner.train``'s checkpoints survive a kill at any moment, and write the prompt expert's trained task.
 
-    s3prl 0.4.18 writes ``states-<step>.ckpt`` / ``dev-best.ckpt`` with a plain ``torch.save`` (a kill mid-write leaves a
-    truncated file that ``-a`` then picks and cannot load) and, with ``max_keep``, deletes older states *before*
+    s3prl 0.4.18 writes ``states-<step>.ckpt`` / ``dev-best.ckpt`` with a plain ``torch.save`` (a kill mid-write leaves
+    a truncated file that ``-a`` then picks and cannot load) and, with ``max_keep``, deletes older states *before*
     writing the new one. Patched, in ``s3prl.downstream.runner``'s namespace only: ``torch.save`` to a path is atomic
-    (a hidden temp file ``-a``'s glob never matches, fsynced, renamed); ``os.remove`` of a ``states-*.ckpt`` waits until
-    the next one of that folder is complete; after the prompt expert's ``dev-best.ckpt``, ``<expdir>/trained_task/`` is
-    written from it (:meth:`~s3prl_speechprompt.trained.TrainedTask.from_runner_checkpoint`). Idempotent; returns
-    the names of what was patched.
+    (a hidden temp file ``-a``'s glob never matches, fsynced, renamed); ``os.remove`` of a ``states-*.ckpt`` waits
+    until the next one of that folder is complete; after the prompt expert's ``dev-best.ckpt``,
+    ``<expdir>/trained_task/`` is written from it (:meth:`~s3prl_speechprompt.trained.TrainedTask.from_runner_checkpoint`).
+    Idempotent; returns the names of what was patched.
     """
     import torch
 

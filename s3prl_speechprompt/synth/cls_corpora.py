@@ -248,7 +248,8 @@ def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speaker
         csv_corpus/{train,dev,test}.csv             path,label_1,label_2   (colour, shape; one file per split)
 
     ``all.csv`` without a separator is ``colours * shapes``-way classification; with ``label_separator: "+"`` (or the
-    per-split files) two-slot classification like IC. ``per_class`` / ``speakers``: (train, dev, test), disjoint speakers.
+    per-split files) two-slot classification like IC. ``per_class`` / ``speakers``: (train, dev, test), disjoint
+    speakers.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
