@@ -141,7 +141,7 @@ def atomic_runner_checkpoints() -> list:
     writing the new one. Patched, in ``s3prl.downstream.runner``'s namespace only: ``torch.save`` to a path is atomic
     (a hidden temp file ``-a``'s glob never matches, fsynced, renamed); ``os.remove`` of a ``states-*.ckpt`` waits
     until the next one of that folder is complete; after the prompt expert's ``dev-best.ckpt``,
-    ``<expdir>/trained_task/`` is written from it (:meth:`~s3prl_speechprompt.trained.TrainedTask.from_runner_checkpoint`).
+    ``<expdir>/trained_task/`` is written from it (``TrainedTask.from_runner_checkpoint``).
     Idempotent; returns the names of what was patched.
     """
     import torch
