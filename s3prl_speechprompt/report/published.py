@@ -7,10 +7,9 @@ from s3prl_speechprompt.report.rows import METHOD_LABELS, TASK_METRICS, Row
 
 
 def superb_head_params(kind: str, dim: int, outputs: int) -> int:
-    """Closed-form parameter count of SUPERB's heads (``baseline_expert.build_head`` with SUPERB's modelrc).
-
-    linear: Linear(dim, 256) + Linear(256, outputs); lstm: Linear(dim, 1024) + 2 BLSTM layers of 1024 units per
-    direction (input 1024, then 2048) + Linear(2048, outputs).
+    """Closed-form parameter count of SUPERB's heads (``baseline_expert.build_head`` with SUPERB's modelrc): linear
+    Linear(dim, 256) + Linear(256, outputs); lstm Linear(dim, 1024) + 2 BLSTM layers of 1024 per direction (input
+    1024, then 2048) + Linear(2048, outputs).
     """
     if kind == "linear":
         return dim * 256 + 256 + 256 * outputs + outputs

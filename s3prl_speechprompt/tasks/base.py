@@ -23,10 +23,8 @@ from s3prl_speechprompt.tasks.audio import SAMPLE_RATE, read_item_audio  # noqa:
 
 @dataclass(frozen=True)
 class Item:
-    """One utterance: where its audio is and its label tokens.
-
-    ``offset``/``num_samples`` select a crop (SUPERB's ``_silence_`` clips are 1-s windows of long
-    background-noise files); ``num_samples=None`` means the whole file.
+    """One utterance: where its audio is and its label tokens; ``offset``/``num_samples`` select a crop (SUPERB's
+    ``_silence_`` clips are 1-s windows of long background-noise files; ``num_samples=None``: the whole file).
     """
 
     id: str
@@ -150,10 +148,8 @@ def _entry_point(name: str) -> Optional[str]:
 
 
 def get_task(name: str) -> Type[Task]:
-    """The task class for ``name``: a registered task name, ``module`` or ``module:name`` of a module
-    outside this package, or an entry point of the group ``s3prl_speechprompt.tasks``.
-
-    Task modules in this package are imported on first use.
+    """The task class for ``name``: a registered name, ``module`` or ``module:name`` outside this package, or an
+    entry point of the group ``s3prl_speechprompt.tasks`` (this package's task modules are imported on first use).
     """
     if name in TASKS:
         return TASKS[name]
