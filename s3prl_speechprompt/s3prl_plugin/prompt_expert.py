@@ -67,11 +67,11 @@ class ExpertConfig:
 
 
 def check_runner_precision(prec: str, runner: dict, device: str) -> None:
-    """fp16 needs loss scaling, and s3prl's runner owns backward and the optimizer step: its ``runner.fp16``
-    GradScaler (``torch.cuda.amp``: scale, unscale before clipping, step, update) is the scaler, so
-    ``precision: fp16`` requires ``runner.fp16: true`` on CUDA. (``runner.fp16`` also autocasts the upstream
-    to fp16; the LM's precision is still ``downstream_expert.precision``. s3prl does not checkpoint its scaler:
-    a resumed run restarts from the initial scale, which costs at most a few skipped steps.)"""
+    """fp16 needs loss scaling, and s3prl's runner owns backward and the optimizer step: its ``runner.fp16`` GradScaler
+    is the scaler, so ``precision: fp16`` requires ``runner.fp16: true`` on CUDA (which also autocasts the upstream;
+    the LM's precision stays ``downstream_expert.precision``). s3prl does not checkpoint its scaler: a resumed run
+    restarts from the initial scale, which costs at most a few skipped steps.
+    """
     if prec != "fp16":
         return
     if not str(device).startswith("cuda"):

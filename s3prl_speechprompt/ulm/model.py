@@ -94,13 +94,10 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int, padding_idx: int) ->
 class KVCache:
     """Keys/values of everything seen so far, per layer, with the deep-prompt prefix in front.
 
-    ``keys[l]``/``values[l]``: (B, H, S, head_dim) views; ``key_padding``: (B, S) True where the key is
-    padding; ``n_prefix``: deep-prefix keys at the front (always visible); ``seq_len``: positions of
-    the causal sequence (input prompt + tokens, pads included); ``token_count``: real tokens per row,
-    which sets the next positions.
-
-    Storage is preallocated per layer with spare capacity that grows geometrically, so a decoding step
-    writes only its new key/value instead of copying the whole cache (``torch.cat`` every step was
+    ``keys[l]``/``values[l]``: (B, H, S, head_dim) views; ``key_padding``: (B, S) True at padding keys; ``n_prefix``:
+    deep-prefix keys at the front (always visible); ``seq_len``: positions of the causal sequence (input prompt +
+    tokens, pads included); ``token_count``: real tokens per row, which sets the next positions. Storage grows
+    geometrically with spare capacity, so a decoding step writes only its new key/value (``torch.cat`` every step was
     O(S) memory traffic per layer per token and dominated cached decoding at ASR lengths).
     """
 
