@@ -270,15 +270,12 @@ class UnitLM(nn.Module):
     ) -> torch.Tensor:
         """Logits (B, T, V) for ``tokens`` (B, T), right or left padded with ``padding_idx``.
 
-        - ``embeds``: unscaled (B, T, C) to use instead of ``embed(tokens)``.
-        - ``prefix_kv``: one (k_in, v_in) pair per layer, each (L, C) or (B, L, C): deep-prompt key/value
-          inputs visible to every token, without positions.
-        - ``prefix_embeds``: (L, C) or (B, L, C) input-level prompt prepended to the scaled input
-          (no positions); its outputs are dropped from the result.
-        - ``prefix_padding``: (B, L) bool, True where a row's deep-prefix slot is padding (rows of a mixed-task
-          batch carry prompts of different lengths, right-padded to L; see ``prompt/bank.py``).
-        - ``cache``: a ``KVCache``; the first call fills it (prefixes included), later calls pass only
-          the new tokens and must not pass prefixes again.
+        ``embeds``: unscaled (B, T, C) instead of ``embed(tokens)``; ``prefix_kv``: one (k_in, v_in) pair per
+        layer, each (L, C) or (B, L, C), deep-prompt inputs visible to every token, without positions;
+        ``prefix_embeds``: (L, C) or (B, L, C) input-level prompt prepended to the scaled input (no positions; its
+        outputs are dropped); ``prefix_padding``: (B, L) bool, True where a row's deep-prefix slot is padding
+        (mixed-task batches, ``prompt/bank.py``); ``cache``: a ``KVCache`` the first call fills (prefixes
+        included), later calls pass only the new tokens and no prefixes.
         """
         B, T = tokens.shape
         first = cache is None or cache.empty
