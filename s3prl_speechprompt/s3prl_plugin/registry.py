@@ -60,11 +60,9 @@ def extra_downstreams(environ: Optional[Mapping[str, str]] = None) -> Dict[str, 
 
 
 def expert_module_for(name: str, overrides: Optional[Mapping[str, str]] = None) -> str:
-    """The module whose ``DownstreamExpert`` serves ``-d name``.
-
-    Looked up in ``overrides``, then :data:`EXPERT_MODULES`, then ``SPEECHPROMPT_EXTRA_DOWNSTREAMS``;
-    otherwise by name: ``*_linear`` / ``*_lstm`` -> the SUPERB baseline expert, any other
-    ``speechprompt_*`` -> the prompt expert. Raises ``KeyError`` for a name that is not ours.
+    """The module whose ``DownstreamExpert`` serves ``-d name``: ``overrides``, :data:`EXPERT_MODULES`,
+    ``SPEECHPROMPT_EXTRA_DOWNSTREAMS``, else by name (``*_linear`` / ``*_lstm``: the SUPERB baseline expert, any other
+    ``speechprompt_*``: the prompt expert). Raises ``KeyError`` for a name that is not ours.
     """
     for table in (overrides or {}, EXPERT_MODULES, extra_downstreams()):
         if name in table:
@@ -213,12 +211,10 @@ def _package_module(name: str, real: str) -> types.ModuleType:
 
 
 def register(names: Optional[Iterable[str]] = None, overrides: Optional[Mapping[str, str]] = None) -> List[str]:
-    """Register ``-d <name>`` for each name (default: :func:`all_downstreams`, skipping with a warning
-    any packaged YAML whose name maps to no expert module). Idempotent.
-
-    Only synthesized modules are created here; each expert module is imported when s3prl first asks
-    for ``s3prl.downstream.<name>.expert``. A name already taken by a real s3prl downstream (or by
-    something else in ``sys.modules``) is refused with ``ValueError``. Returns the registered names.
+    """Register ``-d <name>`` for each name (default: :func:`all_downstreams`, skipping with a warning a packaged YAML
+    whose name maps to no expert); idempotent. Only synthesized modules are created here, each expert module is
+    imported when s3prl first asks for it. A name taken by a real s3prl downstream (or anything else in
+    ``sys.modules``) is refused with ``ValueError``. Returns the registered names.
     """
     import s3prl.downstream  # noqa: F401  (the parent package must exist before its children)
 
