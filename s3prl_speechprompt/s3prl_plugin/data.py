@@ -38,8 +38,9 @@ def collate(batch):
 
 class EpochSampler(Sampler):
     """The training order of one epoch, a pure function of (seed, epoch): class-balanced sampling with replacement
-    (SUPERB's KS ``WeightedRandomSampler``) or a permutation; DDP-aware as s3prl's catalyst ``DistributedSamplerWrapper``
-    (every rank draws the same order, keeps its stride); ``skip`` drops the first indices so a resumed run continues.
+    (SUPERB's KS ``WeightedRandomSampler``) or a permutation; DDP-aware as s3prl's catalyst
+    ``DistributedSamplerWrapper`` (every rank draws the same order, keeps its stride); ``skip`` drops the first
+    indices so a resumed run continues mid-epoch.
     """
 
     def __init__(self, items: Sequence[Item], seed: int = 0, balanced: bool = True, rank: int = 0,
