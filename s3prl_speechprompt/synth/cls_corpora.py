@@ -26,8 +26,7 @@ SENTENCES = [
     "The children are outside.", "We have to leave now.",
 ]
 
-# ----------------------------------------------------------------------------------------------------------------
-# ER: IEMOCAP
+# --- ER: IEMOCAP ---
 
 # emotion -> (rate factor, pitch offset, pitch-range factor); exc is merged into hap by SUPERB, fru is dropped
 ER_PROSODY = OrderedDict([
@@ -122,8 +121,7 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# SID: VoxCeleb1
+# --- SID: VoxCeleb1 ---
 
 VOX_DIR = "VoxCeleb1"
 _VIDEO_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
@@ -231,8 +229,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# CSV: generic classification
+# --- CSV: generic classification ---
 
 CSV_COLOURS = ["red", "green", "blue", "yellow", "white", "black"]
 CSV_SHAPES = ["circle", "square", "triangle", "star", "heart", "arrow"]

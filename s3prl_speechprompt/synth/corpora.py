@@ -23,8 +23,7 @@ from .render import (NOISE_KINDS, check_out_dir, draw_speakers, make_noise, rand
                      write_info, write_wav)
 from .tts import SAMPLE_RATE
 
-# ----------------------------------------------------------------------------------------------------------------
-# KS: Speech Commands v0.01
+# --- KS: Speech Commands v0.01 ---
 
 KS_COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 KS_CLASSES = KS_COMMANDS + ["_unknown_", "_silence_"]
@@ -170,8 +169,7 @@ def _ks_counts(root, unknown_words):
     return {s: dict(c) for s, c in counts.items()}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# IC: Fluent Speech Commands
+# --- IC: Fluent Speech Commands ---
 
 _LIGHTS_ON_IN = ["Turn on the lights in the {room}", "Switch on the {room} lights", "{Room} lights on",
                  "Lights on in the {room}"]

@@ -19,8 +19,7 @@ from s3prl_speechprompt.errors import ConfigError, OutputExistsError
 
 from .tts import SAMPLE_RATE, synthesize
 
-# ----------------------------------------------------------------------------------------------------------------
-# speakers
+# --- speakers ---
 
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan",
            "en-gb-x-gbcwmd"]
@@ -43,8 +42,7 @@ def draw_speakers(rng, n):
             for i in picks]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# noise and clip post-processing
+# --- noise and clip post-processing ---
 
 NOISE_KINDS = ["white_noise", "pink_noise", "brown_noise", "mains_hum", "running_water"]
 
@@ -192,8 +190,7 @@ def render_all(jobs, progress, desc, workers=None, root=None):
                 bar.update(n)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# output directory handling
+# --- output directory handling ---
 
 def check_out_dir(out_dir, force):
     out_dir = Path(out_dir)

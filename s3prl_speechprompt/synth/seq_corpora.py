@@ -15,8 +15,7 @@ from s3prl_speechprompt.errors import ConfigError
 
 from .render import check_out_dir, draw_speakers, render_all, staging, write_info
 
-# ----------------------------------------------------------------------------------------------------------------
-# ASR: LibriSpeech
+# --- ASR: LibriSpeech ---
 
 # short, phonetically distinct words first: ``vocabulary=N`` takes the first N (the apostrophe is in the first 12)
 ASR_WORDS = [
@@ -106,8 +105,7 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# SF: Audio SNIPS
+# --- SF: Audio SNIPS ---
 
 # SUPERB's speaker split of Audio SNIPS (Amazon Polly voice names)
 SNIPS_SPEAKERS = {
