@@ -23,10 +23,9 @@ INITS = ("normal", "activations")
 
 
 class ReparamPrefix(nn.Module):
-    """``start + MLP(E)`` -> per-layer (k_in, v_in); same call interface as ``prompted.DeepPrompt``.
-
-    ``E``: (L, hidden) trainable; MLP: Linear(hidden, hidden) -> tanh -> Linear(hidden, 2*layers*C),
-    the last layer zero-initialised; ``start``: (2, layers, L, C) buffer (key inputs, value inputs).
+    """``start + MLP(E)`` -> per-layer (k_in, v_in), the call interface of ``prompted.DeepPrompt``: ``E`` (L, hidden)
+    trainable; MLP Linear(hidden, hidden) -> tanh -> Linear(hidden, 2*layers*C), the last layer zero-initialised;
+    ``start``: (2, layers, L, C) buffer (key inputs, value inputs).
     """
 
     def __init__(self, layers: int, length: int, dim: int, dropout: float, hidden: int,

@@ -238,9 +238,8 @@ class PromptedULM(nn.Module):
 
 
 def build_batch(sources: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], device=None):
-    """Token-id sources and verbalized labels -> right-padded (inputs, targets), each (B, T).
-
-    inputs = ``</s> src <s> label``, targets = ``src <s> label </s>``.
+    """Token-id sources and verbalized labels -> right-padded (B, T) inputs ``</s> src <s> label`` and targets
+    ``src <s> label </s>``.
     """
     rows = [[*s, SEP, *y] for s, y in zip(sources, labels)]
     T = max(len(r) for r in rows) + 1

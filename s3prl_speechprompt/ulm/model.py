@@ -75,10 +75,8 @@ class ULMConfig:
 
 
 def sinusoidal_positions(positions: torch.Tensor, dim: int, padding_idx: int) -> torch.Tensor:
-    """fairseq's sinusoid (sin half then cos half, not interleaved) for integer ``positions`` (B, T).
-
-    Computed on the fly instead of from a table, so positions past the pretrained length work;
-    the padding position maps to zeros exactly as fairseq's zeroed table row does.
+    """fairseq's sinusoid (sin half then cos half, not interleaved) for integer ``positions`` (B, T), computed on the
+    fly so positions past the pretrained length work; the padding position maps to zeros as fairseq's zeroed row.
     """
     half = dim // 2
     step = math.log(10000) / (half - 1)

@@ -253,10 +253,9 @@ def _km_unpickler_class():
 
 
 def read_km_bin(path: Union[str, os.PathLike]) -> KMeansState:
-    """A joblib-pickled sklearn KMeans/MiniBatchKMeans (compressed or not) as a :class:`KMeansState`.
-
-    Needs joblib (for its container format) but not sklearn; refuses any global outside a k-means model
-    and numpy arrays with :class:`~s3prl_speechprompt.errors.KMeansFileError` naming it and the file.
+    """A joblib-pickled sklearn KMeans/MiniBatchKMeans (compressed or not) as a :class:`KMeansState`: needs joblib,
+    not sklearn; a global outside a k-means model and numpy arrays is a
+    :class:`~s3prl_speechprompt.errors.KMeansFileError` naming it and the file.
     """
     path = Path(path)
     if not path.is_file():
