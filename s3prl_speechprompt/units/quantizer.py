@@ -86,9 +86,8 @@ class KMeansQuantizer(torch.nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_km_bin(cls, path: Union[str, os.PathLike]) -> "KMeansQuantizer":
-        """Load GSLM's ``km.bin`` (a joblib pickle of an sklearn MiniBatchKMeans/KMeans) without sklearn.
-
-        Read by :func:`read_km_bin`: only ``cluster_centers_`` is used, and no code named by the file is run.
+        """Load GSLM's ``km.bin`` (a joblib pickle of an sklearn (MiniBatch)KMeans) without sklearn, through
+        :func:`read_km_bin`: only ``cluster_centers_`` is used, and no code named by the file is run.
         """
         path = Path(path)
         state = read_km_bin(path)
@@ -99,9 +98,8 @@ class KMeansQuantizer(torch.nn.Module):
     @classmethod
     def fit(cls, features: Union[ArrayLike, Iterable[ArrayLike]], n_clusters: int = 100, seed: int = 1369,
             **overrides) -> "KMeansQuantizer":
-        """Fit sklearn MiniBatchKMeans with GSLM's settings (``overrides`` replace any of them).
-
-        features: one (N, D) array/tensor, or an iterable of (T, D) ones (one per utterance).
+        """Fit sklearn MiniBatchKMeans with GSLM's settings (``overrides`` replace any of them) on one (N, D) array/tensor
+        or an iterable of (T, D) ones (one per utterance).
         """
         from sklearn.cluster import MiniBatchKMeans
 
