@@ -98,8 +98,8 @@ class KMeansQuantizer(torch.nn.Module):
     @classmethod
     def fit(cls, features: Union[ArrayLike, Iterable[ArrayLike]], n_clusters: int = 100, seed: int = 1369,
             **overrides) -> "KMeansQuantizer":
-        """Fit sklearn MiniBatchKMeans with GSLM's settings (``overrides`` replace any of them) on one (N, D) array/tensor
-        or an iterable of (T, D) ones (one per utterance).
+        """Fit sklearn MiniBatchKMeans with GSLM's settings (``overrides`` replace any of them) on one (N, D)
+        array/tensor or an iterable of (T, D) ones (one per utterance).
         """
         from sklearn.cluster import MiniBatchKMeans
 
