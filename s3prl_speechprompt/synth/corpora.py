@@ -1,9 +1,7 @@
-"""Small synthetic corpora laid out exactly like the SUPERB KS and IC datasets.
-
-``make_ks`` writes Speech Commands v0.01 (training directory + the separate official-style test set),
-``make_ic`` writes Fluent Speech Commands (wavs + the three CSVs). Speech comes from espeak-ng
-(:mod:`s3prl_speechprompt.synth.tts`); a "speaker" is one combination of voice, speaking rate and pitch.
-Everything is a function of the seed: the same seed gives byte-identical corpora.
+"""Small synthetic corpora laid out exactly like the SUPERB KS and IC datasets: ``make_ks`` writes Speech Commands
+v0.01 (training directory + the separate test set), ``make_ic`` Fluent Speech Commands (wavs + three CSVs). Speech
+comes from espeak-ng (:mod:`s3prl_speechprompt.synth.tts`); a "speaker" is a voice, rate and pitch; the same
+seed gives byte-identical corpora.
 
 Every ``make_*`` (here and in :mod:`.cls_corpora`, :mod:`.seq_corpora`) builds the corpus in a hidden sibling
 directory and moves it into ``out_dir`` only when complete (an interrupted run leaves no half-written corpus);
