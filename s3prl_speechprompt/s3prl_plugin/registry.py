@@ -1,17 +1,11 @@
 """Make our downstreams visible to s3prl's runner as ``-d <name>`` without touching installed files.
 
-s3prl 0.4.18 finds a downstream only through
-``importlib.import_module(f"s3prl.downstream.{name}.expert")`` (``s3prl/downstream/runner.py``,
-``Runner._get_downstream``). :func:`register` therefore puts, for every name,
-
-* ``sys.modules["s3prl.downstream.<name>"]``: a small synthesized package module, and
-* ``sys.modules["s3prl.downstream.<name>.expert"]``: our real expert module, imported under its own
-  name (e.g. ``s3prl_speechprompt.s3prl_plugin.prompt_expert``). Classes keep their real
-  ``__module__``, so DataLoader workers started with spawn/forkserver can unpickle datasets.
-
-The expert module is imported lazily, the first time s3prl asks for it (a meta-path finder that
-only answers for registered names), so a name whose module is missing or broken fails only when it
-is actually used.
+s3prl 0.4.18 finds a downstream only through ``importlib.import_module(f"s3prl.downstream.{name}.expert")``
+(``Runner._get_downstream``), so :func:`register` puts, per name, a synthesized package module at
+``sys.modules["s3prl.downstream.<name>"]`` and our real expert module, imported under its own name (classes keep
+their ``__module__``, so spawn/forkserver DataLoader workers can unpickle datasets), at ``...<name>.expert``. The
+expert is imported lazily, when s3prl first asks for it (a meta-path finder answering only for registered names),
+so a missing or broken module fails only when used.
 
 Names: every ``<name>.yaml`` in ``s3prl_speechprompt.downstream_configs`` or in a ``SPEECHPROMPT_CONFIG_PATH``
 folder defines ``-d <name>`` (a packaged name wins); any other ``speechprompt_*`` name is served on demand when

@@ -1,10 +1,7 @@
-"""s3prl's ``run_downstream.py`` with the SpeechPrompt downstreams registered.
-
-Usage is exactly s3prl 0.4.18's (every flag is passed through), e.g.::
+"""s3prl's ``run_downstream.py`` with the SpeechPrompt downstreams registered; every flag is s3prl 0.4.18's::
 
     speechprompt-run-downstream -m train -u hubert -d speechprompt_ks -n ks_pt
     speechprompt-run-downstream -m evaluate -t test -e result/downstream/ks_pt/dev-best.ckpt
-    python -m s3prl_speechprompt.s3prl_plugin.run_downstream --help
 
 What it adds before handing over to ``s3prl.run_downstream.main()``: :func:`s3prl_speechprompt.compat.apply`;
 our downstreams registered (:mod:`.registry`); ``-c <packaged yaml>`` when ``-d`` is ours and neither ``-c`` nor
