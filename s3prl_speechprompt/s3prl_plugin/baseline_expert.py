@@ -16,19 +16,16 @@ IC 203,032, ASR (V=32) 42,828,832).
 
 Hooks a task can provide (see :class:`s3prl_speechprompt.tasks.base.Task`):
 
-* **sequence tasks must** define ``ctc_vocabulary(self) -> List[str]``: the CTC output symbols in
-  output order, **index 0 being the blank**, every label token of every item being one of the others.
-  For SUPERB parity ASR returns fairseq's ``["<s>", "<pad>", "</s>", "<unk>"] + char.dict`` (V=32,
-  blank ``<s>``) and SF ``["<pad>", "<eos>", "<unk>"] + characters + B-/E- slot tags`` (blank ``<pad>``).
-  Decoded hypotheses (symbol tuples without blanks) and the references go to ``task.score``; the task
-  strips any end-of-sentence symbol it put into its labels.
-* classification tasks **may** define ``class_vocabularies(self) -> List[List[str]]`` (one ordered
-  class list per label position); otherwise the classes are the sorted label tokens seen at each
-  position of the training split (IC's ``action:<v>``, ``object:<v>``, ``location:<v>`` slices).
+* **sequence tasks must** define ``ctc_vocabulary(self) -> List[str]``: the CTC output symbols in output order,
+  **index 0 being the blank**, every label token of every item being one of the others. For SUPERB parity ASR
+  returns fairseq's ``["<s>", "<pad>", "</s>", "<unk>"] + char.dict`` (V=32, blank ``<s>``) and SF ``["<pad>",
+  "<eos>", "<unk>"] + characters + B-/E- slot tags`` (blank ``<pad>``). Hypotheses (symbol tuples without blanks)
+  and references go to ``task.score``; the task strips any end-of-sentence symbol it put into its labels.
+* classification tasks **may** define ``class_vocabularies(self) -> List[List[str]]`` (one ordered class list per
+  label position); otherwise the classes are the sorted label tokens seen at each position of the training split.
 
-The head kind comes from ``downstream_expert.head``, else from the ``-d`` name's suffix, else from
-the task (``ctc_vocabulary`` present -> ``lstm``). The class sets / CTC vocabulary are stored in the
-checkpoint, so ``-m evaluate -e`` rebuilds exactly the trained head.
+The head kind: :func:`head_kind`. Class sets / CTC vocabulary are stored in the checkpoint, so ``-m evaluate -e``
+rebuilds exactly the trained head.
 
 Logged like the prompt expert (tensorboard, ``log.log``, ``<split>_predict.txt``, ``dev-best.ckpt`` on the task's
 primary metric of ``dev`` or of its ``best_split``, ``speechprompt_info.json``, ``run.json``: :mod:`.records`).
