@@ -1,18 +1,15 @@
 """The one decoder: greedy or beam search over a logits function, continuing ``</s> source <s>``.
 
-Every front end decodes through :func:`decode` (runner evaluation and ``-m inference``, ``speechprompt predict``,
-``speechprompt evaluate``, the benchmarks), given a *logits function*
-``logits_fn(tokens (B, T), cache, rows (B,)) -> (B, T, V)``: :meth:`PromptedULM.logits_fn
-<s3prl_speechprompt.prompt.prompted.PromptedULM.logits_fn>` for one task (decoded exactly as its model computes),
-or :meth:`PromptBank.logits_fn(task_ids) <s3prl_speechprompt.prompt.bank.PromptBank.logits_fn>` for rows of mixed
-tasks on one LM. ``rows[b]`` is the source index of batch row ``b`` (beam search holds ``beam_size`` rows per
-source), so a bank prompts each row with its source's task. ``cache`` is a
+Every front end decodes through :func:`decode`, given ``logits_fn(tokens (B, T), cache, rows (B,)) -> (B, T, V)``:
+:meth:`PromptedULM.logits_fn <s3prl_speechprompt.prompt.prompted.PromptedULM.logits_fn>` for one task (exactly as
+its model computes) or :meth:`PromptBank.logits_fn(task_ids) <s3prl_speechprompt.prompt.bank.PromptBank.logits_fn>`
+for rows of mixed tasks on one LM. ``rows[b]`` is the source of batch row ``b`` (beam search holds ``beam_size``
+rows per source), so a bank prompts each row with its source's task. ``cache``: a
 :class:`~s3prl_speechprompt.ulm.model.KVCache` (None: the whole sequence every step, as SpeechPrompt's reference
 did); prefixes go in while it is empty. The budget counts new tokens only (``</s>`` included), per source if a list.
-
-Beam search ranks ended hypotheses by log-probability / length**``length_penalty`` (fairseq's convention, ``</s>``
-counted); a source is done with ``beam_size`` ended hypotheses or at its budget (then its best live beam is
-returned unfinished). At width 1 it gives greedy's tokens.
+Beam search ranks ended hypotheses by log-probability / length**``length_penalty`` (fairseq's, ``</s>`` counted); a
+source is done with ``beam_size`` ended hypotheses or at its budget (then its best live beam, unfinished). At width
+1 it gives greedy's tokens.
 """
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
-"""The SpeechPrompt downstream expert for s3prl's runner (``-d speechprompt_<task>``).
+"""The SpeechPrompt downstream expert for s3prl's runner (``-d speechprompt_<task>``)::
 
     features (selected upstream layer) -> k-means -> dedup -> GSLM tokens -> prompted unit LM
 
-One class serves every task; ``downstream_expert.task`` picks the reader and scorer and
-``downstream_expert.method`` picks prompt tuning (``pt``) or full LM fine-tuning (``ftlm``).
-Checkpoints hold what training changed (prompts, separator, verbalizer head; the whole LM for
-FT-LM) plus the k-means centroids, the verbalizer and the LM's weights fingerprint - never the frozen LM. With
-every ``dev-best.ckpt`` the run's trained task is written to ``<expdir>/trained_task/`` (runner_patches.py,
-trained.py), which ``speechprompt predict`` serves; the prompt config and decoding budget are trained.py's.
+One class serves every task (``downstream_expert.task``: reader and scorer; ``.method``: ``pt`` or ``ftlm``).
+Checkpoints hold what training changed (prompts, separator, verbalizer head; the whole LM for FT-LM), the k-means
+centroids, the verbalizer and the LM's weights fingerprint - never the frozen LM. With every ``dev-best.ckpt`` the
+trained task is written to ``<expdir>/trained_task/`` (runner_patches.py), which ``speechprompt predict`` serves;
+the prompt config and decoding budget are trained.py's.
 """
 from __future__ import annotations
 
