@@ -2,13 +2,12 @@
 
 Prompt tuning leaves the LM untouched, so N tasks need one LM plus N small prompt sets. The bank stacks what each
 task's :class:`~s3prl_speechprompt.prompt.prompted.PromptedULM` feeds the LM: deep-prompt key/value inputs
-``(N, layers, L_max, C)`` (shorter prompts right-padded and masked with the LM's ``prefix_padding``), the separator
-per task ``(N, C)`` (the LM's ``<s>`` row when untrained), and the learnable verbalizer head per task ``(N, M, V)``
-(identity rows for a task without one; outputs past a task's ``classes + 4`` masked to -inf, so arg-max and
-log-softmax equal the task's own). A batch carries ``task_ids`` (B,) and costs one LM forward whatever the mix.
-Built from each model's *materialised* prefixes (what it passes the LM in eval mode), so any parameterisation
-(plain, reparameterised) banks the same way. A model with an input-level prompt but no deep prompts is refused
-(its prefix has positions of its own; decode it alone with ``PromptedULM.logits_fn``).
+``(N, layers, L_max, C)`` (shorter prompts right-padded, masked with ``prefix_padding``), the separator per task
+``(N, C)`` (the LM's ``<s>`` row when untrained) and the verbalizer head per task ``(N, M, V)`` (identity rows
+without one; outputs past ``classes + 4`` at -inf, so arg-max and log-softmax equal the task's own). A batch carries
+``task_ids`` (B,) and costs one LM forward. Built from each model's *materialised* prefixes (eval mode), so any
+parameterisation banks the same way; an input-level prompt without deep prompts is refused (its prefix has
+positions of its own: decode it alone with ``PromptedULM.logits_fn``).
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Verbalizers: label tokens <-> fixed-length codes of unit symbols (a frozen unit LM can only emit units).
 
 - ``freq`` (SpeechPrompt v1): the i-th most frequent training label -> the i-th most frequent training source
-  unit, ties in first-seen order; unseen units follow in dict order.
-- ``random`` (v2): a seeded sample of distinct units. ``identity``: labels in natural order -> units in dict order.
+  unit, ties in first-seen order; unseen units follow in dict order. ``random`` (v2): a seeded sample of distinct
+  units. ``identity``: labels in natural order -> units in dict order.
 - ``multi``: k units per label, the smallest k with ``n_units**k >= n_labels``, the frequency-ranked label index
-  written in base ``n_units`` over frequency-ranked units (1,251 SID speakers fit 100 units with k=2).
+  written in base ``n_units`` over frequency-ranked units (1,251 SID speakers fit 100 units with k=2; k=1: freq).
 - ``learnable`` (v2): input codes as ``identity``; the model adds a linear head over the LM logits.
 
-On disk: ``{"method": "freq", "code_length": 1, "codes": {"0": "53", ...}}``; ``load`` also reads
-SpeechPrompt's ``{"KS": {"0": "53", ...}}``.
+On disk: ``{"method": "freq", "code_length": 1, "codes": {"0": "53", ...}}``; ``load`` also reads SpeechPrompt's
+``{"KS": {"0": "53", ...}}``.
 """
 from __future__ import annotations
 
