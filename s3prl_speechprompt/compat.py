@@ -1,9 +1,8 @@
 """Compatibility layer that lets s3prl 0.4.18 run on current torch / torchaudio.
 
-This is the ONE place where the package patches third-party modules. Nothing here edits installed
-files; every patch is applied at run time by :func:`apply`, which our entry points call before they
-import s3prl. Each patch is conditional: it is installed only when the feature it provides is missing,
-so a setup with torchaudio < 2.9 and torch <= 2.5 is left exactly as it was.
+Nothing here edits installed files: :func:`apply`, called by our entry points before they import s3prl, patches
+at run time, and only what is missing (torchaudio < 2.9 with torch <= 2.5 is left exactly as it was). Patches that
+change what s3prl's runner *does* live in :mod:`s3prl_speechprompt.s3prl_plugin.runner_patches`.
 
 Patches made by :func:`apply` (all idempotent):
 
@@ -17,9 +16,7 @@ Patches made by :func:`apply` (all idempotent):
 4. ``torch.serialization.add_safe_globals([argparse.Namespace])`` when torch has it: torch >= 2.6 loads
    with ``weights_only=True`` by default and s3prl's checkpoints store their ``Args`` as a Namespace, so
    s3prl's own ``torch.load`` of ``-e`` / ``-i`` checkpoints fails without it.
-
-Patches that change what s3prl's runner *does* (crash-safe checkpoints, DDP on CPU) are not here: they live in
-:mod:`s3prl_speechprompt.s3prl_plugin.runner_patches`, applied by our runner wrapper only.
+5. ``pandas.Series.iteritems`` (removed in pandas 2) -> ``Series.items``, for s3prl's corpus parsers.
 
 :func:`read_audio` is the audio reader our own datasets use (soundfile, mono float32).
 """
