@@ -97,10 +97,9 @@ def _parse_tsv(path: Path, lineno: int, line: str) -> UnitRecord:
 
 
 def read_unit_file(path: str | os.PathLike) -> List[UnitRecord]:
-    """Read a SpeechPrompt ``units <s> labels`` file or our TSV manifest (blank lines are skipped).
-
-    Every malformed line is reported in one :class:`~s3prl_speechprompt.errors.UnitFileError` (``file:line:
-    what``, the first MAX_LISTED of them and a count), not just the first."""
+    """Read a SpeechPrompt ``units <s> labels`` file or our TSV manifest (blank lines skipped); every malformed
+    line is in one :class:`~s3prl_speechprompt.errors.UnitFileError` (``file:line: what``, the first MAX_LISTED, a count).
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: unit file not found")
