@@ -98,7 +98,8 @@ def _parse_tsv(path: Path, lineno: int, line: str) -> UnitRecord:
 
 def read_unit_file(path: str | os.PathLike) -> List[UnitRecord]:
     """Read a SpeechPrompt ``units <s> labels`` file or our TSV manifest (blank lines skipped); every malformed
-    line is in one :class:`~s3prl_speechprompt.errors.UnitFileError` (``file:line: what``, the first MAX_LISTED, a count).
+    line is in one :class:`~s3prl_speechprompt.errors.UnitFileError` (``file:line: what``, the first MAX_LISTED,
+    and a count).
     """
     path = Path(path)
     if not path.is_file():
