@@ -4,11 +4,8 @@ Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``
 Modules are imported lazily by name so ``speechprompt --help`` stays fast and one broken
 optional dependency cannot take down unrelated subcommands.
 
-Errors: commands raise, :func:`main` reports, in one place. A user error (missing file, bad value, failed
-download; rule in :mod:`s3prl_speechprompt.errors`) ends any subcommand with one line
-``speechprompt <command>: error: ...`` (the prefix of argparse's own usage errors for that command) and exit
-code 2; a bug keeps its traceback (exit 1); ``speechprompt --verbose COMMAND`` or ``SPEECHPROMPT_TRACEBACK=1``
-shows every traceback.
+Errors: commands raise, :func:`main` reports, in one place (rule: :mod:`s3prl_speechprompt.errors`): one line
+``speechprompt <command>: error: ...`` (argparse's prefix for that command) and exit 2 for a user error.
 """
 import argparse
 import importlib
@@ -16,21 +13,10 @@ import sys
 
 from s3prl_speechprompt.errors import TRACEBACK_ENV, run_reporting_errors
 
-# subcommand name -> module under s3prl_speechprompt.commands
-COMMANDS = {
-    "ulm-info": "ulm_info",
-    "verbalize": "verbalize",
-    "synth": "synth",
-    "demo": "demo",
-    "extract-units": "extract_units",
-    "pretrain-ulm": "pretrain_ulm",
-    "train": "train",
-    "evaluate": "evaluate",
-    "analyze-length": "analyze_length",
-    "report": "report",
-    "upgrade-run": "upgrade_run",
-    "predict": "predict",
-}
+# subcommand names, in --help order; each is the module commands.<name with _ for ->
+COMMANDS = {name: name.replace("-", "_") for name in (
+    "ulm-info", "verbalize", "synth", "demo", "extract-units", "pretrain-ulm", "train", "evaluate", "analyze-length",
+    "report", "upgrade-run", "predict")}
 
 
 def _load(name):

@@ -1,36 +1,22 @@
 """Compatibility layer that lets s3prl 0.4.18 run on current torch / torchaudio.
 
-This is the ONE place where the package patches third-party modules. Nothing here edits installed
-files; every patch is applied at run time by :func:`apply`, which our entry points call before they
-import s3prl. Each patch is conditional: it is installed only when the feature it provides is missing,
-so a setup with torchaudio < 2.9 and torch <= 2.5 is left exactly as it was.
+Nothing here edits installed files: :func:`apply`, called by our entry points before they import s3prl, patches
+at run time, and only what is missing (torchaudio < 2.9 with torch <= 2.5 is left exactly as it was). Patches that
+change what s3prl's runner *does* live in :mod:`s3prl_speechprompt.s3prl_plugin.runner_patches`.
 
 Patches made by :func:`apply` (all idempotent):
 
-1. ``torchaudio.set_audio_backend`` / ``get_audio_backend`` / ``list_audio_backends``
-   (removed in torchaudio 2.9) -> no-ops. s3prl calls ``set_audio_backend`` at import time in
-   ``s3prl/upstream/byol_s/byol_a/common.py:20`` and ``s3prl/dataio/dataset/load_audio.py:10`` (both
-   reached by ``import s3prl.hub``), in ``s3prl/run_downstream.py`` ``main()``, and in the
-   ``upstream/{apc,npc,decoar,decoar2,decoar_layers,ssast}/audio.py`` readers and ``util/audio_info.py``.
-2. ``torchaudio.sox_effects`` (removed in torchaudio 2.9) -> a stub module, so that
-   ``from torchaudio.sox_effects import apply_effects_tensor`` in
-   ``s3prl/upstream/mos_prediction/expert.py:9`` (reached by ``import s3prl.hub``) succeeds. Calling
-   any stub function raises ``NotImplementedError`` naming the s3prl code paths to avoid (SUPERB's
-   ``speech_commands`` / ``sv_voxceleb1`` / ``mos_prediction`` / ``quesst14`` dataset readers).
-3. ``torchaudio.load`` / ``save`` / ``info`` -> soundfile, when torchaudio's own I/O cannot work
-   (torchaudio >= 2.9 decodes through ``torchcodec``, which is not importable here). Same contract as
-   torchaudio: ``load`` returns ``(float32 Tensor[C, T], sample_rate)``. Used by s3prl's readers, e.g.
-   ``s3prl/downstream/asr/dataset.py:112`` and ``s3prl/downstream/ctc/data.py:16``
-   (``torchaudio.load``), ``s3prl/util/pseudo_data.py:37`` (``torchaudio.save``) and
-   ``s3prl/util/audio_info.py:51`` (``torchaudio.info``).
-4. ``torch.serialization.add_safe_globals([argparse.Namespace])`` when torch has it: torch >= 2.6
-   loads with ``weights_only=True`` by default and s3prl's own checkpoints store their ``Args`` as an
-   ``argparse.Namespace``, so ``torch.load(ckpt_pth, map_location='cpu')`` in
-   ``s3prl/run_downstream.py`` (``-e/--past_exp``) and ``torch.load(args.init_ckpt)`` in
-   ``s3prl/downstream/runner.py`` (``Runner.__init__``, ``-i`` and ``-e``) fail without it.
-
-Patches that change what s3prl's runner *does* (crash-safe checkpoints, DDP on CPU) are not here: they live in
-:mod:`s3prl_speechprompt.s3prl_plugin.runner_patches`, applied by our runner wrapper only.
+1. ``torchaudio.set_audio_backend`` / ``get_audio_backend`` / ``list_audio_backends`` (removed in
+   torchaudio 2.9) -> no-ops: s3prl calls ``set_audio_backend`` at import time (``import s3prl.hub``),
+   in ``run_downstream.py`` ``main()`` and in several upstream audio readers.
+2. ``torchaudio.sox_effects`` (removed in 2.9) -> a stub module, so ``import s3prl.hub`` (mos_prediction's
+   expert imports it) succeeds; calling a stub raises ``NotImplementedError`` naming the code paths to avoid.
+3. ``torchaudio.load`` / ``save`` / ``info`` -> soundfile, when torchaudio's own I/O cannot work (>= 2.9
+   decodes through ``torchcodec``); same contract (``load`` returns ``(float32 Tensor[C, T], sample_rate)``).
+4. ``torch.serialization.add_safe_globals([argparse.Namespace])`` when torch has it: torch >= 2.6 loads
+   with ``weights_only=True`` by default and s3prl's checkpoints store their ``Args`` as a Namespace, so
+   s3prl's own ``torch.load`` of ``-e`` / ``-i`` checkpoints fails without it.
+5. ``pandas.Series.iteritems`` (removed in pandas 2) -> ``Series.items``, for s3prl's corpus parsers.
 
 :func:`read_audio` is the audio reader our own datasets use (soundfile, mono float32).
 """
@@ -69,9 +55,7 @@ def is_marked(obj) -> bool:
     return getattr(obj, _MARK, False)
 
 
-# --------------------------------------------------------------------------------------------------
-# audio I/O through soundfile
-# --------------------------------------------------------------------------------------------------
+# --- audio I/O through soundfile ---
 
 def _soundfile():
     try:
@@ -209,9 +193,7 @@ def _torchaudio_io_works() -> bool:
     return True
 
 
-# --------------------------------------------------------------------------------------------------
-# the patches
-# --------------------------------------------------------------------------------------------------
+# --- the patches ---
 
 def _patch_audio_backend_api(torchaudio) -> list:
     done = []

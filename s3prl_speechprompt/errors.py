@@ -21,24 +21,8 @@ Everything else - a ``ValueError`` from torch, numpy, s3prl or from our own inte
 a ``RuntimeError`` - is a bug and is shown with its traceback. ``--verbose`` or the environment variable
 ``SPEECHPROMPT_TRACEBACK=1`` shows the traceback for user errors too.
 
-Each subclass also subclasses the builtin exception such a check raised before, so code and tests that catch
-``ValueError``, ``FileNotFoundError``, ``KeyError`` or ``RuntimeError`` keep working::
-
-    UserError
-    ├── ConfigError(ValueError)           a config value, flag or environment variable we cannot use
-    ├── InputFileError(ValueError)        a file the user gave fails a check (message starts with file[:line])
-    │   ├── UnitFileError                 unit symbols the LM cannot read
-    │   ├── KMeansFileError               a k-means file we cannot read safely
-    │   └── CheckpointError               a checkpoint or trained run that cannot be used as is
-    ├── LMMismatchError(ValueError)       prompts / a run trained on other LM weights than the ones given
-    ├── MissingFileError(FileNotFoundError)   a file or directory the user named does not exist
-    ├── OutputExistsError(FileExistsError)    an output path is in the way (not empty, not a directory)
-    ├── UnknownNameError(KeyError)        an unknown task / downstream name (message printed without quotes)
-    ├── DownloadError(RuntimeError)       a published artefact could not be downloaded
-    ├── DeviceError(RuntimeError)         the requested device is not available
-    ├── DiskFullError(OSError)            no space left while writing a file (the previous version is intact)
-    └── DirectoryLockedError(RuntimeError)    another running job writes to the output directory
-
+Each subclass below also subclasses the builtin exception such a check raised before (``ValueError``,
+``FileNotFoundError``, ``KeyError``, ``RuntimeError``, ``OSError``), so code and tests that catch those keep working.
 Elsewhere: ``synth.tts.EspeakUnavailable`` (RuntimeError, no TTS library) and
 ``report.compare.TestSetMismatch`` (ValueError, runs scored on different test sets) are UserErrors too, and
 ``record.OldRunError`` (a CheckpointError: a run directory from before run.json, naming its converter).

@@ -2,10 +2,9 @@
 that know how to load and fingerprint them.
 
 One fingerprint identifies LM weights everywhere (runner expert, engine, ``predict``): sha256 over the weights only
-(:func:`weights_fingerprint`), so a runner run and a unit-level engine run on the same LM are recognised as such,
-whatever dropout either set. An LM family (:class:`LMFamily`) is what resolves a source (name or path), loads it
-and fingerprints it; GSLM/fairseq ``transformer_lm`` is the only one (another, e.g. HF-format speech LMs, is one
-more entry in :data:`FAMILIES`).
+(:func:`weights_fingerprint`), so runs on the same LM are recognised as such whatever their front end or dropout.
+An :class:`LMFamily` resolves a source (name or path), loads and fingerprints it; GSLM/fairseq ``transformer_lm``
+is the only one (another, e.g. HF-format speech LMs, is one more entry in :data:`FAMILIES`).
 """
 from __future__ import annotations
 

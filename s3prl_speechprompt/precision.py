@@ -1,15 +1,10 @@
 """How the unit LM is run: ``fp32`` (default, the reference), ``bf16`` or ``fp16`` mixed precision.
 
-Precision is a property of the *computation*, never of what is stored or trained: every parameter
-(prompts, separator, verbalizer head; for FT-LM the LM's master weights too) and every optimizer state
-stays fp32. Only the LM forward (the training loss and greedy/beam decoding) runs under
-``torch.autocast``; the cross entropy is taken on fp32 logits. fp16 has a narrow exponent, so its
-gradients are loss-scaled: :func:`grad_scaler` gives a ``torch.amp.GradScaler`` and :func:`optimizer_step`
-wires it into backward / unscale / clip / step / update. bf16 has fp32's exponent and needs no scaling.
-
-Used by both front ends: the unit-level engine (``speechprompt train/evaluate --precision``) and the
-s3prl expert (``downstream_expert.precision``; there s3prl's runner owns backward and the optimizer step,
-and its ``runner.fp16`` GradScaler is the scaler, see ``s3prl_plugin/prompt_expert.py``).
+Precision is a property of the *computation*, never of what is stored or trained: every parameter and optimizer
+state stays fp32; only the LM forward (training loss, decoding) runs under ``torch.autocast`` and the cross
+entropy takes fp32 logits. fp16's narrow exponent needs loss scaling (:func:`grad_scaler`, wired in by
+:func:`optimizer_step`); bf16 needs none. Used by the engine (``--precision``) and the s3prl expert
+(``downstream_expert.precision``; there the runner owns the step and its ``runner.fp16`` GradScaler is the scaler).
 """
 from __future__ import annotations
 

@@ -1,23 +1,13 @@
 """Per-utterance predictions: the one file format every run writes and the report reads.
 
-``<split>_predictions.jsonl`` (JSON Lines, UTF-8). Line 1 is a header object, every further line one
-utterance, sorted by id::
+``<split>_predictions.jsonl`` (JSON Lines, UTF-8): a header object, then one utterance per line sorted by id::
 
     {"format": "s3prl-speechprompt-predictions/1", "task": "ks", "split": "test", "step": 600,
      "mode": "train", "seed": 1337, "source": "s3prl runner", "n": 3081}
     {"id": "yes/0a7c2a8d_nohash_0", "truth": ["yes"], "prediction": ["no"]}
 
-``truth`` / ``prediction`` are the task's *label tokens*, exactly what its SUPERB scorer receives:
-classification one token per slot (KS ``["yes"]``; IC ``["action:activate", "object:lights",
-"location:kitchen"]``), ASR characters with ``"|"`` between words (the words are
-``tokens_to_text(tokens).split()``), SF characters plus ``B-<slot>`` / ``E-<slot>`` tags. A token the
-verbalizer could not map back is ``null``. Header fields: ``step`` (the training step evaluated; 0 for
-s3prl's ``-m evaluate``), ``mode`` (``train`` = an evaluation during training, ``evaluate`` = a separate
-evaluation run), ``seed`` (the run's seed, when known), ``source`` (who wrote it).
-
-Ids: the corpus reader's utterance ids for s3prl runs; for ``speechprompt evaluate`` the unit file's ids
-(our TSV manifests carry them; SpeechPrompt's released ``units <s> label`` files have none, so the id is
-``<file stem>-<line number>``, 1-based, which names the same utterance for every run scored on that file).
+``truth`` / ``prediction`` are the task's label tokens, exactly what its SUPERB scorer receives (``null``: a
+code the verbalizer could not map back). Fields and ids: docs/report.md, "Per-utterance predictions".
 """
 from __future__ import annotations
 
@@ -112,12 +102,10 @@ LEGACY = "predict.txt+truth.txt"
 
 
 def read_predict_truth(predict_path, truth_path, task: str) -> Predictions:
-    """Per-utterance predictions from ``speechprompt evaluate``'s older pair ``<split>_predict.txt`` /
-    ``<split>_truth.txt`` (``id<TAB>label string``), for runs evaluated before the JSON Lines file existed.
+    """Per-utterance predictions from ``speechprompt evaluate``'s older ``<split>_predict.txt`` / ``<split>_truth.txt``.
 
-    Label strings are turned back into label tokens where that is exact: classification tasks (tokens joined by
-    spaces; ``<unk>`` = a label the verbalizer could not map back) and ASR (one character per token, a space
-    for ``|``). Other sequence tasks (SF) cannot be recovered exactly: ValueError.
+    Label strings become label tokens where that is exact: classification (space-joined tokens; ``<unk>``: no label)
+    and ASR (one character per token, space for ``|``); other sequence tasks (SF): ValueError.
     """
     if task == "sf":
         raise InputFileError(f"{predict_path}: SF label strings cannot be turned back into label tokens exactly; "

@@ -1,34 +1,28 @@
 """The run record: ``<run dir>/run.json``, one versioned file every front end writes and ``speechprompt report`` reads.
 
 Written (atomically) by the runner experts (:mod:`s3prl_speechprompt.s3prl_plugin.records`: when the expert is
-built, at every evaluation and training log, at the end of the process) and by the engine (``speechprompt train``
-at its start and end, ``speechprompt evaluate`` after scoring). Directories written before this file existed are
-converted once with ``speechprompt upgrade-run DIR`` (:mod:`s3prl_speechprompt.report.upgrade`); reading one
-without it raises :class:`OldRunError` naming that command. Format ``s3prl-speechprompt-run/1``::
+built, at every evaluation and training log, at process end) and by the engine (``speechprompt train`` at its start
+and end, ``speechprompt evaluate`` after scoring). Older directories are converted once with ``speechprompt
+upgrade-run DIR`` (:mod:`s3prl_speechprompt.report.upgrade`); reading one raises :class:`OldRunError` naming it.
+Format ``s3prl-speechprompt-run/1`` (docs/report.md, "The run record", explains the fields)::
 
-    {"format": "s3prl-speechprompt-run/1",
-     "front_end": "runner" | "engine",          # s3prl's runner (audio) or speechprompt train (unit files)
+    {"format": "s3prl-speechprompt-run/1", "front_end": "runner" | "engine",
      "task": "ks", "method": "pt" | "ftlm" | "linear" | "lstm" | "blstm",
      "upstream": {"name": "hubert", "layer": 6 | null, "ckpt": str | null} | null,     # null: unit-level run
-     "units": {"k": 100 | null, "lm": LM dir / name | null, "km": k-means source | null (null: fitted on the
-               training split), "file": training unit file | null (engine), "lm_arch", "lm_width", "lm_layers"}
-              | null,                                                              # null: continuous baselines
+     "units": {"k": 100 | null, "lm": LM dir / name | null, "km": k-means source | null (fitted on train),
+               "file": training unit file | null (engine), "lm_arch", "lm_width", "lm_layers"} | null (baselines),
      "lm_fingerprint": sha256 of the LM weights | null (baselines),
-     "trainable_params": int, "stored_params": int, "bytes_per_task": int (the serialized trainable state a
-     user stores per task), "featurizer_params": int | null (s3prl's weighted-sum layer weights),
-     "seed": int, "config": {...} (the full config as run), "config_key": "12 hex" (hash of the settings other
-     than the seed: equal keys = one recipe, see :func:`settings_key`),
-     "steps_done": int, "total_steps": int | null, "wall_s", "cpu_s", "train_loop_s": float | null (summed over
-     the training sessions: command start / CPU time / training loop to the last record),
+     "trainable_params": int, "stored_params": int, "bytes_per_task": int (serialized trainable state per task),
+     "featurizer_params": int | null (s3prl's weighted-sum layer weights), "seed": int, "config": {...} (as run),
+     "config_key": "12 hex" (the settings but the seed, :func:`settings_key`), "steps_done": int,
+     "total_steps": int | null, "wall_s", "cpu_s", "train_loop_s": float | null (summed over training sessions),
      "best": {"split": "dev", "step": int, "metric": "accuracy" | "loss"} | null,
-     "evaluations": [{"split": "test", "step": int | null (the training step the evaluated state is from),
-                      "mode": "train" | "evaluate" (during training / a separate evaluation),
-                      "metrics": {"accuracy": 0.61, ...} (as the task scores them: fractions; ASR in percent),
-                      "n": int | null, "predictions": path relative to the run dir | null (not kept),
-                      "checkpoint": str | null (what was evaluated, -m evaluate / speechprompt evaluate),
+     "evaluations": [{"split": "test", "step": int | null (the training step of the evaluated state),
+                      "mode": "train" | "evaluate", "metrics": {"accuracy": 0.61, ...} (fractions; ASR percent),
+                      "n": int | null, "predictions": path relative to the run dir | null,
+                      "checkpoint": str | null (what -m evaluate / speechprompt evaluate read),
                       "at": ISO time}, ...],                                   # in the order they were made
-     "trained_task": "trained_task" | null,      # the trained-task dir, relative to the run dir
-     "notes": [str, ...]}                         # what the writer could not record (the converter's findings)
+     "trained_task": "trained_task" | null, "notes": [str, ...]}   # notes: what the writer could not record
 """
 from __future__ import annotations
 

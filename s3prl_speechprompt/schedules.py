@@ -1,19 +1,14 @@
-"""Learning-rate schedules: pure functions of the update number, for every trainer of the package.
+"""Learning-rate schedules: pure functions of the update number (from 1: the first step's lr is ``f(1)``).
 
-``update`` counts from 1 (the lr of the first optimizer step is ``f(1)``). Users:
-- ``speechprompt train`` (:mod:`.engine.trainer`): :func:`constant` (PT, BLSTM; the paper's and fairseq's
-  'fixed'), the peak lr times :func:`inverse_sqrt_factor` (FT-LM), :func:`cosine` (``--lr-schedule cosine``);
-  :func:`by_name` picks one;
-- ``speechprompt pretrain-ulm`` (:mod:`.engine.pretrain`): :func:`inverse_sqrt`, fairseq's ``inverse_sqrt`` with
-  a warm-up from ``warmup_init_lr``;
-- s3prl's runner: :func:`register` offers :func:`get_inverse_sqrt_schedule_with_warmup` as
-  ``scheduler.name: inverse_sqrt_schedule_with_warmup`` (s3prl's own ``sqrt_decay`` jumps at the end of the
-  warm-up: it lacks the sqrt(warmup) factor).
+Users: ``speechprompt train`` (:func:`constant` for PT / BLSTM, the peak lr times :func:`inverse_sqrt_factor` for
+FT-LM, :func:`cosine`; :func:`by_name` picks one), ``speechprompt pretrain-ulm`` (:func:`inverse_sqrt`, fairseq's,
+warming up from ``warmup_init_lr``) and s3prl's runner (:func:`register` offers
+:func:`get_inverse_sqrt_schedule_with_warmup` as ``scheduler.name: inverse_sqrt_schedule_with_warmup``; s3prl's
+``sqrt_decay`` jumps at the end of the warm-up, lacking the sqrt(warmup) factor).
 
-Each caller keeps the numbers it had to the last bit, which is why the warm-up ramp has two forms: a factor of
-the peak lr, ``lr * (u / warmup)`` (the engine's FT-LM; s3prl's LambdaLR multiplies its factor by the lr the same
-way), and an interpolation, ``init + (lr - init) * u / warmup`` (:func:`linear_warmup`: pretraining, cosine);
-they round differently. No heavy imports here: torch is imported by the LambdaLR factory only.
+Each caller keeps its numbers to the last bit, hence two warm-up forms that round differently: a factor of the
+peak lr, ``lr * (u / warmup)`` (FT-LM; s3prl's LambdaLR multiplies the same way), and an interpolation,
+``init + (lr - init) * u / warmup`` (:func:`linear_warmup`: pretraining, cosine). torch is imported lazily.
 """
 from __future__ import annotations
 

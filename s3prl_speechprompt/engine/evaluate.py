@@ -1,16 +1,10 @@
 """Evaluate a trained experiment on a unit file: decode, map back to labels, score as the task does.
 
-PT / FT-LM: greedy decoding after ``</s> units <s>`` with the KV cache (prompts included), the
-inverse verbalizer, and the task's scorer (``get_task(name).score``; tasks without a registered
-class use the base exact-match accuracy, so any classification unit file works). BLSTM: argmax per
-label slot. The LM is checked against the sha256 recorded at training time, so prompts are never
-silently applied to a different LM.
-
-Writes, per split: ``<split>_predict.txt`` / ``<split>_truth.txt`` (``id<TAB>label string``),
-``<split>_predictions.jsonl`` (per-utterance label tokens with ids, the format of
-:mod:`s3prl_speechprompt.predictions` that ``speechprompt report`` reads; ids of SpeechPrompt's id-less unit
-files are ``<stem>-<line number>``), ``<split>_scores.json`` (the returned dict) and an evaluation in ``run.json``
-(:mod:`s3prl_speechprompt.record`).
+PT / FT-LM: greedy decoding after ``</s> units <s>`` with the KV cache, the inverse verbalizer and
+``get_task(name).score`` (unregistered names get exact-match accuracy, so any classification unit file works).
+BLSTM: argmax per label slot. The LM must match the sha256 recorded at training time. Writes, per split:
+``<split>_predict.txt`` / ``<split>_truth.txt``, ``<split>_predictions.jsonl`` (:mod:`s3prl_speechprompt.predictions`),
+``<split>_scores.json`` (the returned dict) and an evaluation in ``run.json`` (:mod:`s3prl_speechprompt.record`).
 """
 from __future__ import annotations
 

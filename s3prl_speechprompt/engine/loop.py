@@ -1,17 +1,13 @@
 """The training loop of the unit-level engine: PT, FT-LM, the unit BLSTM and LM pretraining all run through :func:`fit`.
 
-What is trained is a :class:`Job` (parameters, batches, the loss of a batch, validation, the state to checkpoint,
-what to keep as the best); how the run goes is :class:`Settings` (lr per update, limits, validation cadence, early
-stopping); where it is checkpointed is a :class:`Checkpoint` (the engine's ``checkpoint_last.pt``, or the fairseq
-container of ``pretrain-ulm``). The loop owns the rest: Adam(0.9, 0.98, eps 1e-8), the lr of every update,
-:func:`~s3prl_speechprompt.precision.optimizer_step` (clip, fp16 loss scaling), the tqdm bar, the tensorboard
-scalars (``train/loss``, ``train/lr`` every 10 updates, ``<valid_name>/loss`` at every validation), validation,
-early stopping, the limits, checkpoint + bitwise resume, and wall / CPU seconds (accumulated across resumes).
-
-A run validates when an epoch ends (``validate_every_epoch``), every ``valid_interval`` updates, and when
-``max_updates`` is reached; it ends on a validated state (a run stopped before any validation, e.g. by a limit
-already reached, validates once). Batch order depends only on ``(seed, epoch)`` (the job's :meth:`Job.batches`) and
-the RNG state is checkpointed, so a resumed run continues bit for bit.
+What is trained is a :class:`Job` (parameters, batches, loss of a batch, validation, state to checkpoint, what to
+keep as the best), how the run goes :class:`Settings`, where it is checkpointed a :class:`Checkpoint`
+(``checkpoint_last.pt``, or ``pretrain-ulm``'s fairseq container). The loop owns the rest: Adam(0.9, 0.98, eps
+1e-8), the lr of every update, :func:`~s3prl_speechprompt.precision.optimizer_step`, tqdm, tensorboard
+(``train/loss``, ``train/lr`` every 10 updates, ``<valid_name>/loss``), validation when an epoch ends
+(``validate_every_epoch``), every ``valid_interval`` updates and at ``max_updates`` (a run ends on a validated
+state), early stopping, checkpoint + bitwise resume (batch order depends only on ``(seed, epoch)``, the RNG state
+is checkpointed), wall / CPU seconds accumulated across resumes.
 """
 from __future__ import annotations
 

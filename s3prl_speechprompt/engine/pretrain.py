@@ -1,11 +1,10 @@
 """Pretrain a GSLM-style unit LM on the source units of a unit file, on CPU.
 
-GSLM's uLM recipe, scaled down: each utterance is one sequence, ``</s> u1..un`` -> ``u1..un </s>``
-(fairseq ``language_modeling`` with ``--sample-break-mode eos``), batches by token count, Adam
-(0.9, 0.98), inverse-sqrt schedule after a linear warmup, dropout 0.1, clip-norm 1.0. Labels in the
-file are ignored. Checkpoints are written with ``save_ulm`` (fairseq's container + dict.txt), so the
-result loads in fairseq and in ``load_ulm``; ``checkpoint_last.pt`` also carries the optimizer state
-(``last_optimizer_state``) and the data position and RNG (``extra_state['engine']``) for ``--resume``.
+GSLM's uLM recipe, scaled down: one sequence per utterance, ``</s> u1..un`` -> ``u1..un </s>`` (fairseq
+``language_modeling``, ``--sample-break-mode eos``), batches by token count, Adam (0.9, 0.98), inverse-sqrt after a
+linear warmup, dropout 0.1, clip-norm 1.0; labels are ignored. ``save_ulm`` writes fairseq's container + dict.txt
+(loads in fairseq and ``load_ulm``); ``checkpoint_last.pt`` also carries the optimizer state and the data position
+and RNG (``extra_state['engine']``) for ``--resume``.
 """
 from __future__ import annotations
 

@@ -3,18 +3,10 @@
 
 Every method runs through :func:`~s3prl_speechprompt.engine.loop.fit` (engine.methods picks the trainer for
 ``--method``; the unit BLSTM's is engine.baseline): length-bucketed batches whose order depends only on
-``(seed, epoch)``, gradient clipping, validation on the dev loss every epoch (or every
-``valid_interval`` updates), early stopping after ``patience`` validations without improvement (the
-reference's fairseq rule), the best state kept in EXP/prompt.pt (EXP/model.pt for the BLSTM) and
-everything needed to continue bit-for-bit in EXP/checkpoint_last.pt. All files are written atomically.
-
-Defaults are the paper's, adapted to small LMs:
-- PT: Adam(0.9, 0.98, eps 1e-8), lr 5e-3 constant, batch 32, clip 1.0, LM dropout 0. The prompts live
-  in the LayerNorm-output space (unit scale per element at any width) and Adam's step is per element,
-  so the same lr and the same L (task default, KS 3 / IC 6) are used at every width.
-- FT-LM: lr 5e-4 * sqrt(1024 / d) (narrower models tolerate larger steps), inverse-sqrt schedule with
-  warmup min(4000, half an epoch) updates (GSLM-width runs had 4000 updates of warmup over hundreds of
-  epochs; ours run a few), dropout 0.1.
+``(seed, epoch)``, gradient clipping, validation on the dev loss every epoch (or every ``valid_interval``
+updates), early stopping after ``patience`` validations without improvement (the reference's fairseq rule), the
+best state kept in EXP/prompt.pt (EXP/model.pt for the BLSTM) and everything needed to continue bit-for-bit in
+EXP/checkpoint_last.pt, all written atomically. Defaults (the paper's, adapted to small LMs) and why: docs/engine.md.
 """
 from __future__ import annotations
 
@@ -79,16 +71,6 @@ class TrainConfig:
         if self.method == "blstm" and self.precision != "fp32":
             raise ConfigError(f"--precision {self.precision} applies to the unit LM (pt, ftlm); the BLSTM baseline "
                              f"runs in fp32: drop --precision")
-
-
-def task_defaults(task: str):
-    """(prompt length, max label tokens, scorer class) of a registered task, or generic defaults."""
-    from s3prl_speechprompt.tasks.base import Task, get_task
-    try:
-        cls = get_task(task)
-    except KeyError:
-        cls = Task
-    return cls.default_prompt_length, cls
 
 
 # ------------------------------------------------------------------------------------------ config files
@@ -185,11 +167,15 @@ class PromptJob(Job):
 
 
 def train_prompted(train_path, valid_path, ulm_path, exp, cfg: TrainConfig, resume=False, log=print) -> dict:
+    from s3prl_speechprompt.tasks.base import Task, get_task
     from s3prl_speechprompt.ulm.checkpoint import load_ulm
 
     exp = Path(exp)
     torch.set_num_threads(cfg.threads or default_threads())
-    default_L, _ = task_defaults(cfg.task)
+    try:                              # unregistered names (any classification unit file) get the generic default
+        default_L = get_task(cfg.task).default_prompt_length
+    except KeyError:
+        default_L = Task.default_prompt_length
     L = cfg.prompt_length if cfg.prompt_length is not None else default_L
     lm, dictionary, _ = load_ulm(ulm_path)
     sha = weights_fingerprint(lm.state_dict())

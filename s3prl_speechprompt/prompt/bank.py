@@ -1,22 +1,13 @@
 """A prompt bank: several tasks' trained prompts over one frozen unit LM, chosen per batch row.
 
-Prompt tuning leaves the LM untouched, so N tasks need one LM plus N small prompt sets. The bank stacks
-what each task's :class:`~s3prl_speechprompt.prompt.prompted.PromptedULM` feeds the LM:
-
-- deep-prompt key/value *inputs* per layer, ``(N, layers, L_max, C)``; shorter prompts are right-padded
-  and masked with the LM's ``prefix_padding`` (so tasks with L=3 and L=16 share a batch);
-- the separator vector per task ``(N, C)`` (the LM's own ``<s>`` row for a task without a trained one);
-- the learnable verbalizer head per task, as ``(N, M, V)`` (M = the widest head, or V when a task has
-  none: identity rows) with the outputs past a task's ``classes + 4`` masked to -inf, so the arg-max
-  and the log-softmax equal the task's own over its outputs.
-
-A batch then carries ``task_ids`` (B,) and costs one LM forward, whatever the mix of tasks; decoding keeps
-the prefix keys/values per row in the KV cache. The bank is built from each model's *materialised*
-prefixes (what the model passes to the LM in eval mode), not from parameter names, so any way of
-parameterising the prompts (plain tables, reparameterised prefixes) banks the same way.
-
-Restriction: a model with an input-level prompt but no deep prompts is refused (its prefix goes through
-the causal stack with positions of its own; decode it alone with ``PromptedULM.logits_fn``).
+Prompt tuning leaves the LM untouched, so N tasks need one LM plus N small prompt sets. The bank stacks what each
+task's :class:`~s3prl_speechprompt.prompt.prompted.PromptedULM` feeds the LM: deep-prompt key/value inputs
+``(N, layers, L_max, C)`` (shorter prompts right-padded, masked with ``prefix_padding``), the separator per task
+``(N, C)`` (the LM's ``<s>`` row when untrained) and the verbalizer head per task ``(N, M, V)`` (identity rows
+without one; outputs past ``classes + 4`` at -inf, so arg-max and log-softmax equal the task's own). A batch carries
+``task_ids`` (B,) and costs one LM forward. Built from each model's *materialised* prefixes (eval mode), so any
+parameterisation banks the same way; an input-level prompt without deep prompts is refused (its prefix has
+positions of its own: decode it alone with ``PromptedULM.logits_fn``).
 """
 from __future__ import annotations
 

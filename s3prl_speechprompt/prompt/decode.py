@@ -1,24 +1,15 @@
 """The one decoder: greedy or beam search over a logits function, continuing ``</s> source <s>``.
 
-Every front end decodes through :func:`decode`: the runner's evaluation and ``-m inference``
-(``prompt_expert``), ``speechprompt predict`` (``serve``), ``speechprompt evaluate`` (``engine/evaluate``) and
-the benchmarks. What is decoded is given as a *logits function*
-``logits_fn(tokens (B, T), cache, rows (B,)) -> (B, T, V)``:
-
-- :meth:`PromptedULM.logits_fn <s3prl_speechprompt.prompt.prompted.PromptedULM.logits_fn>` for one task,
-  decoded exactly as its own model computes (a learnable head in fp32 under autocast, an input-level prompt);
-- :meth:`PromptBank.logits_fn(task_ids) <s3prl_speechprompt.prompt.bank.PromptBank.logits_fn>` for rows of
-  mixed tasks on one LM, one forward per step for all of them.
-
-``rows[b]`` is the source index of batch row ``b`` (beam search holds ``beam_size`` rows per source), so a bank
-prompts each row with its source's task. ``cache`` is a :class:`~s3prl_speechprompt.ulm.model.KVCache` (None
-without the cache: the whole sequence is passed every step, as SpeechPrompt's reference did); prefixes go in
-while it is empty. The budget counts new tokens only (``</s>`` included), per source if given as a list.
-
-Greedy decoding (``beam_size=1``) picks the arg-max of the logits; beam search keeps ``beam_size`` hypotheses per
-source and ranks ended ones by log-probability / length**``length_penalty`` (fairseq's convention, ``</s>``
-counted in the length); a source is done with ``beam_size`` ended hypotheses or at its budget (then, if none
-ended, its best live beam is returned unfinished). At width 1 the two give the same tokens.
+Every front end decodes through :func:`decode`, given ``logits_fn(tokens (B, T), cache, rows (B,)) -> (B, T, V)``:
+:meth:`PromptedULM.logits_fn <s3prl_speechprompt.prompt.prompted.PromptedULM.logits_fn>` for one task (exactly as
+its model computes) or :meth:`PromptBank.logits_fn(task_ids) <s3prl_speechprompt.prompt.bank.PromptBank.logits_fn>`
+for rows of mixed tasks on one LM. ``rows[b]`` is the source of batch row ``b`` (beam search holds ``beam_size``
+rows per source), so a bank prompts each row with its source's task. ``cache``: a
+:class:`~s3prl_speechprompt.ulm.model.KVCache` (None: the whole sequence every step, as SpeechPrompt's reference
+did); prefixes go in while it is empty. The budget counts new tokens only (``</s>`` included), per source if a list.
+Beam search ranks ended hypotheses by log-probability / length**``length_penalty`` (fairseq's, ``</s>`` counted); a
+source is done with ``beam_size`` ended hypotheses or at its budget (then its best live beam, unfinished). At width
+1 it gives greedy's tokens.
 """
 from __future__ import annotations
 

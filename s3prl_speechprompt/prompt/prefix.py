@@ -1,18 +1,13 @@
 """How deep prompts are parameterised and initialised (``prompt.reparam``, ``prompt.init``).
 
-- Reparameterised prefixes (Li & Liang 2021, prefix tuning): during training each prefix slot's key/value
-  inputs for every layer come from a small trainable embedding through an MLP, ``prefix = start + MLP(E)``,
-  instead of being free parameters (Li & Liang found optimising prefixes directly unstable; on KS units here
-  it did not help: docs/engine.md). ``start`` is a frozen buffer holding the initial prefixes
-  (``prompt.init``) and the MLP's last layer starts at zero, so training begins exactly at the chosen
-  initialisation and the two options stay independent. After training :meth:`ReparamPrefix.collapse`
-  evaluates the MLP once; only the resulting ``(layers, L, C)`` key/value tensors are stored for
-  inference, so the stored parameter count and the prompt file size equal those of plain prefixes.
-- Activation initialisation: the prefixes start as the frozen LM's own key/value inputs (the hidden
-  states that feed each layer's k/v projections: post-LN in GSLM's pre-LN blocks) at real unit positions
-  of training utterances, instead of N(0, 1). Every prefix slot takes one (utterance, position) and uses
-  the states of that position in every layer, so a slot starts as a real token the LM already knows how
-  to attend to.
+- Reparameterised prefixes (Li & Liang 2021): during training ``prefix = start + MLP(E)`` instead of free
+  parameters (on KS units it did not help: docs/engine.md). ``start`` is a frozen buffer holding the initial
+  prefixes and the MLP's last layer starts at zero, so training begins exactly at ``prompt.init``. After training
+  :meth:`ReparamPrefix.collapse` evaluates the MLP once and only the ``(layers, L, C)`` tensors are stored, so
+  stored parameters and file size equal plain prefixes'.
+- Activation initialisation: the prefixes start as the frozen LM's own key/value inputs (post-LN hidden states)
+  at real unit positions of training utterances instead of N(0, 1); each slot takes one (utterance, position)
+  in every layer, so it starts as a token the LM already knows how to attend to.
 """
 from __future__ import annotations
 
@@ -28,10 +23,9 @@ INITS = ("normal", "activations")
 
 
 class ReparamPrefix(nn.Module):
-    """``start + MLP(E)`` -> per-layer (k_in, v_in); same call interface as ``prompted.DeepPrompt``.
-
-    ``E``: (L, hidden) trainable; MLP: Linear(hidden, hidden) -> tanh -> Linear(hidden, 2*layers*C),
-    the last layer zero-initialised; ``start``: (2, layers, L, C) buffer (key inputs, value inputs).
+    """``start + MLP(E)`` -> per-layer (k_in, v_in), the call interface of ``prompted.DeepPrompt``: ``E`` (L, hidden)
+    trainable; MLP Linear(hidden, hidden) -> tanh -> Linear(hidden, 2*layers*C), the last layer zero-initialised;
+    ``start``: (2, layers, L, C) buffer (key inputs, value inputs).
     """
 
     def __init__(self, layers: int, length: int, dim: int, dropout: float, hidden: int,
@@ -64,12 +58,10 @@ class ReparamPrefix(nn.Module):
 @torch.no_grad()
 def activation_prefixes(lm, sources: Sequence[Sequence[int]], length: int, seed: int = 0,
                         max_tokens: int = 1024) -> Tuple[torch.Tensor, torch.Tensor, List[Tuple[int, int]]]:
-    """Key/value inputs of the frozen ``lm`` at ``length`` sampled unit positions of ``sources``.
+    """Key/value inputs of the frozen ``lm`` at ``length`` sampled unit positions of ``sources`` (unit token ids).
 
-    ``sources``: token-id sequences (units only, as fed after ``</s>``). Returns ``(key, value, picks)``
-    with key = value of shape (layers, L, C) and ``picks`` the (source index, token position) pairs, where
-    position counts the input ``</s> u1 .. un`` (so 1 is the first unit). Each source is truncated to
-    ``max_tokens`` units (the sampled position lies within them).
+    Returns ``(key, value, picks)``: key = value, (layers, L, C); ``picks`` the (source index, position) pairs,
+    position counting the input ``</s> u1 .. un`` (1 = the first unit). Sources are truncated to ``max_tokens`` units.
     """
     usable = [i for i, s in enumerate(sources) if len(s) > 0]
     if not usable:
@@ -107,10 +99,9 @@ def activation_prefixes(lm, sources: Sequence[Sequence[int]], length: int, seed:
 def init_prompts(model, sources: Optional[Sequence[Sequence[int]]], seed: int = 0) -> Optional[list]:
     """Apply ``model.cfg.init`` to a freshly built ``PromptedULM``'s deep prompts, in place.
 
-    ``normal`` leaves the N(0, std) prompts as built. ``activations`` overwrites them (or a reparameterised
-    prefix's starting point) with :func:`activation_prefixes` of ``sources`` (the training utterances as
-    token ids). Call it only when training starts from scratch: a resumed or evaluated model loads its
-    trained state afterwards. Returns the sampled positions (or None).
+    ``normal`` leaves the N(0, std) prompts; ``activations`` overwrites them (or a reparameterised prefix's start)
+    with :func:`activation_prefixes` of ``sources`` (training utterances as token ids). Only for a run starting from
+    scratch: a resumed or evaluated model loads its trained state afterwards. Returns the sampled positions or None.
     """
     cfg = model.cfg
     if cfg.init == "normal" or model.deep_prompt is None:

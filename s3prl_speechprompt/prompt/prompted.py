@@ -1,16 +1,12 @@
 """SpeechPrompt's prompted unit LM: a frozen GSLM plus deep prompts (PT), or the whole LM trained (FT-LM).
 
-Sequence layout (SpeechPrompt / fairseq ``language_modeling``):
-    input  = </s> u1 .. un <s> v1 .. vk          target = u1 .. un <s> v1 .. vk </s>
-``<s>`` (index 0) separates the speech units from the verbalized label ``v``. The loss covers the
-target from ``<s>`` on (predicting the separator, the label units and the final ``</s>``); source
-units are never scored.
-
-Deep prompts (PT): every layer gets L trainable key-input and L value-input vectors that go through
-that layer's *frozen* k/v projections and sit in front of the token keys/values. This equals
-SpeechPrompt's "overwrite the K/V inputs at L prefix positions after the pre-attention LayerNorm";
-the prefix positions' own hidden states never reach a token, which is why an input-level prompt
-gets no gradient when deep prompts are on (kept optional, for the paper's parameter count).
+Sequences (SpeechPrompt / fairseq ``language_modeling``): input ``</s> u1 .. un <s> v1 .. vk``, target
+``u1 .. un <s> v1 .. vk </s>``; ``<s>`` (index 0) separates the units from the verbalized label, and the loss
+covers the target from ``<s>`` on (source units are never scored). Deep prompts: every layer gets L trainable
+key-input and value-input vectors that go through its *frozen* k/v projections, in front of the token keys/values.
+This equals SpeechPrompt's "overwrite the K/V inputs at L prefix positions after the pre-attention LayerNorm"; the
+prefix positions' own hidden states never reach a token, which is why an input-level prompt gets no gradient when
+deep prompts are on (kept optional, for the paper's parameter count).
 """
 from __future__ import annotations
 
@@ -239,9 +235,8 @@ class PromptedULM(nn.Module):
 
 
 def build_batch(sources: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], device=None):
-    """Token-id sources and verbalized labels -> right-padded (inputs, targets), each (B, T).
-
-    inputs = ``</s> src <s> label``, targets = ``src <s> label </s>``.
+    """Token-id sources and verbalized labels -> right-padded (B, T) inputs ``</s> src <s> label`` and targets
+    ``src <s> label </s>``.
     """
     rows = [[*s, SEP, *y] for s, y in zip(sources, labels)]
     T = max(len(r) for r in rows) + 1

@@ -1,20 +1,14 @@
-"""Verbalizers: label tokens <-> fixed-length codes of unit symbols.
+"""Verbalizers: label tokens <-> fixed-length codes of unit symbols (a frozen unit LM can only emit units).
 
-A frozen unit LM can only emit units, so each label gets a code of ``code_length`` units
-(the LM's "words" for that class). Methods:
+- ``freq`` (SpeechPrompt v1): the i-th most frequent training label -> the i-th most frequent training source
+  unit, ties in first-seen order; unseen units follow in dict order. ``random`` (v2): a seeded sample of distinct
+  units. ``identity``: labels in natural order -> units in dict order.
+- ``multi``: k units per label, the smallest k with ``n_units**k >= n_labels``, the frequency-ranked label index
+  written in base ``n_units`` over frequency-ranked units (1,251 SID speakers fit 100 units with k=2; k=1: freq).
+- ``learnable`` (v2): input codes as ``identity``; the model adds a linear head over the LM logits.
 
-- ``freq`` (SpeechPrompt v1): the i-th most frequent training label -> the i-th most frequent
-  training source unit, ties in first-seen order; unseen units follow in dict order.
-- ``random`` (v2): a seeded sample of distinct units.
-- ``identity``: labels in natural order -> units in dict order.
-- ``multi``: k units per label, k = smallest with ``n_units**k >= n_labels``; the frequency-ranked
-  label index is written in base ``n_units`` over frequency-ranked units (1,251 SID speakers fit
-  100 units with k=2). With k=1 this is ``freq``.
-- ``learnable`` (v2): input-side codes as ``identity``; the model adds a linear head over the LM
-  logits, so the codes only feed teacher forcing and need one distinct unit per label.
-
-On disk: ``{"method": "freq", "code_length": 1, "codes": {"0": "53", ...}}``; ``load`` also reads
-SpeechPrompt's ``{"KS": {"0": "53", ...}}``.
+On disk: ``{"method": "freq", "code_length": 1, "codes": {"0": "53", ...}}``; ``load`` also reads SpeechPrompt's
+``{"KS": {"0": "53", ...}}``.
 """
 from __future__ import annotations
 
@@ -193,11 +187,8 @@ def _too_many(method: str, n_labels: int, n_units: int) -> ConfigError:
 def build_verbalizer(method: str, train_label_seqs: Iterable[Sequence[str]],
                      train_unit_seqs: Iterable[Sequence[str]], unit_vocab: Sequence[str],
                      seed: int = 0) -> Verbalizer:
-    """Build a verbalizer from the training split.
-
-    train_label_seqs: per utterance, its label tokens (k,); train_unit_seqs: per utterance, its
-    source units (n,); unit_vocab: the unit symbols in dict.txt order (no specials). ``seed`` only
-    matters for ``random``.
+    """Build a verbalizer from the training split: per utterance its label tokens and its source units;
+    ``unit_vocab``: the unit symbols in dict.txt order (no specials). ``seed`` only matters for ``random``.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown verbalizer method {method!r}; choose one of {', '.join(METHODS)}")

@@ -1,20 +1,10 @@
 """``speechprompt report``: finished runs side by side with published numbers, with the uncertainty of each.
 
-Where to look:
-
-========================  ==============================================================================
-``runs``                  reading run directories (their run.json) into rows
-``upgrade``               run.json for run directories from before it (``speechprompt upgrade-run``)
-``published``             the published SpeechPrompt / SUPERB rows
-``rows``                  the row type and the task / metric conventions
-``scores``                a run's per-utterance scores (its predictions file) and its 95% intervals
-``stats``                 the statistics, pure: Wilson, bootstrap, paired bootstrap, exact McNemar, Holm
-``compare``               paired comparisons of runs on the same test utterances (``--compare``)
-``seeds``                 seed groups: mean ± std over runs that differ only in seed (``--group-seeds``)
-``table``                 rendering (Markdown, CSV, JSON)
-``plot``                  metric vs trainable parameters per task (``--plot``)
-========================  ==============================================================================
-
+Modules: ``runs`` (run directories, their run.json, into rows), ``upgrade`` (run.json for older run directories:
+``speechprompt upgrade-run``), ``published`` (SpeechPrompt / SUPERB rows), ``rows`` (the row type, task / metric
+conventions), ``scores`` (a run's per-utterance scores and 95% intervals), ``stats`` (pure statistics), ``compare``
+(paired comparisons on the same test utterances, ``--compare``), ``seeds`` (mean ± std over seeds,
+``--group-seeds``), ``table`` (Markdown, CSV, JSON), ``plot`` (metric vs trainable parameters, ``--plot``).
 Nothing here trains or needs the data. :func:`build_report` is the whole pipeline behind the command.
 """
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Paired comparisons of runs scored on the same test utterances (``speechprompt report --compare``).
 
-For two runs A and B of one task, each metric's difference ``A - B`` (percentage points) gets a 95% paired
-bootstrap interval (the same resampled utterances for both runs) and a two-sided p-value: exact McNemar on
-the discordant utterances for accuracy, the paired bootstrap for every other metric (WER, CER, slot F1,
-slot-value CER). Runs are paired by utterance id; runs whose id sets (or reference labels) differ are not
-comparable: :class:`TestSetMismatch` names both and the counts.
+For runs A and B of one task, each metric's ``A - B`` (percentage points) gets a 95% paired bootstrap interval
+and a two-sided p-value (exact McNemar on the discordant utterances for accuracy, the paired bootstrap for the
+others). Runs are paired by utterance id; runs whose ids or references differ are not comparable
+(:class:`TestSetMismatch`, :func:`compare_runs`).
 """
 from __future__ import annotations
 

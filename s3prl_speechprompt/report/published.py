@@ -7,10 +7,9 @@ from s3prl_speechprompt.report.rows import METHOD_LABELS, TASK_METRICS, Row
 
 
 def superb_head_params(kind: str, dim: int, outputs: int) -> int:
-    """Closed-form parameter count of SUPERB's heads (``baseline_expert.build_head`` with SUPERB's modelrc).
-
-    linear: Linear(dim, 256) + Linear(256, outputs); lstm: Linear(dim, 1024) + 2 BLSTM layers of 1024 units per
-    direction (input 1024, then 2048) + Linear(2048, outputs).
+    """Closed-form parameter count of SUPERB's heads (``baseline_expert.build_head`` with SUPERB's modelrc): linear
+    Linear(dim, 256) + Linear(256, outputs); lstm Linear(dim, 1024) + 2 BLSTM layers of 1024 per direction (input
+    1024, then 2048) + Linear(2048, outputs).
     """
     if kind == "linear":
         return dim * 256 + 256 + 256 * outputs + outputs
@@ -22,7 +21,6 @@ def superb_head_params(kind: str, dim: int, outputs: int) -> int:
 
         return dim * h + h + 2 * lstm_dir(h) + 2 * lstm_dir(2 * h) + 2 * h * outputs + outputs
     raise ValueError(f"kind: expected 'linear' or 'lstm', got {kind!r}")
-
 
 
 SPEECHPROMPT_SRC = "paper"       # SpeechPrompt v1, Interspeech 2022 (slides 36-40)

@@ -1,10 +1,7 @@
-"""Run directories into table rows: one reader, of ``run.json`` (:mod:`s3prl_speechprompt.record`).
-
-Every front end writes the record (s3prl's runner with any of our downstreams, ``speechprompt train`` +
-``speechprompt evaluate``); the report reads it and the predictions files it names, nothing else (which field
-feeds which column: docs/report.md, "Columns"). The test numbers are those of ``RunRecord.test_evaluation()``.
-Run directories from before run.json: :class:`~s3prl_speechprompt.record.OldRunError`, naming
-``speechprompt upgrade-run`` (:mod:`.upgrade`), which converts them.
+"""Run directories into table rows: one reader, of ``run.json`` (:mod:`s3prl_speechprompt.record`) and the
+predictions files it names (which field feeds which column: docs/report.md, "Columns"). The test numbers are
+``RunRecord.test_evaluation()``'s. Run directories from before run.json raise
+:class:`~s3prl_speechprompt.record.OldRunError`, naming ``speechprompt upgrade-run`` (:mod:`.upgrade`).
 """
 from __future__ import annotations
 

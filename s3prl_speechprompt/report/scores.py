@@ -58,10 +58,8 @@ def load_scores(path: str, task: Optional[str] = None) -> UtteranceScores:
 
 def add_intervals(rows: Sequence[Row], resamples: int = stats.RESAMPLES, seed: int = stats.SEED,
                   confidence: float = stats.CONFIDENCE) -> None:
-    """Attach ``intervals`` (percent) to every run row with a predictions file; problems go to ``notes``.
-
-    Accuracy: Wilson score interval (correct of n). Other metrics: percentile bootstrap over utterances
-    (``resamples`` draws, ``numpy.random.default_rng(seed)``).
+    """Attach ``intervals`` (percent) to every run row with a predictions file; problems go to ``notes``. Accuracy:
+    Wilson score interval; other metrics: percentile bootstrap over utterances (``resamples``, ``default_rng(seed)``).
     """
     for row in rows:
         if row.source != "run" or not row.metrics:

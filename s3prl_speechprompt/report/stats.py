@@ -1,18 +1,10 @@
-"""The statistics behind the report's intervals and paired tests: pure functions on arrays, no I/O.
+"""The statistics behind the report's intervals and paired tests (Wilson, bootstrap, paired bootstrap, exact
+McNemar, Holm): pure functions on arrays, no I/O.
 
 Every corpus metric the report shows is a ratio of per-utterance sums, ``sum(num) / sum(den)`` (accuracy:
 correct / 1; WER: word edits / reference words; slot-type F1: per-utterance F1 / 1; see
-``Task.utterance_scores``), so resampling utterances means resampling rows of ``(num, den)``.
-
-* :func:`wilson_interval` — accuracy, a binomial proportion: scipy's Wilson score interval.
-* :func:`bootstrap_interval` — any ratio metric: percentile bootstrap over utterances.
-* :func:`paired_bootstrap` — two runs on the same utterances: the *same* resampled utterances for both,
-  the difference's percentile interval and a two-sided p-value.
-* :func:`mcnemar_exact` — two classifiers on the same utterances: exact binomial test on the discordant pairs.
-* :func:`holm` — Holm's step-down adjustment when several pairs are tested at once.
-
-Resampling draws come from ``numpy.random.default_rng(seed)`` only, in fixed-size chunks, so a result is a
-function of (data, resamples, seed): the same call always gives the same interval.
+``Task.utterance_scores``), so resampling utterances means resampling rows of ``(num, den)``. Draws come from
+``numpy.random.default_rng(seed)`` only, in fixed-size chunks: a result is a function of (data, resamples, seed).
 """
 from __future__ import annotations
 

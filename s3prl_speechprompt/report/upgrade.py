@@ -1,18 +1,15 @@
 """``speechprompt upgrade-run``: run.json for run directories written before it (the only reader of the old files).
 
 s3prl runner directories (``args_*.yaml``): task / method from ``speechprompt_info.json``, else the newest
-``config_*.yaml`` (``downstream_expert``) and the ``-d`` name; upstream / layer / seed from the training
-``args_*.yaml``; units from ``speechprompt_info.json`` (``k``, ``ulm``) + config ``km``; evaluations from the
-``log.log`` lines ``step N: <split> <metric>: <value>; ...`` (tensorboard scalars ``*/<split>-<metric>`` when
-``log.log`` is absent), ``-m evaluate`` ones (logged at step 0) matched in order to the ``args_*.yaml`` with
-``mode: evaluate`` for their checkpoint and its step; the best step from ``dev-best.ckpt`` (else the first best
-dev result); featurizer weights from the checkpoints; steps: the largest of ``states-<N>.ckpt`` names, event and
-log steps; wall time per training session from the command start (``args_<time>.yaml``, local time) to its last
-tensorboard event (training loop: first to last event).
-
-``speechprompt train`` directories (``config.json``): the record the engine writes (config.json +
-``checkpoint_last.pt``) plus one evaluation per ``<split>_scores.json`` (or, for runs evaluated before the
-``.jsonl`` predictions, recomputed from ``<split>_predict.txt`` / ``<split>_truth.txt``).
+``config_*.yaml`` and the ``-d`` name; upstream / layer / seed from the training ``args_*.yaml``; units from
+``speechprompt_info.json`` (``k``, ``ulm``) + config ``km``; evaluations from ``log.log``'s ``step N: <split>
+<metric>: <value>; ...`` lines (tensorboard ``*/<split>-<metric>`` without ``log.log``), ``-m evaluate`` ones (step
+0) matched in order to the ``mode: evaluate`` ``args_*.yaml`` for checkpoint and step; the best step from
+``dev-best.ckpt`` (else the first best dev result); featurizer weights from the checkpoints; steps: the largest of
+``states-<N>.ckpt``, event and log steps; wall time per session from the command start (``args_<time>.yaml``,
+local time) to its last tensorboard event (training loop: first to last event). ``speechprompt train``
+directories (``config.json``): the engine's record (config.json + ``checkpoint_last.pt``) plus one evaluation per
+``<split>_scores.json`` (recomputed from ``<split>_predict.txt`` / ``_truth.txt`` for runs before ``.jsonl``).
 """
 from __future__ import annotations
 

@@ -3,46 +3,32 @@
 The comparison baselines of SpeechPrompt: the same task readers and scorers as the prompt expert
 (:mod:`s3prl_speechprompt.tasks`), but the frozen upstream's features go straight into SUPERB's heads:
 
-* ``linear`` (utterance-level tasks, KS/IC)::
+* ``linear`` (utterance-level tasks, KS/IC): ``features (B, T, D) --Linear(D, 256)--> masked mean pooling
+  --Linear(256, C)--> logits``, ``C`` the sum of one class set per label position (IC: one cross-entropy per
+  action/object/location slice, summed, as SUPERB's ``fluent_commands``; a prediction is the argmax of every slice);
+  s3prl's ``UtteranceLevel`` / ``MeanPooling`` modules.
+* ``lstm`` (sequence tasks, ASR/SF): ``features --Linear(D, 1024)--> 2-layer BLSTM, 1024/direction
+  --Linear(2048, V)--> CTC`` (s3prl's ASR ``RNNs``; blank = output 0; greedy decoding). SpecAug is s3prl's
+  runner's, when the config has a ``specaug`` block.
 
-      features (B, T, D) --Linear(D, 256)--> masked mean pooling --Linear(256, C)--> logits (B, C)
-
-  ``C`` is the sum of one class set per label position (KS: 12 classes; IC: action/object/location
-  slices, one cross-entropy per slice, summed, as SUPERB's ``fluent_commands``). A prediction is the
-  argmax of every slice; the task scores the predicted label tuple (accuracy = all positions right).
-  s3prl's own ``UtteranceLevel`` / ``MeanPooling`` / ``FrameLevel`` modules are used.
-* ``lstm`` (sequence tasks, ASR/SF)::
-
-      features (B, T, D) --Linear(D, 1024)--> 2-layer BLSTM, 1024/direction --Linear(2048, V)--> CTC
-
-  s3prl's ASR ``RNNs`` module; CTC with blank = output 0; greedy decoding (argmax, collapse repeats,
-  drop blanks). SpecAug is applied by s3prl's runner when the config has a ``specaug`` block.
-
-Parameter names follow SUPERB's experts (``projector.*``, ``model.*``), and so do the sizes: for a
-768-dim upstream KS 199,948, IC 203,032, ASR (V=32) 42,828,832.
+Parameter names and sizes follow SUPERB's experts (``projector.*``, ``model.*``; 768-dim upstream: KS 199,948,
+IC 203,032, ASR (V=32) 42,828,832).
 
 Hooks a task can provide (see :class:`s3prl_speechprompt.tasks.base.Task`):
 
-* **sequence tasks must** define ``ctc_vocabulary(self) -> List[str]``: the CTC output symbols in
-  output order, **index 0 being the blank**, every label token of every item being one of the others.
-  For SUPERB parity ASR returns fairseq's ``["<s>", "<pad>", "</s>", "<unk>"] + char.dict`` (V=32,
-  blank ``<s>``) and SF ``["<pad>", "<eos>", "<unk>"] + characters + B-/E- slot tags`` (blank ``<pad>``).
-  Decoded hypotheses (symbol tuples without blanks) and the references go to ``task.score``; the task
-  strips any end-of-sentence symbol it put into its labels.
-* classification tasks **may** define ``class_vocabularies(self) -> List[List[str]]`` (one ordered
-  class list per label position); otherwise the classes are the sorted label tokens seen at each
-  position of the training split (IC's ``action:<v>``, ``object:<v>``, ``location:<v>`` slices).
+* **sequence tasks must** define ``ctc_vocabulary(self) -> List[str]``: the CTC output symbols in output order,
+  **index 0 being the blank**, every label token of every item being one of the others. For SUPERB parity ASR
+  returns fairseq's ``["<s>", "<pad>", "</s>", "<unk>"] + char.dict`` (V=32, blank ``<s>``) and SF ``["<pad>",
+  "<eos>", "<unk>"] + characters + B-/E- slot tags`` (blank ``<pad>``). Hypotheses (symbol tuples without blanks)
+  and references go to ``task.score``; the task strips any end-of-sentence symbol it put into its labels.
+* classification tasks **may** define ``class_vocabularies(self) -> List[List[str]]`` (one ordered class list per
+  label position); otherwise the classes are the sorted label tokens seen at each position of the training split.
 
-The head kind comes from ``downstream_expert.head``, else from the ``-d`` name's suffix, else from
-the task (``ctc_vocabulary`` present -> ``lstm``). The class sets / CTC vocabulary are stored in the
-checkpoint, so ``-m evaluate -e`` rebuilds exactly the trained head.
+The head kind: :func:`head_kind`. Class sets / CTC vocabulary are stored in the checkpoint, so ``-m evaluate -e``
+rebuilds exactly the trained head.
 
-Logged like the prompt expert: tensorboard ``speechprompt_<task>_<head>/<split>-<metric|loss>``,
-``log.log`` lines ``step N: <split> <metric>: <value>; ...; loss: <value>``, ``<split>_predict.txt`` /
-``<split>_truth.txt``, ``dev-best.ckpt`` on the task's primary metric of split ``dev`` (or of the
-task's ``best_split`` attribute, e.g. ``dev-clean``; the file is still named ``dev-best.ckpt``), and
-``speechprompt_info.json`` (method, trainable parameters, checkpoint bytes), and ``run.json`` (the run record,
-what ``speechprompt report`` reads; :mod:`.records`).
+Logged like the prompt expert (tensorboard, ``log.log``, ``<split>_predict.txt``, ``dev-best.ckpt`` on the task's
+primary metric of ``dev`` or of its ``best_split``, ``speechprompt_info.json``, ``run.json``: :mod:`.records`).
 """
 from __future__ import annotations
 
@@ -279,13 +265,14 @@ class DownstreamExpert(nn.Module):
         padded = pad_sequence(targets, batch_first=True).to(logits.device)        # (B, S); padding never read
         loss = nn.functional.ctc_loss(log_probs.transpose(0, 1), padded, out_len.long(), target_len, blank=0,
                                       zero_infinity=self.zero_infinity)
-        hyps = []
         with torch.no_grad():
-            best = log_probs.argmax(-1).cpu()                                      # (B, T)
-            for b in range(len(labels)):
-                ids = torch.unique_consecutive(best[b, :int(out_len[b])])
-                hyps.append(tuple(self.vocab[i] for i in ids.tolist() if i != 0))
-        return loss, hyps
+            return loss, self._greedy(log_probs, out_len)
+
+    def _greedy(self, logits, out_len) -> list:
+        """Greedy CTC: arg-max per frame, repeats collapsed, blanks (0) dropped."""
+        best = logits.argmax(-1).cpu()                                              # (B, T)
+        return [tuple(self.vocab[i] for i in torch.unique_consecutive(best[b, :int(out_len[b])]).tolist() if i)
+                for b in range(len(best))]
 
     @torch.no_grad()
     def inference(self, features: List[torch.Tensor], filenames: List[str]) -> List[str]:
@@ -294,10 +281,7 @@ class DownstreamExpert(nn.Module):
         if self.kind == "linear":
             _, hyps = self._classify(features, [(None,) * len(self.class_index)] * len(features))  # no labels
         else:
-            logits, out_len = self._encode(features)                                # (B, T, V), (B,)
-            best = logits.argmax(-1).cpu()
-            hyps = [tuple(self.vocab[i] for i in torch.unique_consecutive(best[b, :int(out_len[b])]).tolist() if i)
-                    for b in range(len(features))]
+            hyps = self._greedy(*self._encode(features))
         return self.recorder.log_inference(filenames, hyps)
 
     # ----------------------------------------------------------------- recording (RunRecorder)

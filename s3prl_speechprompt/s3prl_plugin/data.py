@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import Counter
 from pathlib import Path
 from typing import List, Sequence
 
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from s3prl_speechprompt.errors import InputFileError
 from s3prl_speechprompt.tasks.audio import audit_split
 from s3prl_speechprompt.tasks.base import Item, get_task, read_item_audio
+from s3prl_speechprompt.trained import LOADER_KEYS
 from s3prl_speechprompt.ulm.checkpoint import load_container
 
 
@@ -35,10 +37,10 @@ def collate(batch):
 
 
 class EpochSampler(Sampler):
-    """The training order of one epoch, a pure function of (seed, epoch): class-balanced sampling with
-    replacement (SUPERB's KS ``WeightedRandomSampler``) or a permutation; DDP-aware (every rank draws the
-    same order and keeps its own stride, what s3prl's catalyst ``DistributedSamplerWrapper`` does, without
-    catalyst); ``skip`` drops the first indices so a resumed run continues mid-epoch where it stopped.
+    """The training order of one epoch, a pure function of (seed, epoch): class-balanced sampling with replacement
+    (SUPERB's KS ``WeightedRandomSampler``) or a permutation; DDP-aware as s3prl's catalyst
+    ``DistributedSamplerWrapper`` (every rank draws the same order, keeps its stride); ``skip`` drops the first
+    indices so a resumed run continues mid-epoch.
     """
 
     def __init__(self, items: Sequence[Item], seed: int = 0, balanced: bool = True, rank: int = 0,
@@ -46,9 +48,7 @@ class EpochSampler(Sampler):
         self.n = len(items)
         self.weights = None
         if balanced:
-            counts = {}
-            for it in items:
-                counts[it.labels] = counts.get(it.labels, 0) + 1
+            counts = Counter(it.labels for it in items)
             self.weights = torch.tensor([1.0 / counts[it.labels] for it in items], dtype=torch.double)
         self.seed, self.rank, self.world, self.epoch, self.skip = seed, rank, world_size, 0, skip
         self.per_rank = math.ceil(self.n / world_size)
@@ -83,10 +83,9 @@ def saved_extra_state(init_ckpt, key: str):
 class SplitData:
     """Splits and DataLoaders of an expert (held by the prompt and the baseline expert as ``expert.data``).
 
-    ``task`` / ``datarc``: ``downstream_expert.task`` and ``.datarc`` (the task's keys + ``batch_size``,
-    ``eval_batch_size``, ``num_workers``); ``kwargs``: what s3prl's runner passed the expert (``mode``, ``seed``,
-    ``runner.eval_dataloaders``, ``evaluate_split``). The training sampler skips the batches the expert's
-    ``train_progress`` buffer ``(epoch, batches consumed)`` says this epoch already consumed.
+    ``datarc``: the task's keys + :data:`~s3prl_speechprompt.trained.LOADER_KEYS`; ``kwargs``: what s3prl's runner
+    passed the expert. The training sampler skips the batches the expert's ``train_progress`` buffer ``(epoch,
+    batches consumed)`` says this epoch already consumed.
     """
 
     def __init__(self, task: str, datarc: dict, expdir, kwargs: dict, balanced_sampling: bool, bad_audio: str):
@@ -96,7 +95,7 @@ class SplitData:
         self.seed = int(self.kwargs.get("seed") or 0)
         self.balanced_sampling, self.bad_audio = balanced_sampling, bad_audio
         datarc = dict(datarc)
-        self.loader_rc = {k: datarc.pop(k) for k in ("batch_size", "eval_batch_size", "num_workers") if k in datarc}
+        self.loader_rc = {k: datarc.pop(k) for k in LOADER_KEYS if k in datarc}
         self.task = get_task(task)(**datarc)
         self.items = {}
 
@@ -116,11 +115,7 @@ class SplitData:
             items = self.split(split)
             if known is None or split == "train":
                 continue
-            unseen = {}
-            for it in items:
-                for t in it.labels:
-                    if t not in known:
-                        unseen[t] = unseen.get(t, 0) + 1
+            unseen = Counter(t for it in items for t in it.labels if t not in known)
             if unseen:
                 listed = ", ".join(f"{t!r} ({n}x)" for t, n in sorted(unseen.items(), key=lambda kv: -kv[1])[:10])
                 raise InputFileError(f"split {split!r} has label(s) never seen in the training split: {listed}. "

@@ -1,13 +1,12 @@
-"""The SpeechPrompt downstream expert for s3prl's runner (``-d speechprompt_<task>``).
+"""The SpeechPrompt downstream expert for s3prl's runner (``-d speechprompt_<task>``)::
 
     features (selected upstream layer) -> k-means -> dedup -> GSLM tokens -> prompted unit LM
 
-One class serves every task; ``downstream_expert.task`` picks the reader and scorer and
-``downstream_expert.method`` picks prompt tuning (``pt``) or full LM fine-tuning (``ftlm``).
-Checkpoints hold what training changed (prompts, separator, verbalizer head; the whole LM for
-FT-LM) plus the k-means centroids, the verbalizer and the LM's weights fingerprint - never the frozen LM. With
-every ``dev-best.ckpt`` the run's trained task is written to ``<expdir>/trained_task/`` (runner_patches.py,
-trained.py), which ``speechprompt predict`` serves; the prompt config and decoding budget are trained.py's.
+One class serves every task (``downstream_expert.task``: reader and scorer; ``.method``: ``pt`` or ``ftlm``).
+Checkpoints hold what training changed (prompts, separator, verbalizer head; the whole LM for FT-LM), the k-means
+centroids, the verbalizer and the LM's weights fingerprint - never the frozen LM. With every ``dev-best.ckpt`` the
+trained task is written to ``<expdir>/trained_task/`` (runner_patches.py), which ``speechprompt predict`` serves;
+the prompt config and decoding budget are trained.py's.
 """
 from __future__ import annotations
 
@@ -67,11 +66,11 @@ class ExpertConfig:
 
 
 def check_runner_precision(prec: str, runner: dict, device: str) -> None:
-    """fp16 needs loss scaling, and s3prl's runner owns backward and the optimizer step: its ``runner.fp16``
-    GradScaler (``torch.cuda.amp``: scale, unscale before clipping, step, update) is the scaler, so
-    ``precision: fp16`` requires ``runner.fp16: true`` on CUDA. (``runner.fp16`` also autocasts the upstream
-    to fp16; the LM's precision is still ``downstream_expert.precision``. s3prl does not checkpoint its scaler:
-    a resumed run restarts from the initial scale, which costs at most a few skipped steps.)"""
+    """fp16 needs loss scaling, and s3prl's runner owns backward and the optimizer step: its ``runner.fp16`` GradScaler
+    is the scaler, so ``precision: fp16`` requires ``runner.fp16: true`` on CUDA (which also autocasts the upstream;
+    the LM's precision stays ``downstream_expert.precision``). s3prl does not checkpoint its scaler: a resumed run
+    restarts from the initial scale, which costs at most a few skipped steps.
+    """
     if prec != "fp16":
         return
     if not str(device).startswith("cuda"):

@@ -1,17 +1,13 @@
 """What the runner experts write about a run: :class:`RunRecorder`, held by the prompt and the baseline expert.
 
-Per evaluated split (``log``): tensorboard scalars ``<tag>/<split>-<metric|loss>``, a ``log.log`` line
-``step N: <split> <metric>: <value>; ...; loss: <value>``, ``<split>_predict.txt`` / ``<split>_truth.txt``
-(id + label string, sorted by id; s3prl's convention), ``<split>_predictions.jsonl`` (the per-utterance
-format of :mod:`s3prl_speechprompt.predictions`; during training also kept per step as
-``predictions/<split>-step<N>.jsonl`` for the latest and the best-dev step of every split but the best split),
-an evaluation in ``run.json`` (:mod:`s3prl_speechprompt.record`, what ``speechprompt report`` reads), and
-``dev-best.ckpt`` whenever the task's primary metric on its ``best_split`` (default ``dev``) improves. Once per
-run: ``speechprompt_info.json`` (sizes, and the runner's ``--seed``). ``run.json`` is also written when the
-expert is built and at the end of the process (steps, wall / CPU time, featurizer size).
-
-``-m inference -t FILE``: :meth:`RunRecorder.log_inference` prints each prediction and writes
-``<expdir>/inference.ark`` (``<file stem> <label string>`` per line), as s3prl's ASR expert writes its own.
+Per evaluated split (``log``): tensorboard ``<tag>/<split>-<metric|loss>``, a ``log.log`` line ``step N: <split>
+<metric>: <value>; ...; loss: <value>``, s3prl's ``<split>_predict.txt`` / ``<split>_truth.txt``,
+``<split>_predictions.jsonl`` (:mod:`s3prl_speechprompt.predictions`; during training also kept per step as
+``predictions/<split>-step<N>.jsonl`` for the latest and the best-dev step of every split but the best split), an
+evaluation in ``run.json`` (:mod:`s3prl_speechprompt.record`), and ``dev-best.ckpt`` when the primary metric on
+``best_split`` (default ``dev``) improves. Once per run: ``speechprompt_info.json``. ``run.json`` is also written
+when the expert is built and at process end. ``-m inference -t FILE``: :meth:`RunRecorder.log_inference` prints each
+prediction and writes ``<expdir>/inference.ark`` (``<file stem> <label string>``), as s3prl's ASR expert does.
 """
 from __future__ import annotations
 
@@ -40,11 +36,9 @@ def _process_start() -> float:
 class RunRecorder:
     """The files an expert's ``log_records`` / ``inference`` write, and the run's ``run.json``.
 
-    ``task``: the task (scorer, label strings, primary metric), named ``task_name``; ``downstream_expert`` and
-    ``kwargs``: what s3prl's runner passed the expert (its config's sections and its arguments); ``sizes()``: the
-    expert's ``speechprompt_info.json`` dict (trainable_params, stored_params, checkpoint_bytes);
-    ``extra_metrics(records)``: metrics beside the task's (PT: ``unfinished``). Only rank 0 writes, and
-    ``-m inference`` writes no record.
+    ``downstream_expert`` / ``kwargs``: what s3prl's runner passed the expert; ``sizes()``: its
+    ``speechprompt_info.json`` dict; ``extra_metrics(records)``: metrics beside the task's (PT: ``unfinished``). Only
+    rank 0 writes, and ``-m inference`` writes no record.
     """
 
     def __init__(self, expdir, task, task_name: str, downstream_expert: dict, kwargs: dict, tag: str, prefix: str,

@@ -1,33 +1,16 @@
 """Make our downstreams visible to s3prl's runner as ``-d <name>`` without touching installed files.
 
-s3prl 0.4.18 finds a downstream only through
-``importlib.import_module(f"s3prl.downstream.{name}.expert")`` (``s3prl/downstream/runner.py``,
-``Runner._get_downstream``). :func:`register` therefore puts, for every name,
+s3prl 0.4.18 finds a downstream only through ``importlib.import_module(f"s3prl.downstream.{name}.expert")``
+(``Runner._get_downstream``), so :func:`register` puts, per name, a synthesized package module at
+``sys.modules["s3prl.downstream.<name>"]`` and our real expert module, imported under its own name (classes keep
+their ``__module__``, so spawn/forkserver DataLoader workers can unpickle datasets), at ``...<name>.expert``. The
+expert is imported lazily, when s3prl first asks for it (a meta-path finder answering only for registered names),
+so a missing or broken module fails only when used.
 
-* ``sys.modules["s3prl.downstream.<name>"]``: a small synthesized package module, and
-* ``sys.modules["s3prl.downstream.<name>.expert"]``: our real expert module, imported under its own
-  name (e.g. ``s3prl_speechprompt.s3prl_plugin.prompt_expert``). Classes keep their real
-  ``__module__``, so DataLoader workers started with spawn/forkserver can unpickle datasets.
-
-The expert module is imported lazily, the first time s3prl asks for it (a meta-path finder that
-only answers for registered names), so a name whose module is missing or broken fails only when it
-is actually used.
-
-Names: every ``<name>.yaml`` in the package ``s3prl_speechprompt.downstream_configs`` defines
-``-d <name>`` with that file as its default config. :func:`expert_module_for` maps a name to the
-module that serves it.
-
-Developer hook: the environment variable ``SPEECHPROMPT_EXTRA_DOWNSTREAMS="name=module,..."`` adds
-or overrides names (e.g. a throwaway expert in a test, run through the runner in a subprocess).
-
-Tasks kept outside the package (docs/adding_a_task.md):
-
-* ``SPEECHPROMPT_CONFIG_PATH=dir1:dir2`` (``os.pathsep``-separated): every ``<name>.yaml`` in those
-  folders defines ``-d <name>`` with that file as its default config, like the packaged ones (a
-  packaged name wins over a folder's);
-* any other ``speechprompt_*`` name is served on demand by the naming rule, so
-  ``-d speechprompt_mytask -c my.yaml`` works without registering anything (the finder answers only
-  when s3prl ships no downstream of that name).
+Names: every ``<name>.yaml`` in ``s3prl_speechprompt.downstream_configs`` or in a ``SPEECHPROMPT_CONFIG_PATH``
+folder defines ``-d <name>`` (a packaged name wins); any other ``speechprompt_*`` name is served on demand when
+s3prl ships no downstream of that name (docs/adding_a_task.md). ``SPEECHPROMPT_EXTRA_DOWNSTREAMS="name=module,..."``
+adds or overrides names (e.g. a throwaway expert in a test).
 """
 import importlib
 import importlib.abc
@@ -71,11 +54,9 @@ def extra_downstreams(environ: Optional[Mapping[str, str]] = None) -> Dict[str, 
 
 
 def expert_module_for(name: str, overrides: Optional[Mapping[str, str]] = None) -> str:
-    """The module whose ``DownstreamExpert`` serves ``-d name``.
-
-    Looked up in ``overrides``, then :data:`EXPERT_MODULES`, then ``SPEECHPROMPT_EXTRA_DOWNSTREAMS``;
-    otherwise by name: ``*_linear`` / ``*_lstm`` -> the SUPERB baseline expert, any other
-    ``speechprompt_*`` -> the prompt expert. Raises ``KeyError`` for a name that is not ours.
+    """The module whose ``DownstreamExpert`` serves ``-d name``: ``overrides``, :data:`EXPERT_MODULES`,
+    ``SPEECHPROMPT_EXTRA_DOWNSTREAMS``, else by name (``*_linear`` / ``*_lstm``: the SUPERB baseline expert, any other
+    ``speechprompt_*``: the prompt expert). Raises ``KeyError`` for a name that is not ours.
     """
     for table in (overrides or {}, EXPERT_MODULES, extra_downstreams()):
         if name in table:
@@ -99,11 +80,7 @@ def _config_dir():
 
 def packaged_downstreams() -> List[str]:
     """Names defined by ``<name>.yaml`` files in ``s3prl_speechprompt.downstream_configs``, sorted."""
-    folder = _config_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir()
-                  if entry.name.endswith(".yaml") and entry.is_file() and not entry.name.startswith(("_", ".")))
+    return _yaml_names(_config_dir())
 
 
 def config_path_dirs(environ: Optional[Mapping[str, str]] = None) -> List[Path]:
@@ -112,10 +89,11 @@ def config_path_dirs(environ: Optional[Mapping[str, str]] = None) -> List[Path]:
     return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
 
 
-def _yaml_names(folder: Path) -> List[str]:
+def _yaml_names(folder) -> List[str]:
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.yaml") if p.is_file() and not p.name.startswith(("_", ".")))
+    return sorted(e.name[: -len(".yaml")] for e in folder.iterdir()
+                  if e.name.endswith(".yaml") and e.is_file() and not e.name.startswith(("_", ".")))
 
 
 def config_path_downstreams() -> List[str]:
@@ -227,12 +205,10 @@ def _package_module(name: str, real: str) -> types.ModuleType:
 
 
 def register(names: Optional[Iterable[str]] = None, overrides: Optional[Mapping[str, str]] = None) -> List[str]:
-    """Register ``-d <name>`` for each name (default: :func:`all_downstreams`, skipping with a warning
-    any packaged YAML whose name maps to no expert module). Idempotent.
-
-    Only synthesized modules are created here; each expert module is imported when s3prl first asks
-    for ``s3prl.downstream.<name>.expert``. A name already taken by a real s3prl downstream (or by
-    something else in ``sys.modules``) is refused with ``ValueError``. Returns the registered names.
+    """Register ``-d <name>`` for each name (default: :func:`all_downstreams`, skipping with a warning a packaged YAML
+    whose name maps to no expert); idempotent. Only synthesized modules are created here, each expert module is
+    imported when s3prl first asks for it. A name taken by a real s3prl downstream (or anything else in
+    ``sys.modules``) is refused with ``ValueError``. Returns the registered names.
     """
     import s3prl.downstream  # noqa: F401  (the parent package must exist before its children)
 
@@ -269,11 +245,6 @@ def register(names: Optional[Iterable[str]] = None, overrides: Optional[Mapping[
         _registered[name] = real
         done.append(name)
     return done
-
-
-def registered() -> Dict[str, str]:
-    """name -> expert module for the names registered in this process."""
-    return dict(_registered)
 
 
 def unregister(name: str) -> None:

@@ -1,30 +1,14 @@
-"""s3prl's ``run_downstream.py`` with the SpeechPrompt downstreams registered.
-
-Usage is exactly s3prl 0.4.18's (every flag is passed through), e.g.::
+"""s3prl's ``run_downstream.py`` with the SpeechPrompt downstreams registered; every flag is s3prl 0.4.18's::
 
     speechprompt-run-downstream -m train -u hubert -d speechprompt_ks -n ks_pt
     speechprompt-run-downstream -m evaluate -t test -e result/downstream/ks_pt/dev-best.ckpt
-    python -m s3prl_speechprompt.s3prl_plugin.run_downstream --help
 
-What it adds before handing over to ``s3prl.run_downstream.main()``:
-
-1. :func:`s3prl_speechprompt.compat.apply` (s3prl on torchaudio >= 2.9 / torch >= 2.6);
-2. registration of every ``speechprompt_*`` downstream (:mod:`.registry`);
-3. ``-c <packaged yaml>`` when ``-d`` is one of ours and neither ``-c/--config`` nor
-   ``-e/--past_exp`` was given (s3prl's own default is ``./downstream/<name>/config.yaml``);
-4. crash-safe checkpoints: :func:`~s3prl_speechprompt.s3prl_plugin.runner_patches.atomic_runner_checkpoints`
-   (``states-*.ckpt`` / ``dev-best.ckpt`` written atomically; older states deleted only after the new one);
-5. distributed runs: s3prl reads the local rank only from ``--local_rank``. Under ``torchrun``
-   (which sets ``LOCAL_RANK``/``WORLD_SIZE`` in the environment and passes no flag) the flag is added;
-   ``--local-rank`` (what ``torch.distributed.launch`` passes since torch 2.0) is renamed. With
-   ``--device cpu`` the backend defaults to ``gloo`` (s3prl's default ``nccl`` needs GPUs) and
-   :func:`~s3prl_speechprompt.s3prl_plugin.runner_patches.enable_cpu_ddp` is applied;
-6. a device that exists (:func:`choose_device`): without ``--device`` and without CUDA the run goes to the CPU
-   with a one-line notice (s3prl's default ``cuda`` would end in a CUDA traceback); ``--device cuda`` without
-   CUDA stops with one line;
-7. user errors (missing corpus, bad config, failed download, no GPU) as one line and exit code 2, bugs with
-   their traceback (``--verbose`` / ``SPEECHPROMPT_TRACEBACK=1``: always the traceback); see
-   :mod:`s3prl_speechprompt.errors`.
+What it adds before handing over to ``s3prl.run_downstream.main()``: :func:`s3prl_speechprompt.compat.apply`;
+our downstreams registered (:mod:`.registry`); ``-c <packaged yaml>`` when ``-d`` is ours and neither ``-c`` nor
+``-e`` was given (s3prl's default is ``./downstream/<name>/config.yaml``); the :mod:`.runner_patches` (crash-safe
+checkpoints, one training job per expdir, DDP fixes); ``--local_rank`` from torchrun's ``LOCAL_RANK`` (s3prl reads
+only the flag; ``--local-rank`` is renamed) and ``gloo`` with ``--device cpu``; a device that exists
+(:func:`choose_device`); user errors as one line and exit 2 (:mod:`s3prl_speechprompt.errors`).
 """
 import glob
 import os
@@ -289,11 +273,8 @@ def run(argv: List[str], prog: str = PROG) -> int:
 def main(argv: Optional[List[str]] = None, *, report_errors: Optional[bool] = None) -> int:
     """The ``speechprompt-run-downstream`` command: s3prl's runner on ``argv`` (default ``sys.argv[1:]``).
 
-    As a command (``argv`` None, or ``report_errors=True``) a user error - missing corpus, bad config value,
-    failed download, ``--device cuda`` without CUDA - ends with one line ``speechprompt-run-downstream: error:
-    ...`` and exit code 2; other exceptions keep their traceback (exit 1). ``--verbose`` or
-    ``SPEECHPROMPT_TRACEBACK=1`` shows the traceback of user errors too (rule: :mod:`s3prl_speechprompt.errors`).
-    Called from Python with ``argv``, exceptions propagate to the caller.
+    As a command (``argv`` None, or ``report_errors=True``) user errors end as one line and exit code 2
+    (:mod:`s3prl_speechprompt.errors`); called from Python with ``argv``, exceptions propagate to the caller.
     """
     if report_errors is None:
         report_errors = argv is None

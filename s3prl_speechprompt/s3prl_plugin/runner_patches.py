@@ -1,14 +1,8 @@
-"""Patches to s3prl 0.4.18's runner (``s3prl/downstream/runner.py``) that change what it does, applied by our
-runner wrapper (:mod:`.run_downstream`) only - unlike :mod:`s3prl_speechprompt.compat`, which only lets s3prl
-import and run on today's torch / torchaudio:
-
-* :func:`atomic_runner_checkpoints`: crash-safe ``states-*.ckpt`` / ``dev-best.ckpt``, and the prompt expert's
-  ``<expdir>/trained_task/`` written with every ``dev-best.ckpt``, on every run;
-* :func:`fix_runner_ddp`: two bugs of its DDP training loop, on every distributed run;
-* :func:`enable_cpu_ddp`: DDP with ``--device cpu --backend gloo`` on a machine without CUDA;
-* :func:`lock_training_expdir`: one ``-m train`` job per expdir.
-
-Every patch is made in s3prl's module namespaces at run time (no installed file is edited) and is idempotent.
+"""Patches to s3prl 0.4.18's runner that change what it does, applied by our runner wrapper (:mod:`.run_downstream`)
+only (:mod:`s3prl_speechprompt.compat` only lets s3prl run on today's torch / torchaudio): crash-safe checkpoints
+and ``trained_task/`` (:func:`atomic_runner_checkpoints`), two DDP bugs (:func:`fix_runner_ddp`), DDP on CPU
+(:func:`enable_cpu_ddp`), one ``-m train`` job per expdir (:func:`lock_training_expdir`). Every patch is made in
+s3prl's module namespaces at run time (no installed file is edited) and is idempotent.
 """
 import importlib
 import os
@@ -17,24 +11,16 @@ import types
 from s3prl_speechprompt.compat import is_marked, mark
 
 
-# --------------------------------------------------------------------------------------------------
-# distributed training on CPU
-# --------------------------------------------------------------------------------------------------
+# --- distributed training on CPU ---
 
 def enable_cpu_ddp() -> list:
     """Let s3prl's DDP path run with ``--device cpu --backend gloo`` on a machine without CUDA.
 
-    Two things in s3prl 0.4.18 assume one GPU per process:
-
-    * ``s3prl/run_downstream.py`` ``main()`` calls ``torch.cuda.set_device(args.local_rank)`` whenever
-      ``--local_rank`` is given; without a CUDA driver that raises "Found no NVIDIA driver". Patched:
-      ``torch.cuda.set_device`` becomes a no-op *only while CUDA is unavailable*.
-    * ``s3prl/downstream/runner.py`` ``Runner._init_model`` wraps trainable models in
-      ``DDP(model, device_ids=[self.args.local_rank], ...)``; torch rejects ``device_ids`` for a module
-      on the CPU. Patched: the ``DDP`` name inside ``s3prl.downstream.runner`` drops ``device_ids`` /
-      ``output_device`` for CPU modules (GPU modules get the original call).
-
-    Returns the names of what was patched. Idempotent.
+    s3prl 0.4.18 assumes one GPU per process: ``run_downstream.py`` ``main()`` calls
+    ``torch.cuda.set_device(args.local_rank)`` (without a driver: "Found no NVIDIA driver"), patched to a no-op
+    *only while CUDA is unavailable*; ``Runner._init_model`` passes ``DDP(..., device_ids=[local_rank])``, which torch
+    rejects for a CPU module, so the ``DDP`` name in ``s3prl.downstream.runner`` drops ``device_ids`` /
+    ``output_device`` for CPU modules. Returns the names of what was patched. Idempotent.
     """
     import torch
 
@@ -67,16 +53,13 @@ def enable_cpu_ddp() -> list:
 
 
 def fix_runner_ddp() -> list:
-    """Two bugs in s3prl 0.4.18's DDP training loop (``s3prl/downstream/runner.py``), on any device:
+    """Two bugs in s3prl 0.4.18's DDP training loop (``s3prl/downstream/runner.py``), on any device.
 
-    * Non-leader ranks ``continue`` before ``pbar.update(1)`` (``Runner.train``), so their step counter never
-      moves and they train until rank 0 exits (then crash on a closed connection, or hang under NCCL).
-      Patched: on non-leader ranks the ``overall`` progress bar advances from an optimizer step hook, i.e.
-      once per optimizer step, as rank 0's does (a step skipped for a NaN gradient norm is not counted there).
-    * Evaluation runs on rank 0 alone through the DDP-wrapped expert, whose forward would broadcast module
-      buffers (a collective the other ranks never join). Our experts' buffers (k-means centroids, best
-      score) need no broadcast, so the wrapper is built with ``broadcast_buffers=False``.
-    Returns the names of what was patched. Idempotent.
+    Non-leader ranks ``continue`` before ``pbar.update(1)`` in ``Runner.train``, so their step counter never moves and
+    they train until rank 0 exits (then crash, or hang under NCCL): their ``overall`` bar now advances from an
+    optimizer step hook, once per optimizer step as rank 0's. Evaluation runs on rank 0 alone through the DDP wrapper,
+    whose forward would broadcast buffers (a collective the other ranks never join); our buffers need no broadcast, so
+    the wrapper gets ``broadcast_buffers=False``. Returns the names of what was patched. Idempotent.
     """
     runner = importlib.import_module("s3prl.downstream.runner")
     done = []
@@ -120,9 +103,7 @@ def fix_runner_ddp() -> list:
 _overall_bar = {"bar": None}
 
 
-# --------------------------------------------------------------------------------------------------
-# crash-safe checkpoints
-# --------------------------------------------------------------------------------------------------
+# --- crash-safe checkpoints ---
 
 _STATES = "states-"
 
@@ -153,20 +134,15 @@ def _write_trained_task(states, path) -> None:
 
 
 def atomic_runner_checkpoints() -> list:
-    """Make ``Runner.train``'s checkpoints in ``s3prl/downstream/runner.py`` survive a kill at any moment.
+    """Make ``Runner.train``'s checkpoints survive a kill at any moment, and write the prompt expert's trained task.
 
-    s3prl 0.4.18 writes ``states-<step>.ckpt`` / ``dev-best.ckpt`` with a plain ``torch.save(all_states, path)``
-    (a kill mid-write leaves a truncated file that ``-a`` then picks as the newest and cannot load) and,
-    with ``max_keep``, deletes the older ``states-*.ckpt`` *before* writing the new one (a kill in between
-    leaves nothing to resume from). Patched, in that module's namespace only:
-
-    * ``torch.save(obj, path)`` writes ``.<name>.<random>.tmp`` in the same folder, fsyncs it and renames it
-      over ``path`` (``-a`` globs ``states-*.ckpt``, which never matches the hidden temp file);
-    * ``os.remove`` of a ``states-*.ckpt`` is deferred until the next ``states-*.ckpt`` of that folder is
-      complete, so there is always one whole checkpoint on disk;
-    * after a ``dev-best.ckpt`` of the prompt expert, its trained task is written to ``<expdir>/trained_task/``
-      (:meth:`~s3prl_speechprompt.trained.TrainedTask.from_runner_checkpoint` of what was saved).
-    Returns the names of what was patched. Idempotent.
+    s3prl 0.4.18 writes ``states-<step>.ckpt`` / ``dev-best.ckpt`` with a plain ``torch.save`` (a kill mid-write leaves
+    a truncated file that ``-a`` then picks and cannot load) and, with ``max_keep``, deletes older states *before*
+    writing the new one. Patched, in ``s3prl.downstream.runner``'s namespace only: ``torch.save`` to a path is atomic
+    (a hidden temp file ``-a``'s glob never matches, fsynced, renamed); ``os.remove`` of a ``states-*.ckpt`` waits
+    until the next one of that folder is complete; after the prompt expert's ``dev-best.ckpt``,
+    ``<expdir>/trained_task/`` is written from it (``TrainedTask.from_runner_checkpoint``).
+    Idempotent; returns the names of what was patched.
     """
     import torch
 
@@ -202,9 +178,7 @@ def atomic_runner_checkpoints() -> list:
     return ["s3prl.downstream.runner.torch.save (atomic)", "s3prl.downstream.runner.os.remove (after the next save)"]
 
 
-# --------------------------------------------------------------------------------------------------
-# one training job per expdir
-# --------------------------------------------------------------------------------------------------
+# --- one training job per expdir ---
 
 def lock_training_expdir(command: str) -> list:
     """Hold ``<expdir>/.speechprompt.lock`` (:mod:`s3prl_speechprompt.runlock`) for a ``-m train`` run.

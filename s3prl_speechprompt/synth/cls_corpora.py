@@ -1,13 +1,10 @@
 """Small synthetic corpora for the utterance-classification tasks added after KS/IC: ER, SID and CSV.
 
-``make_er`` writes IEMOCAP (``Session1..5`` with ``sentences/wav`` and ``dialog/EmoEvaluation``), which
-``s3prl.dataio.corpus.IEMOCAP`` reads; "emotions" are prosody variants of every speaker's voice
-(speaking rate, pitch, pitch range), all saying the same sentences, so only prosody carries the label.
-``make_sid`` writes VoxCeleb1 (``{dev,test}/wav/idXXXXX/<video>/NNNNN.wav`` + ``iden_split.txt``), which
-``s3prl.dataio.corpus.VoxCeleb1SID`` reads; speakers are distinct espeak-ng voice/rate/pitch combinations,
-each with its own vocal-tract length (a spectral warp of formants and pitch) and voice quality (spectral tilt).
-``make_csv`` writes a generic CSV classification corpus for the ``csv`` task (spoken "<colour> <shape>"
-phrases) in both CSV layouts. Same seed -> same files (see :mod:`.corpora`).
+``make_er`` writes IEMOCAP as ``s3prl.dataio.corpus.IEMOCAP`` reads it; "emotions" are prosody variants (rate,
+pitch, pitch range) of every speaker saying the same sentences, so only prosody carries the label. ``make_sid``
+writes VoxCeleb1 as ``VoxCeleb1SID`` reads it; speakers are distinct espeak-ng voice/rate/pitch combinations, each
+with its own vocal-tract length (a spectral warp) and voice quality (spectral tilt). ``make_csv`` writes spoken
+"<colour> <shape>" phrases for the ``csv`` task in both CSV layouts. Same seed -> same files (see :mod:`.corpora`).
 """
 import csv
 import time
@@ -29,8 +26,7 @@ SENTENCES = [
     "The children are outside.", "We have to leave now.",
 ]
 
-# ----------------------------------------------------------------------------------------------------------------
-# ER: IEMOCAP
+# --- ER: IEMOCAP ---
 
 # emotion -> (rate factor, pitch offset, pitch-range factor); exc is merged into hap by SUPERB, fru is dropped
 ER_PROSODY = OrderedDict([
@@ -57,13 +53,10 @@ def _emo_speaker(spk, emotion):
 def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=True, workers=None):
     """Write a synthetic IEMOCAP under ``out_dir/IEMOCAP``.
 
-    Every session has a female- and a male-led dialog folder (``Ses0<k>F_impro01``, ``Ses0<k>M_impro01``),
-    each with ``per_emotion`` utterances of every emotion in :data:`ER_PROSODY` (``neu ang sad``, ``fru``,
-    which SUPERB drops, and ``hap``/``exc`` sharing ``per_emotion`` since SUPERB merges them, so the 4
-    classes are balanced), spoken alternately by the session's two speakers. The
-    EmoEvaluation files have IEMOCAP's line format (``[start - end]<TAB>turn<TAB>emo<TAB>[V, A, D]``).
-
-    Returns a summary with the root and per-session counts of the 4 SUPERB classes (exc counted as hap).
+    Every session has a female- and a male-led dialog (``Ses0<k>F_impro01``, ``Ses0<k>M_impro01``) with ``per_emotion``
+    utterances of every emotion in :data:`ER_PROSODY` (``hap``/``exc`` share ``per_emotion`` since SUPERB merges them,
+    so the 4 classes are balanced; ``fru`` is written and dropped by SUPERB), spoken alternately by the session's two
+    speakers, with EmoEvaluation files in IEMOCAP's line format. Returns a summary with per-session class counts.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
@@ -108,9 +101,7 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
             labels[Path(IEMOCAP_DIR, f"Session{s}", "dialog", "EmoEvaluation", f"{dialog}.txt")] = entries
 
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth er", workers)
+        render_all(jobs, progress, "synth er", workers, root=tmp)
         for rel, entries in labels.items():
             lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
             for start, end, name, emotion in entries:
@@ -130,8 +121,7 @@ def make_er(out_dir, seed=0, per_emotion=4, sessions=5, force=False, progress=Tr
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# SID: VoxCeleb1
+# --- SID: VoxCeleb1 ---
 
 VOX_DIR = "VoxCeleb1"
 _VIDEO_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
@@ -186,13 +176,10 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
              workers=None, timbre=True):
     """Write a synthetic VoxCeleb1 (identification split) under ``out_dir/VoxCeleb1``.
 
-    Speakers ``id10001..`` (the last ``test_fraction`` of them stored under ``test/wav``, the others under
-    ``dev/wav``, as the download splits speakers); each has ``per_speaker = (train, dev, test)`` utterances,
-    each split from its own video(s), listed in ``iden_split.txt`` with 1/2/3. With ``timbre`` (default)
-    every speaker also gets a (warp, tilt) cell of :data:`SID_WARPS` x :data:`SID_TILTS` (see
-    :func:`apply_timbre`): espeak-ng's voices alone differ little once quantized to a few fbank units.
-
-    Returns a summary with the root, the split file and the counts.
+    Speakers ``id10001..`` (the last ``test_fraction`` under ``test/wav``, the others under ``dev/wav``, as the download
+    splits them), each with ``per_speaker = (train, dev, test)`` utterances from separate videos, listed in
+    ``iden_split.txt``. With ``timbre`` every speaker also gets a (warp, tilt) cell of :data:`SID_WARPS` x
+    :data:`SID_TILTS` (:func:`apply_timbre`): espeak-ng's voices alone differ little once quantized to a few units.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
@@ -219,9 +206,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
                 jobs.append(dict(path=Path(VOX_DIR, folder, "wav", uid), text=text, speaker=voice, length=None,
                                  seed=int(rng.integers(2 ** 63))))
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth sid", workers)
+        render_all(jobs, progress, "synth sid", workers, root=tmp)
         if timbre:
             import soundfile as sf
 
@@ -244,8 +229,7 @@ def make_sid(out_dir, seed=0, speakers=30, per_speaker=(8, 2, 2), test_fraction=
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# CSV: generic classification
+# --- CSV: generic classification ---
 
 CSV_COLOURS = ["red", "green", "blue", "yellow", "white", "black"]
 CSV_SHAPES = ["circle", "square", "triangle", "star", "heart", "arrow"]
@@ -254,17 +238,15 @@ CSV_DIR = "csv_corpus"
 
 def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speakers=(6, 2, 2), force=False,
              progress=True, workers=None):
-    """Write a CSV classification corpus under ``out_dir/csv_corpus``: spoken "<colour> <shape>" phrases.
-
-    Files (audio paths relative to the CSV's folder)::
+    """Write a CSV classification corpus under ``out_dir/csv_corpus``: spoken "<colour> <shape>" phrases::
 
         csv_corpus/wavs/<speaker>/<n>.wav
         csv_corpus/all.csv                          path,label,split   (label "red+circle"; one file)
         csv_corpus/{train,dev,test}.csv             path,label_1,label_2   (colour, shape; one file per split)
 
-    ``all.csv`` read without a separator is ``colours * shapes``-way single-label classification; with
-    ``label_separator: "+"`` (or via the per-split files) it is two-slot classification like IC.
-    ``per_class`` and ``speakers`` are (train, dev, test); speakers are disjoint across splits.
+    ``all.csv`` without a separator is ``colours * shapes``-way classification; with ``label_separator: "+"`` (or the
+    per-split files) two-slot classification like IC. ``per_class`` / ``speakers``: (train, dev, test), disjoint
+    speakers.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
@@ -292,9 +274,7 @@ def make_csv(out_dir, seed=0, colours=3, shapes=3, per_class=(12, 3, 3), speaker
                 jobs.append(dict(path=Path(CSV_DIR, rel), text=text, speaker=spk, length=None,
                                  seed=int(rng.integers(2 ** 63))))
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth csv", workers)
+        render_all(jobs, progress, "synth csv", workers, root=tmp)
         root = tmp / CSV_DIR
         with open(root / "all.csv", "w", newline="") as f:
             w = csv.writer(f)

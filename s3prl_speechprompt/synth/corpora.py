@@ -1,12 +1,12 @@
-"""Small synthetic corpora laid out exactly like the SUPERB KS and IC datasets.
+"""Small synthetic corpora laid out exactly like the SUPERB KS and IC datasets: ``make_ks`` writes Speech Commands
+v0.01 (training directory + the separate test set), ``make_ic`` Fluent Speech Commands (wavs + three CSVs). Speech
+comes from espeak-ng (:mod:`s3prl_speechprompt.synth.tts`); a "speaker" is a voice, rate and pitch; the same
+seed gives byte-identical corpora.
 
-``make_ks`` writes Speech Commands v0.01 (training directory + the separate official-style test set),
-``make_ic`` writes Fluent Speech Commands (wavs + the three CSVs). Speech comes from espeak-ng
-(:mod:`s3prl_speechprompt.synth.tts`); a "speaker" is one combination of voice, speaking rate and pitch.
-Everything is a function of the seed: the same seed gives byte-identical corpora.
-
-Both functions build the corpus in a hidden sibling directory and move it into ``out_dir`` only when
-complete, so an interrupted run never leaves a half-written corpus behind.
+Every ``make_*`` (here and in :mod:`.cls_corpora`, :mod:`.seq_corpora`) builds the corpus in a hidden sibling
+directory and moves it into ``out_dir`` only when complete (an interrupted run leaves no half-written corpus);
+``force`` replaces the corpus directories of a non-empty ``out_dir``, ``progress`` shows a tqdm bar, ``workers``
+is the number of processes (default: CPU count, at most 4; the output does not depend on it).
 """
 import hashlib
 import time
@@ -21,8 +21,7 @@ from .render import (NOISE_KINDS, check_out_dir, draw_speakers, make_noise, rand
                      write_info, write_wav)
 from .tts import SAMPLE_RATE
 
-# ----------------------------------------------------------------------------------------------------------------
-# KS: Speech Commands v0.01
+# --- KS: Speech Commands v0.01 ---
 
 KS_COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 KS_CLASSES = KS_COMMANDS + ["_unknown_", "_silence_"]
@@ -62,28 +61,16 @@ def _ks_speaker_ids(rng, counts):
 
 def make_ks(out_dir, seed=0, per_class=40, dev_per_class=None, test_per_class=None, unknown_fraction=0.2,
             unknown_words=None, noise_seconds=15.0, force=False, progress=True, workers=None):
-    """Write a synthetic Speech Commands v0.01 corpus under ``out_dir``.
-
-    Layout (what ``s3prl.dataio.corpus.SpeechCommandsV1(root, test_root)`` and SUPERB's ``speech_commands``
-    downstream read)::
+    """Write a synthetic Speech Commands v0.01 corpus under ``out_dir`` (as ``SpeechCommandsV1`` reads it)::
 
         out_dir/speech_commands_v0.01/<word>/<speaker>_nohash_<n>.wav      (train + dev, split by speaker hash)
         out_dir/speech_commands_v0.01/_background_noise_/<kind>.wav        (long noise files -> _silence_)
         out_dir/speech_commands_test_set_v0.01/<class>/<...>.wav           (12 classes incl. _unknown_/_silence_)
 
-    Args:
-        per_class: training utterances per command word.
-        dev_per_class / test_per_class: dev utterances per command word and test utterances per class
-            (default ``max(1, per_class // 4)``).
-        unknown_fraction: each non-command word gets this fraction of a command word's count (at least 1) in
-            train and dev; the test ``_unknown_`` class draws ``test_per_class`` clips from those words.
-        unknown_words: the non-command words (default 10 words of the real dataset).
-        noise_seconds: length of each ``_background_noise_`` file.
-        force: replace the corpus directories if ``out_dir`` is not empty.
-        progress: show a tqdm bar; workers: parallel processes (default: CPU count, at most 4; the
-            output does not depend on it).
-
-    Returns a summary dict with the roots and the per-split, per-class counts as SUPERB sees them.
+    ``per_class`` training utterances per command word; ``dev_per_class`` / ``test_per_class`` (default
+    ``max(1, per_class // 4)``); each of ``unknown_words`` (default 10 of the real dataset's) gets
+    ``unknown_fraction`` of a command word's count (at least 1), and the test ``_unknown_`` class draws from them.
+    Returns a summary with the roots and the per-split, per-class counts as SUPERB sees them.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
@@ -148,9 +135,7 @@ def make_ks(out_dir, seed=0, per_class=40, dev_per_class=None, test_per_class=No
         for kind, s in zip(NOISE_KINDS, noise_seeds):
             r = np.random.default_rng(s)
             write_wav(bg / f"{kind}.wav", make_noise(kind, int(noise_seconds * SAMPLE_RATE), r) * r.uniform(0.05, 0.2))
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth ks", workers)
+        render_all(jobs, progress, "synth ks", workers, root=tmp)
         counts = _ks_counts(tmp, unknown_words)
         summary = OrderedDict(
             corpus="ks", seed=seed, root=str(out_dir / KS_TRAIN_DIR), test_root=str(out_dir / KS_TEST_DIR),
@@ -182,8 +167,7 @@ def _ks_counts(root, unknown_words):
     return {s: dict(c) for s, c in counts.items()}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# IC: Fluent Speech Commands
+# --- IC: Fluent Speech Commands ---
 
 _LIGHTS_ON_IN = ["Turn on the lights in the {room}", "Switch on the {room} lights", "{Room} lights on",
                  "Lights on in the {room}"]
@@ -219,14 +203,9 @@ FSC_INTENTS = [
     ("bring", "socks", "none", ["Bring me my socks", "Get me my socks", "Fetch my socks"]),
     ("bring", "shoes", "none", ["Bring me my shoes", "Get me my shoes", "Fetch my shoes"]),
     ("change language", "none", "none", ["Change language", "Change the language", "Language settings"]),
-    ("change language", "Chinese", "none", ["Switch to Chinese", "Change the language to Chinese",
-                                            "Set my language to Chinese"]),
-    ("change language", "Korean", "none", ["Switch to Korean", "Change the language to Korean",
-                                           "Set my language to Korean"]),
-    ("change language", "English", "none", ["Switch to English", "Change the language to English",
-                                            "Set my language to English"]),
-    ("change language", "German", "none", ["Switch to German", "Change the language to German",
-                                           "Set my language to German"]),
+    *[("change language", lang, "none", [f"Switch to {lang}", f"Change the language to {lang}",
+                                          f"Set my language to {lang}"])
+      for lang in ("Chinese", "Korean", "English", "German")],
     ("activate", "lights", "kitchen", _room(_LIGHTS_ON_IN, "kitchen")),
     ("deactivate", "lights", "bedroom", _room(_LIGHTS_OFF_IN, "bedroom")),
     ("increase", "heat", "washroom", _room(_HEAT_UP_IN, "washroom")),
@@ -252,25 +231,15 @@ def _uuid_like(rng):
 
 def make_ic(out_dir, seed=0, per_intent=10, eval_per_intent=None, num_intents=22, speakers=(12, 4, 4),
             force=False, progress=True, workers=None):
-    """Write a synthetic Fluent Speech Commands corpus under ``out_dir``.
-
-    Layout (what ``s3prl.dataio.corpus.FluentSpeechCommands(root)`` and SUPERB's ``fluent_commands`` read)::
+    """Write a synthetic Fluent Speech Commands corpus under ``out_dir``, as ``FluentSpeechCommands(root)`` reads::
 
         out_dir/fluent_speech_commands_dataset/wavs/speakers/<speakerId>/<uuid-like>.wav
         out_dir/fluent_speech_commands_dataset/data/{train,valid,test}_data.csv
             columns: (unnamed index), path, speakerId, transcription, action, object, location
 
-    Args:
-        per_intent: training utterances per intent.
-        eval_per_intent: valid and test utterances per intent (default ``max(1, round(0.3 * per_intent))``).
-        num_intents: how many of the 31 real FSC intents to use (in :data:`FSC_INTENTS` order; 22 covers every
-            slot value).
-        speakers: number of (train, valid, test) speakers; the three sets are disjoint, as in FSC.
-        force: replace the corpus directory if ``out_dir`` is not empty.
-        progress: show a tqdm bar; workers: parallel processes (default: CPU count, at most 4; the
-            output does not depend on it).
-
-    Returns a summary dict with the root and the per-split counts (utterances, speakers, intents).
+    ``per_intent`` training and ``eval_per_intent`` (default ``max(1, round(0.3 * per_intent))``) valid/test
+    utterances per intent, for the first ``num_intents`` of :data:`FSC_INTENTS` (22 cover every slot value);
+    ``speakers``: disjoint (train, valid, test) speaker counts, as in FSC. Returns a summary with the per-split counts.
     """
     import pandas as pd
 
@@ -324,9 +293,7 @@ def make_ic(out_dir, seed=0, per_intent=10, eval_per_intent=None, num_intents=22
         rows[split] = [rows[split][i] for i in rng.permutation(len(rows[split]))]
 
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth ic", workers)
+        render_all(jobs, progress, "synth ic", workers, root=tmp)
         data_dir = tmp / IC_DIR / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         columns = ["path", "speakerId", "transcription", "action", "object", "location"]

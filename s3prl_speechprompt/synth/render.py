@@ -19,8 +19,7 @@ from s3prl_speechprompt.errors import ConfigError, OutputExistsError
 
 from .tts import SAMPLE_RATE, synthesize
 
-# ----------------------------------------------------------------------------------------------------------------
-# speakers
+# --- speakers ---
 
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan",
            "en-gb-x-gbcwmd"]
@@ -43,8 +42,7 @@ def draw_speakers(rng, n):
             for i in picks]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# noise and clip post-processing
+# --- noise and clip post-processing ---
 
 NOISE_KINDS = ["white_noise", "pink_noise", "brown_noise", "mains_hum", "running_water"]
 
@@ -168,8 +166,8 @@ def _mp_context():
         return mp.get_context("spawn")
 
 
-def render_all(jobs, progress, desc, workers=None):
-    """Render all jobs in fixed shards, each in a fresh worker process.
+def render_all(jobs, progress, desc, workers=None, root=None):
+    """Render all jobs (their ``path`` rebased in place under ``root``) in fixed shards, each in a fresh process.
 
     libespeak-ng keeps internal state between calls (e.g. the phase of its pitch "flutter"), so the same
     text can come out slightly different depending on what was spoken before in that process. Giving every
@@ -178,6 +176,8 @@ def render_all(jobs, progress, desc, workers=None):
     """
     from tqdm import tqdm
 
+    for job in jobs if root is not None else ():
+        job["path"] = root / job["path"]
     shards = [jobs[i:i + SHARD_SIZE] for i in range(0, len(jobs), SHARD_SIZE)]
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
@@ -190,8 +190,7 @@ def render_all(jobs, progress, desc, workers=None):
                 bar.update(n)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# output directory handling
+# --- output directory handling ---
 
 def check_out_dir(out_dir, force):
     out_dir = Path(out_dir)

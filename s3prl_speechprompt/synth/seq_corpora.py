@@ -1,11 +1,9 @@
 """Small synthetic corpora laid out like SUPERB's sequence tasks: LibriSpeech (ASR) and Audio SNIPS (SF).
 
-``make_asr`` writes LibriSpeech (``<split>/<speaker>/<chapter>/<spk>-<chap>-<utt>.flac`` + one
-``<spk>-<chap>.trans.txt`` per chapter + ``SPEAKERS.TXT``), which ``s3prl.dataio.corpus.LibriSpeech`` reads;
-``make_sf`` writes the preprocessed Audio SNIPS (``{train,valid,test}/<Speaker>-snips-<split>-<i>.wav``,
-``all.iob.snips.txt``, ``slots.txt``), which ``s3prl.dataio.corpus.SNIPS`` reads, with SUPERB's speaker names
-(Polly voice names there; espeak-ng voices here). Sentences are random draws from a small built-in vocabulary
-(ASR) or templates with slot values (SF). Same seed -> same files (see :mod:`.corpora`).
+``make_asr`` writes LibriSpeech (flac + per-chapter ``.trans.txt`` + ``SPEAKERS.TXT``) as
+``s3prl.dataio.corpus.LibriSpeech`` reads it, sentences drawn from a small built-in vocabulary; ``make_sf`` writes
+the preprocessed Audio SNIPS (wavs, ``all.iob.snips.txt``, ``slots.txt``) as ``SNIPS`` reads it, from templates with
+slot values and SUPERB's speaker names (Polly voices there, espeak-ng here). Same seed -> same files (:mod:`.corpora`).
 """
 import time
 from collections import OrderedDict
@@ -17,8 +15,7 @@ from s3prl_speechprompt.errors import ConfigError
 
 from .render import check_out_dir, draw_speakers, render_all, staging, write_info
 
-# ----------------------------------------------------------------------------------------------------------------
-# ASR: LibriSpeech
+# --- ASR: LibriSpeech ---
 
 # short, phonetically distinct words first: ``vocabulary=N`` takes the first N (the apostrophe is in the first 12)
 ASR_WORDS = [
@@ -42,15 +39,10 @@ def _speakers_txt(rows):
 
 def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(1, 6), speakers=(6, 2, 2),
              chapters_per_speaker=2, force=False, progress=True, workers=None):
-    """Write a synthetic LibriSpeech under ``out_dir/LibriSpeech``.
-
-    Args:
-        utterances: (train-clean-100, dev-clean, test-clean) utterance counts.
-        vocabulary: how many of :data:`ASR_WORDS` to use (default all 40).
-        words: (min, max) words per sentence, uniform.
-        speakers: speakers per split (disjoint, as in LibriSpeech); chapters_per_speaker: chapters each.
-
-    Returns a summary with the root (``libri_root``), counts and the longest transcript per split.
+    """Write a synthetic LibriSpeech under ``out_dir/LibriSpeech``: ``utterances`` per (train-clean-100, dev-clean,
+    test-clean), sentences of ``words`` = (min, max) words from the first ``vocabulary`` of :data:`ASR_WORDS`,
+    ``speakers`` per split (disjoint) with ``chapters_per_speaker`` chapters each. Returns a summary with the root
+    (``libri_root``), counts and the longest transcript per split.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
@@ -96,9 +88,7 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
                              seed=int(rng.integers(2 ** 63))))
 
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth asr", workers)
+        render_all(jobs, progress, "synth asr", workers, root=tmp)
         for rel, lines in trans.items():
             (tmp / rel).write_text("\n".join(lines) + "\n")
         (tmp / LIBRI_DIR / "SPEAKERS.TXT").write_text(_speakers_txt(speakers_rows))
@@ -115,8 +105,7 @@ def make_asr(out_dir, seed=0, utterances=(120, 30, 30), vocabulary=None, words=(
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# SF: Audio SNIPS
+# --- SF: Audio SNIPS ---
 
 # SUPERB's speaker split of Audio SNIPS (Amazon Polly voice names)
 SNIPS_SPEAKERS = {
@@ -173,14 +162,9 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
             progress=True, workers=None):
     """Write a synthetic preprocessed Audio SNIPS under ``out_dir/SNIPS``.
 
-    Every text of a split is spoken by every speaker of that split (as in Audio SNIPS); speakers carry SUPERB's
-    names, the first ``speakers[i]`` of :data:`SNIPS_SPEAKERS` per split (at most 8 / 4 / 4).
-
-    Args:
-        texts: distinct (train, valid, test) texts; utterances = texts x speakers.
-        templates: how many of :data:`SF_TEMPLATES` to use (default all 10, 5 intents, 9 slot types).
-
-    Returns a summary with the root, the slot types and the counts.
+    ``texts`` distinct (train, valid, test) texts from the first ``templates`` of :data:`SF_TEMPLATES` (default all
+    10: 5 intents, 9 slot types), each spoken by every speaker of its split (as in Audio SNIPS); speakers carry
+    SUPERB's names, the first ``speakers[i]`` of :data:`SNIPS_SPEAKERS` (at most 8 / 4 / 4). Returns a summary.
     """
     t0 = time.time()
     out_dir = check_out_dir(out_dir, force)
@@ -211,9 +195,7 @@ def make_sf(out_dir, seed=0, texts=(40, 8, 8), speakers=(2, 1, 1), templates=Non
                                  speaker=spk, length=None, seed=int(rng.integers(2 ** 63))))
 
     with staging(out_dir) as tmp:
-        for job in jobs:
-            job["path"] = tmp / job["path"]
-        render_all(jobs, progress, "synth sf", workers)
+        render_all(jobs, progress, "synth sf", workers, root=tmp)
         (tmp / SNIPS_DIR / "all.iob.snips.txt").write_text("\n".join(lines) + "\n")
         # the first line is skipped by SUPERB's CharacterTextSlotEncoder.load_from_file; no trailing newline
         # (its reader splits on "\n" and would make an empty slot of it)

@@ -1,16 +1,11 @@
 """Minimal text-to-speech through libespeak-ng, loaded with ctypes.
 
-The shared library and its voice data come from the pure-pip package ``espeakng-loader``
-(``espeakng_loader.get_library_path()`` / ``get_data_path()``), so no system package is needed.
-A system espeak-ng can be used instead by setting ``SPEECHPROMPT_ESPEAK_LIB`` (path of
-``libespeak-ng.so``) and optionally ``SPEECHPROMPT_ESPEAK_DATA`` (its ``espeak-ng-data`` directory).
-
-espeak-ng keeps global state, so every call goes through one process-wide lock. Part of that state
-survives between utterances and even ``espeak_Terminate``/``espeak_Initialize`` (e.g. the phase of the
-pitch "flutter"), so the same call can give slightly different samples depending on what this process
-synthesized before; the output is reproducible only for the same sequence of calls (with the same
-``seed``) in a fresh process, which is how :mod:`s3prl_speechprompt.synth.corpora` gets byte-identical
-corpora.
+The library and its voice data come from the pip package ``espeakng-loader``; a system espeak-ng can be used
+instead with ``SPEECHPROMPT_ESPEAK_LIB`` (``libespeak-ng.so``) and ``SPEECHPROMPT_ESPEAK_DATA`` (``espeak-ng-data``).
+espeak-ng keeps global state, so every call holds one process-wide lock. Part of that state survives between
+utterances and even ``espeak_Terminate``/``espeak_Initialize`` (the phase of the pitch "flutter"), so output is
+reproducible only for the same sequence of calls in a fresh process, which is how
+:mod:`s3prl_speechprompt.synth.corpora` gets byte-identical corpora.
 """
 import ctypes
 import os
@@ -163,13 +158,9 @@ def _resample(x, sr_in, sr_out):
 def synthesize(text, voice="en-us", rate_wpm=175, pitch=50, pitch_range=50, seed=0):
     """Speak ``text`` and return a float32 waveform in [-1, 1] at 16 kHz (mono).
 
-    Args:
-        text: what to say (UTF-8).
-        voice: an espeak-ng voice name, optionally with a variant: ``en-us``, ``en-gb``, ``en+f3``, ``en-us+m7``...
-        rate_wpm: speaking rate in words per minute (espeak accepts about 80..450).
-        pitch: base pitch 0..100 (50 is the voice's default).
-        pitch_range: intonation range 0..100 (0 = monotone).
-        seed: seed of espeak-ng's noise generator (breath noise of some voice variants).
+    ``voice``: an espeak-ng voice, optionally with a variant (``en-us``, ``en+f3``, ...); ``rate_wpm`` about 80..450;
+    ``pitch`` / ``pitch_range`` 0..100 (50: the voice's default; range 0: monotone); ``seed``: espeak-ng's noise
+    generator (breath noise of some variants).
     """
     eng = _engine()
     pcm = eng.synth(text, voice, rate_wpm, pitch, pitch_range, seed)

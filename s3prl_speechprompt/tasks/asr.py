@@ -1,13 +1,10 @@
 """ASR on LibriSpeech, as SUPERB runs it (train-clean-100 -> dev-clean / test-clean, characters, WER).
 
-s3prl's ``LibriSpeech`` parser reads ``<libri_root>/<subset>/<spk>/<chapter>/*.flac`` with the chapter's
-``<spk>-<chapter>.trans.txt`` (and ``SPEAKERS.TXT``). Label tokens are SUPERB's characters: upper-case
-letters, the apostrophe and ``|`` between words. The datarc keys ``train``/``dev``/``test`` are lists of
-LibriSpeech subsets, like the ``train``/``dev-clean``/``test-clean`` lists of SUPERB's ``asr/config.yaml``.
-
-Metrics as SUPERB's ASR expert computes them (``editdistance``, corpus level, in percent):
-``wer`` = 100 x sum of word edits / sum of reference words, ``cer`` = 100 x sum of character-token edits /
-sum of reference character tokens (SUPERB's ``uer``; ``|`` counts as a token).
+s3prl's ``LibriSpeech`` parser reads ``<libri_root>/<subset>/<spk>/<chapter>/*.flac`` and the chapters'
+``.trans.txt``; the datarc's ``train``/``dev``/``test`` are lists of subsets, as in SUPERB's ``asr/config.yaml``.
+Label tokens are SUPERB's characters (upper case, apostrophe, ``|`` between words). Metrics as SUPERB's ASR expert
+(``editdistance``, corpus level, percent): ``wer`` = 100 x word edits / reference words, ``cer`` = 100 x
+character-token edits / reference character tokens (SUPERB's ``uer``; ``|`` counts as a token).
 """
 from __future__ import annotations
 
@@ -61,7 +58,6 @@ def error_rates(hyps: Sequence[Sequence[Optional[str]]], refs: Sequence[Sequence
 @register_task
 class SpeechRecognition(SequenceTask):
     name = "asr"
-    splits = ("train", "dev", "test")
     metrics = ("wer", "cer")
     primary_metric = "wer"
     higher_is_better = False

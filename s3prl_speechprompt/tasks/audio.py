@@ -1,13 +1,11 @@
-"""Reading an utterance's audio, and checking a whole split's audio before a run starts.
+"""Reading an utterance's audio, and checking a whole split's audio before a run starts (README "Failure modes").
 
-What each kind of bad audio does (README "Failure modes"):
-
-- unreadable file (missing, not audio, corrupt header), truncated data, zero samples: found by
-  :func:`audit_split` when the split is first read, before any training step. ``bad_audio: error``
-  (the default) stops with every bad file named; ``bad_audio: skip`` drops them, logs the count and
-  writes them to ``<expdir>/skipped_<split>.tsv`` (file, reason), so a run never shrinks silently;
-- stereo / multi-channel: averaged to mono; other sample rates: resampled to 16 kHz (counted in the log);
-- shorter than :data:`MIN_SAMPLES` (25 ms, one frame of every SUPERB upstream): zero-padded to it.
+Unreadable files (missing, not audio, corrupt header), truncated data and zero samples are found by
+:func:`audit_split` when the split is first read, before any training step: ``bad_audio: error`` (default) stops
+naming every bad file, ``bad_audio: skip`` drops them, logs the count and lists them in
+``<expdir>/skipped_<split>.tsv`` (a run never shrinks silently). Multi-channel audio is averaged to mono, other
+rates resampled to 16 kHz (counted in the log), clips shorter than :data:`MIN_SAMPLES` (25 ms, one frame of every
+SUPERB upstream) zero-padded.
 """
 from __future__ import annotations
 

@@ -4,15 +4,9 @@ A task turns each utterance's label into a sequence of *label tokens* (KS: the c
 action/object/location; ASR: characters) that the verbalizer maps to units, and scores decoded
 label-token sequences the way SUPERB scores the task. Adding a task = one module defining a
 ``Task`` subclass decorated with ``@register_task`` + one YAML in ``downstream_configs/``.
-
-Where :func:`get_task` finds a task named in ``downstream_expert.task`` (see docs/adding_a_task.md):
-
-1. the modules of this package (``s3prl_speechprompt/tasks/*.py``, found with pkgutil);
-2. a module outside the package (on ``sys.path``/``PYTHONPATH``), named in the YAML: ``task: my_task`` or
-   ``task: my_pkg.my_task`` (the module registers one task) or ``task: my_pkg.my_task:name`` (it registers
-   several; pick ``name``);
-3. installed distributions that declare an entry point in the group ``s3prl_speechprompt.tasks``
-   (``name = "my_pkg.my_task"``), so ``task: name`` works once the package is pip-installed.
+:func:`get_task` finds ``downstream_expert.task`` in this package, in a module on ``sys.path`` named by the
+YAML (``my_pkg.my_task[:name]``), or through the entry-point group ``s3prl_speechprompt.tasks``
+(docs/adding_a_task.md).
 """
 from __future__ import annotations
 
@@ -29,10 +23,8 @@ from s3prl_speechprompt.tasks.audio import SAMPLE_RATE, read_item_audio  # noqa:
 
 @dataclass(frozen=True)
 class Item:
-    """One utterance: where its audio is and its label tokens.
-
-    ``offset``/``num_samples`` select a crop (SUPERB's ``_silence_`` clips are 1-s windows of long
-    background-noise files); ``num_samples=None`` means the whole file.
+    """One utterance: where its audio is and its label tokens; ``offset``/``num_samples`` select a crop (SUPERB's
+    ``_silence_`` clips are 1-s windows of long background-noise files; ``num_samples=None``: the whole file).
     """
 
     id: str
@@ -156,10 +148,8 @@ def _entry_point(name: str) -> Optional[str]:
 
 
 def get_task(name: str) -> Type[Task]:
-    """The task class for ``name``: a registered task name, ``module`` or ``module:name`` of a module
-    outside this package, or an entry point of the group ``s3prl_speechprompt.tasks``.
-
-    Task modules in this package are imported on first use.
+    """The task class for ``name``: a registered name, ``module`` or ``module:name`` outside this package, or an
+    entry point of the group ``s3prl_speechprompt.tasks`` (this package's task modules are imported on first use).
     """
     if name in TASKS:
         return TASKS[name]

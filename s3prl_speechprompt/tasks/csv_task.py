@@ -1,23 +1,12 @@
 """Generic utterance classification from CSV files (task ``csv``): bring your own corpus without code.
 
-Layouts (``downstream_expert.datarc``):
-
-* one file, ``csv: data.csv``, with a ``split`` column (``train``/``dev``/``test``; ``valid``,
-  ``validation`` and ``val`` mean ``dev``), or
-* one file per split, ``train_csv: train.csv``, ``dev_csv: dev.csv``, ``test_csv: test.csv``.
-
-Columns: ``path`` (audio file; a relative path is resolved against the folder of the CSV that names
-it), the label, and optionally ``id`` (default: the ``path`` cell; ids must be unique within a split).
-The label is
-
-* ``label``: one label token per utterance (KS-like), or with ``label_separator: "+"`` the cell is split
-  into several tokens (``"red+circle"`` -> ``red``, ``circle``), or
-* ``label_1, label_2, ..., label_k``: k label tokens per utterance (IC-like, one column per slot).
-
-With ``prefix_slots: true`` every token is written ``<slot>:<value>`` (``label_1:none``), so equal
-values in different slots get different verbalizer codes, as IC does with ``action:``/``object:``.
-The score is exact-match accuracy over the whole label sequence (IC: all slots right). Extra columns
-are ignored. Only the ``path`` and label cells must be non-empty.
+``downstream_expert.datarc``: ``csv: data.csv`` with a ``split`` column (``train``/``dev``/``test``; ``valid``,
+``validation``, ``val`` = dev), or ``train_csv`` / ``dev_csv`` / ``test_csv``. Columns: ``path`` (relative to the
+CSV's folder), optional ``id`` (default: the path; unique within a split), and ``label`` (one token, or several
+with ``label_separator``) or ``label_1 .. label_k`` (IC-like slots); ``prefix_slots: true`` writes
+``<slot>:<value>`` so equal values in different slots get different codes. Score: exact-match accuracy over the
+whole label sequence. Extra columns are ignored; only ``path`` and label cells must be non-empty.
+Reference: docs/adding_a_task.md.
 """
 from __future__ import annotations
 
@@ -54,7 +43,6 @@ def _label_columns(header: Sequence[str], source: str) -> List[str]:
 @register_task
 class CsvClassification(Task):
     name = "csv"
-    splits = ("train", "dev", "test")
     default_prompt_length = 6
     max_label_tokens = 1                    # set per instance from the data
 

@@ -1,16 +1,10 @@
 """Emotion recognition on IEMOCAP, as SUPERB runs it (task ``er``; 4 classes, accuracy).
 
-s3prl's ``IEMOCAP`` parser reads ``Session1..5/sentences/wav/<dialog>/<utt>.wav`` and the labels in
-``Session<n>/dialog/EmoEvaluation/<dialog>.txt``. As SUPERB's ``emotion`` downstream:
-
-* only ``neu``, ``hap``, ``ang``, ``sad`` and ``exc`` utterances are kept, ``exc`` merged into ``hap``;
-* leave-one-session-out: ``test_fold: fold<k>`` (or ``k``) makes Session k the test split and the other
-  four sessions the training data, of which ``valid_ratio`` (0.2) is held out as dev. SUPERB draws that
-  holdout with ``torch.manual_seed(0); random_split`` over its metadata order; here it is a seeded
-  permutation of the sorted utterance ids (``seed``), so it does not depend on file-system order.
-
-The label token is the emotion (``neu``/``hap``/``ang``/``sad``); SUPERB reports the mean accuracy
-over the five folds (one run per ``test_fold``).
+s3prl's ``IEMOCAP`` parser reads ``Session1..5/sentences/wav/<dialog>/<utt>.wav`` and
+``Session<n>/dialog/EmoEvaluation/<dialog>.txt``. As SUPERB's ``emotion`` downstream: only ``neu hap ang sad exc``
+are kept, ``exc`` merged into ``hap``; ``test_fold: fold<k>`` (or ``k``) makes Session k the test split and holds out
+``valid_ratio`` (0.2) of the rest as dev: a seeded permutation of the sorted ids (SUPERB's ``random_split`` follows
+metadata order, which depends on the file system). SUPERB reports the mean accuracy over the five folds.
 """
 from __future__ import annotations
 
@@ -39,9 +33,7 @@ def parse_fold(test_fold) -> int:
 @register_task
 class EmotionRecognition(Task):
     name = "er"
-    splits = ("train", "dev", "test")
     default_prompt_length = 6
-    max_label_tokens = 1
 
     def __init__(self, root: str = "", test_fold="fold1", valid_ratio: float = 0.2, seed: int = 0, **datarc):
         super().__init__(**datarc)     # SUPERB keys such as pre_load / train_batch_size are accepted and unused

@@ -18,7 +18,6 @@ SLOTS = ("action", "object", "location")
 @register_task
 class IntentClassification(Task):
     name = "ic"
-    splits = ("train", "dev", "test")
     default_prompt_length = 6          # paper, HuBERT IC: 0.15M = 1024 * (25 * 6 + 1)
     max_label_tokens = 3
 

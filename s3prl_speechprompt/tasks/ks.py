@@ -22,9 +22,7 @@ SAMPLE_RATE = 16000
 @register_task
 class KeywordSpotting(Task):
     name = "ks"
-    splits = ("train", "dev", "test")
     default_prompt_length = 3          # paper, HuBERT KS: 0.08M = 1024 * (25 * 3 + 1)
-    max_label_tokens = 1
 
     def __init__(self, speech_commands_root: str = "", speech_commands_test_root: str = "",
                  silence_hop_seconds: float = 1.0, **datarc):

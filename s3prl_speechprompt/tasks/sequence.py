@@ -30,9 +30,8 @@ def tokens_to_text(tokens: Sequence[Optional[str]]) -> str:
 class SequenceTask(Task):
     """A task whose label is a token sequence decoded under a budget taken from the training labels.
 
-    ``max_label_tokens`` = ceil(longest train label x (1 + ``label_margin``)) + ``label_slack`` tokens, unless
-    ``max_label_tokens`` is given in the datarc. The train split is read (listing only, no audio) the first
-    time the budget is needed, so ``-m evaluate`` gets the same budget as training did.
+    ``max_label_tokens`` (datarc), else ceil(longest train label x (1 + ``label_margin``)) + ``label_slack``. The
+    train split is listed (no audio) the first time the budget is needed, so ``-m evaluate`` gets training's budget.
     """
 
     label_margin: float = 0.25

@@ -1,15 +1,11 @@
 """Slot filling on Audio SNIPS, as SUPERB runs it (character + slot-tag targets, slot-type F1, slot-value CER).
 
 s3prl's ``SNIPS`` parser reads ``<path>/{train,valid,test}/**/<Speaker>-snips-<split>-<i>.wav`` and
-``all.iob.snips.txt``, keeping the speakers of SUPERB's split. Targets come from s3prl's own
-``CharacterTextSlotEncoder`` (SUPERB's ``character-slot`` mode; vocabulary = space, A-Z, apostrophe, and
-``B-<slot>``/``E-<slot>`` for every line of ``slots.txt`` but the first): each id becomes one label token,
-a character (``|`` for the space) or a slot tag, so ``PLAY B-artist ADELE E-artist`` is
-``P L A Y | B-artist A D E L E E-artist``.
-
-Scores are s3prl's ``s3prl.downstream.ctc.metric`` functions on the decoded strings (what SUPERB's CTC
-expert feeds them), as fractions like that expert logs: ``slot_type_f1`` (primary), ``slot_value_cer``,
-``slot_value_wer``, ``wer``, ``cer``.
+``all.iob.snips.txt`` (SUPERB's speaker split). Targets come from s3prl's ``CharacterTextSlotEncoder`` (SUPERB's
+``character-slot`` mode: space, A-Z, apostrophe, ``B-<slot>``/``E-<slot>`` per line of ``slots.txt`` but the
+first), one label token per id, so ``PLAY B-artist ADELE E-artist`` is ``P L A Y | B-artist A D E L E E-artist``.
+Scores are s3prl's ``s3prl.downstream.ctc.metric`` functions on the decoded strings, as fractions like SUPERB's CTC
+expert logs them: ``slot_type_f1`` (primary), ``slot_value_cer``, ``slot_value_wer``, ``wer``, ``cer``.
 """
 from __future__ import annotations
 
@@ -102,7 +98,6 @@ def _ref_slot_values(hyp: str, ref: str) -> List[str]:
 @register_task
 class SlotFilling(SequenceTask):
     name = "sf"
-    splits = ("train", "dev", "test")
     metrics = METRICS
     primary_metric = "slot_type_f1"
     higher_is_better = True

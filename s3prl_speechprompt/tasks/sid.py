@@ -1,16 +1,10 @@
 """Speaker identification on VoxCeleb1, as SUPERB runs it (task ``sid``; 1,251 classes, accuracy).
 
-s3prl's ``VoxCeleb1SID`` parser reads the official ``iden_split.txt`` (``<1|2|3> idXXXXX/<video>/<n>.wav``,
-1/2/3 = train/dev/test) and finds each file under ``<file_path>/*/wav/`` (the ``dev/wav`` and
-``test/wav`` folders of the VoxCeleb1 download). Labels are ``speaker_<k>`` with k = id - 10001, as in
-SUPERB's ``voxceleb1`` downstream.
-
-``meta_data`` is the split file (SUPERB ships it as ``veri_test_class.txt``; any file name works);
-default ``<file_path>/iden_split.txt``. s3prl's parser would otherwise download it. ``max_timestep``
-(samples) crops every *training* utterance to its first ``max_timestep`` samples (SUPERB crops a random
-window each step; a fixed window keeps the expert's unit cache valid).
-
-1,251 speakers are more than the 100 units of GSLM: use the ``multi`` verbalizer (2-unit codes).
+s3prl's ``VoxCeleb1SID`` parser reads ``iden_split.txt`` (``<1|2|3> idXXXXX/<video>/<n>.wav``, train/dev/test) and
+finds each file under ``<file_path>/*/wav/``. Labels are ``speaker_<k>``, k = id - 10001, as SUPERB's. ``meta_data``
+is the split file (default ``<file_path>/iden_split.txt``; s3prl's parser would otherwise download it).
+``max_timestep`` crops every *training* utterance to its first samples (SUPERB crops a random window each step; a
+fixed window keeps the expert's unit cache valid). 1,251 speakers exceed GSLM's 100 units: use ``multi``.
 """
 from __future__ import annotations
 
@@ -28,9 +22,7 @@ SPLIT_FILE = "iden_split.txt"
 @register_task
 class SpeakerIdentification(Task):
     name = "sid"
-    splits = ("train", "dev", "test")
     default_prompt_length = 6
-    max_label_tokens = 1
 
     def __init__(self, file_path: str = "", meta_data: str = "", max_timestep: Optional[int] = None, **datarc):
         super().__init__(**datarc)     # SUPERB keys such as train_batch_size are accepted and unused

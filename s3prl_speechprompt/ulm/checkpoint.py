@@ -1,13 +1,11 @@
 """Read and write fairseq unit-LM checkpoints (``checkpoint_best.pt`` + ``dict.txt``) without fairseq.
 
-fairseq wrote three container shapes over the years: ``args`` (an ``argparse.Namespace``, <= v0.10),
-``cfg`` as a dict whose values may be pickled fairseq ``ChoiceEnum`` members (late 2020 - mid 2021),
-and ``cfg`` as a plain dict. All hold the weights under ``model``. We unpickle with torch's
-``weights_only`` loader first (plus ``argparse.Namespace``); only if the file needs other classes do we
-fall back to an unpickler that resolves a short allow-list of exact globals (torch's own weights-only
-set, numpy arrays, omegaconf's classes, collections, argparse) and turns every other global - fairseq's
-included, and any function such as ``os.system`` - into an inert placeholder. No code from
-the checkpoint is ever imported or run, and fairseq need not be installed.
+fairseq wrote three container shapes: ``args`` (an ``argparse.Namespace``, <= v0.10), ``cfg`` holding pickled
+fairseq ``ChoiceEnum`` members (late 2020 - mid 2021), and ``cfg`` as a plain dict; all hold the weights under
+``model``. We try torch's ``weights_only`` loader first (plus ``argparse.Namespace``), then an unpickler that
+resolves a short allow-list of exact globals (torch's weights-only set, numpy arrays, omegaconf, collections,
+argparse) and turns every other global - fairseq's, or ``os.system`` - into an inert placeholder: no code from
+the checkpoint is imported or run, and fairseq need not be installed.
 """
 from __future__ import annotations
 
@@ -305,25 +303,15 @@ def load_ulm(path, dict_path=None, map_location="cpu") -> Tuple[UnitLM, Dictiona
 # --------------------------------------------------------------------------------------------- writing
 def fairseq_cfg(cfg: ULMConfig, data_dir: str) -> Dict[str, Any]:
     """A plain-dict fairseq config (the post-2021 era) that fairseq's loader accepts."""
+    d, positions = cfg.embed_dim, cfg.max_positions
     model = {
-        "_name": "transformer_lm",
-        "activation_fn": cfg.activation,
-        "dropout": cfg.dropout,
-        "attention_dropout": cfg.attention_dropout,
-        "activation_dropout": cfg.activation_dropout,
-        "decoder_embed_dim": cfg.embed_dim,
-        "decoder_output_dim": cfg.embed_dim,
-        "decoder_input_dim": cfg.embed_dim,
-        "decoder_ffn_embed_dim": cfg.ffn_dim,
-        "decoder_layers": cfg.layers,
-        "decoder_attention_heads": cfg.heads,
-        "decoder_normalize_before": cfg.normalize_before,
-        "no_decoder_final_norm": not cfg.final_norm,
-        "no_scale_embedding": not cfg.scale_embedding,
-        "share_decoder_input_output_embed": True,
-        "decoder_learned_pos": False,
-        "tokens_per_sample": cfg.max_positions,
-        "max_target_positions": cfg.max_positions,
+        "_name": "transformer_lm", "activation_fn": cfg.activation, "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout, "activation_dropout": cfg.activation_dropout,
+        "decoder_embed_dim": d, "decoder_output_dim": d, "decoder_input_dim": d, "decoder_ffn_embed_dim": cfg.ffn_dim,
+        "decoder_layers": cfg.layers, "decoder_attention_heads": cfg.heads,
+        "decoder_normalize_before": cfg.normalize_before, "no_decoder_final_norm": not cfg.final_norm,
+        "no_scale_embedding": not cfg.scale_embedding, "share_decoder_input_output_embed": True,
+        "decoder_learned_pos": False, "tokens_per_sample": positions, "max_target_positions": positions,
         "add_bos_token": False,
     }
     task = {"_name": "language_modeling", "data": data_dir, "tokens_per_sample": cfg.max_positions,

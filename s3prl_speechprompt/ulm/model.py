@@ -1,14 +1,10 @@
 """A fairseq ``transformer_lm``-compatible decoder-only unit LM in plain PyTorch.
 
-Same computation as fairseq's ``TransformerLanguageModel`` as GSLM trained it: pre-LN blocks, a final
-LayerNorm, sinusoidal positions offset by ``padding_idx`` (the first real token sits at row 2),
-embeddings scaled by sqrt(d), ReLU FFN, biased q/k/v/out projections, output tied to the input
-embedding. Parameter names equal fairseq's (``decoder.layers.0.self_attn.k_proj.weight``...), so
-state dicts move between the two without renaming.
-
-Two additions the reference cannot do in one pass: per-layer prefix key/value *inputs* (SpeechPrompt's
-deep prompts, projected by the frozen k/v projections and placed in front of the token keys) and an
-incremental KV cache that keeps those prefix keys.
+Same computation as fairseq's ``TransformerLanguageModel`` as GSLM trained it (pre-LN blocks, final LayerNorm,
+sinusoidal positions offset by ``padding_idx``, embeddings scaled by sqrt(d), ReLU FFN, biased projections, tied
+output) and fairseq's parameter names, so state dicts move between the two without renaming. Two additions the
+reference cannot do in one pass: per-layer prefix key/value *inputs* (SpeechPrompt's deep prompts, projected by
+the frozen k/v projections, in front of the token keys) and an incremental KV cache that keeps those prefix keys.
 """
 from __future__ import annotations
 
@@ -79,10 +75,8 @@ class ULMConfig:
 
 
 def sinusoidal_positions(positions: torch.Tensor, dim: int, padding_idx: int) -> torch.Tensor:
-    """fairseq's sinusoid (sin half then cos half, not interleaved) for integer ``positions`` (B, T).
-
-    Computed on the fly instead of from a table, so positions past the pretrained length work;
-    the padding position maps to zeros exactly as fairseq's zeroed table row does.
+    """fairseq's sinusoid (sin half then cos half, not interleaved) for integer ``positions`` (B, T), computed on the
+    fly so positions past the pretrained length work; the padding position maps to zeros as fairseq's zeroed row.
     """
     half = dim // 2
     step = math.log(10000) / (half - 1)
@@ -98,13 +92,10 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int, padding_idx: int) ->
 class KVCache:
     """Keys/values of everything seen so far, per layer, with the deep-prompt prefix in front.
 
-    ``keys[l]``/``values[l]``: (B, H, S, head_dim) views; ``key_padding``: (B, S) True where the key is
-    padding; ``n_prefix``: deep-prefix keys at the front (always visible); ``seq_len``: positions of
-    the causal sequence (input prompt + tokens, pads included); ``token_count``: real tokens per row,
-    which sets the next positions.
-
-    Storage is preallocated per layer with spare capacity that grows geometrically, so a decoding step
-    writes only its new key/value instead of copying the whole cache (``torch.cat`` every step was
+    ``keys[l]``/``values[l]``: (B, H, S, head_dim) views; ``key_padding``: (B, S) True at padding keys; ``n_prefix``:
+    deep-prefix keys at the front (always visible); ``seq_len``: positions of the causal sequence (input prompt +
+    tokens, pads included); ``token_count``: real tokens per row, which sets the next positions. Storage grows
+    geometrically with spare capacity, so a decoding step writes only its new key/value (``torch.cat`` every step was
     O(S) memory traffic per layer per token and dominated cached decoding at ASR lengths).
     """
 
@@ -277,15 +268,12 @@ class UnitLM(nn.Module):
     ) -> torch.Tensor:
         """Logits (B, T, V) for ``tokens`` (B, T), right or left padded with ``padding_idx``.
 
-        - ``embeds``: unscaled (B, T, C) to use instead of ``embed(tokens)``.
-        - ``prefix_kv``: one (k_in, v_in) pair per layer, each (L, C) or (B, L, C): deep-prompt key/value
-          inputs visible to every token, without positions.
-        - ``prefix_embeds``: (L, C) or (B, L, C) input-level prompt prepended to the scaled input
-          (no positions); its outputs are dropped from the result.
-        - ``prefix_padding``: (B, L) bool, True where a row's deep-prefix slot is padding (rows of a mixed-task
-          batch carry prompts of different lengths, right-padded to L; see ``prompt/bank.py``).
-        - ``cache``: a ``KVCache``; the first call fills it (prefixes included), later calls pass only
-          the new tokens and must not pass prefixes again.
+        ``embeds``: unscaled (B, T, C) instead of ``embed(tokens)``; ``prefix_kv``: one (k_in, v_in) pair per
+        layer, each (L, C) or (B, L, C), deep-prompt inputs visible to every token, without positions;
+        ``prefix_embeds``: (L, C) or (B, L, C) input-level prompt prepended to the scaled input (no positions; its
+        outputs are dropped); ``prefix_padding``: (B, L) bool, True where a row's deep-prefix slot is padding
+        (mixed-task batches, ``prompt/bank.py``); ``cache``: a ``KVCache`` the first call fills (prefixes
+        included), later calls pass only the new tokens and no prefixes.
         """
         B, T = tokens.shape
         first = cache is None or cache.empty

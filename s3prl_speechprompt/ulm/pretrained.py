@@ -1,10 +1,9 @@
 """GSLM's published artefacts by name, cached the way s3prl caches upstream checkpoints.
 
-``hubert100`` / ``cpc100`` resolve to the unit-LM tarballs (``checkpoint_best.pt`` + ``dict.txt``) and
-k-means ``km.bin`` files at dl.fbaipublicfiles.com. Downloads land in
-``$S3PRL_CACHE/download/<sha256(url)>.<basename>`` (default ``~/.cache/s3prl/download``), the naming
-s3prl uses, so a file placed there by hand works offline. A failed download raises
-:class:`~s3prl_speechprompt.errors.DownloadError` naming the URL and that path (one line on the terminal).
+``hubert100`` / ``cpc100`` resolve to the unit-LM tarballs and k-means ``km.bin`` files at
+dl.fbaipublicfiles.com, downloaded to ``$S3PRL_CACHE/download/<sha256(url)>.<basename>`` (default
+``~/.cache/s3prl/download``), s3prl's naming, so a file placed there by hand works offline. A failed download is a
+:class:`~s3prl_speechprompt.errors.DownloadError` naming the URL and that path.
 """
 from __future__ import annotations
 

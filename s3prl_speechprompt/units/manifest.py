@@ -1,16 +1,12 @@
-"""Unit files: one utterance per line, discrete units plus its label tokens.
+"""Unit files: one utterance per line, discrete units plus its label tokens, format auto-detected per file.
 
-Two formats are read, auto-detected per file (TSV if the first non-blank line has a tab):
-
-- SpeechPrompt's released ``data_prompt/*.txt``: ``u1 u2 ... un <s> l1 [l2 ...]``
-  (e.g. ``71 12 57 <s> 9``; IC lines carry 3 label ids). Ids are made up as ``{stem}-{lineno}``.
-- our manifest: ``id<TAB>u1 u2 ...<TAB>l1 l2 ...`` (labels space separated; ASR labels are
+- SpeechPrompt's released ``data_prompt/*.txt``: ``u1 u2 ... un <s> l1 [l2 ...]``; ids are ``{stem}-{lineno}``.
+- our manifest (TSV if the first non-blank line has a tab): ``id<TAB>u1 u2 ...<TAB>l1 l2 ...`` (ASR labels are
   characters with ``|`` as the word boundary).
 
-Units and labels stay strings exactly as written: the unit -> LM index mapping belongs to the
-GSLM ``dict.txt`` and label -> unit mapping to the verbalizer, not to this reader. What the reader does
-check is the form: a malformed line, and (``check_unit_indices``) a unit that is not a non-negative
-integer, are errors naming ``file:line``, every such line in one error.
+Units and labels stay strings as written (unit -> LM index is dict.txt's business, label -> unit the
+verbalizer's). The reader checks the form: malformed lines and (``check_unit_indices``) units that are not
+non-negative integers are errors naming ``file:line``, every such line in one error.
 """
 from __future__ import annotations
 
@@ -101,10 +97,10 @@ def _parse_tsv(path: Path, lineno: int, line: str) -> UnitRecord:
 
 
 def read_unit_file(path: str | os.PathLike) -> List[UnitRecord]:
-    """Read a SpeechPrompt ``units <s> labels`` file or our TSV manifest (blank lines are skipped).
-
-    Every malformed line is reported in one :class:`~s3prl_speechprompt.errors.UnitFileError` (``file:line:
-    what``, the first MAX_LISTED of them and a count), not just the first."""
+    """Read a SpeechPrompt ``units <s> labels`` file or our TSV manifest (blank lines skipped); every malformed
+    line is in one :class:`~s3prl_speechprompt.errors.UnitFileError` (``file:line: what``, the first MAX_LISTED,
+    and a count).
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: unit file not found")

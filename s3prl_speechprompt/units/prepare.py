@@ -64,11 +64,9 @@ def prepare_units(items: Sequence, featurize: Callable, read_audio: Callable, *,
                   km: Optional[str] = None, n_clusters: int = 100, fit_max_frames: int = 200_000,
                   seed: int = 1369, cache_dir: Optional[Path] = None,
                   feature_dim: Optional[int] = None) -> Tuple[KMeansQuantizer, List[UnitRecord]]:
-    """(quantizer, train-split unit records). ``featurize(wav np.float32) -> (T, D) tensor``.
-
-    Without ``km`` a k-means with GSLM's settings is fitted on the features of a seeded random subset
-    of utterances holding about ``fit_max_frames`` frames. ``feature_dim``: the upstream's feature size,
-    checked against a given ``km`` before any audio is processed.
+    """(quantizer, train-split unit records); ``featurize(wav np.float32) -> (T, D) tensor``. Without ``km`` a k-means
+    with GSLM's settings is fitted on a seeded random subset of utterances holding about ``fit_max_frames`` frames;
+    ``feature_dim`` (the upstream's) is checked against a given ``km`` before any audio is processed.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     ids = [it.id for it in items]

@@ -1,15 +1,11 @@
 """K-means quantizer: SSL features -> discrete units, in torch.
 
-GSLM's ``km.bin`` is a joblib pickle of an sklearn (MiniBatch)KMeans, applied with ``predict``
-(nearest centroid, Euclidean). We unpickle it once, keep only ``cluster_centers_`` as a buffer
-and do the argmin in torch, so quantization runs on the GPU inside s3prl without sklearn in the
-loop and without the pickle's sklearn-version fragility.
-
-The pickle is read by a restricted unpickler (:func:`read_km_bin`: joblib's own reader with
-``find_class`` narrowed): sklearn's KMeans classes, under any module path sklearn has used, become a
-plain :class:`KMeansState`; numpy arrays are rebuilt; any other global the file names is refused. So
-reading a km.bin needs neither sklearn nor trust in the file (``joblib.load`` would run whatever the
-pickle names). sklearn is needed only to *fit* k-means.
+GSLM's ``km.bin`` is a joblib pickle of an sklearn (MiniBatch)KMeans applied with ``predict`` (nearest centroid).
+We keep only ``cluster_centers_`` as a buffer and do the argmin in torch: quantization runs on the GPU inside
+s3prl, without sklearn in the loop or its version fragility. :func:`read_km_bin` is joblib's reader with
+``find_class`` narrowed: sklearn's KMeans classes (any module path sklearn used) become a plain
+:class:`KMeansState`, numpy arrays are rebuilt, any other global is refused, so reading a km.bin needs neither
+sklearn nor trust in the file (``joblib.load`` would run whatever the pickle names). sklearn only *fits* k-means.
 """
 from __future__ import annotations
 
@@ -90,9 +86,8 @@ class KMeansQuantizer(torch.nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_km_bin(cls, path: Union[str, os.PathLike]) -> "KMeansQuantizer":
-        """Load GSLM's ``km.bin`` (a joblib pickle of an sklearn MiniBatchKMeans/KMeans) without sklearn.
-
-        Read by :func:`read_km_bin`: only ``cluster_centers_`` is used, and no code named by the file is run.
+        """Load GSLM's ``km.bin`` (a joblib pickle of an sklearn (MiniBatch)KMeans) without sklearn, through
+        :func:`read_km_bin`: only ``cluster_centers_`` is used, and no code named by the file is run.
         """
         path = Path(path)
         state = read_km_bin(path)
@@ -103,9 +98,8 @@ class KMeansQuantizer(torch.nn.Module):
     @classmethod
     def fit(cls, features: Union[ArrayLike, Iterable[ArrayLike]], n_clusters: int = 100, seed: int = 1369,
             **overrides) -> "KMeansQuantizer":
-        """Fit sklearn MiniBatchKMeans with GSLM's settings (``overrides`` replace any of them).
-
-        features: one (N, D) array/tensor, or an iterable of (T, D) ones (one per utterance).
+        """Fit sklearn MiniBatchKMeans with GSLM's settings (``overrides`` replace any of them) on one (N, D)
+        array/tensor or an iterable of (T, D) ones (one per utterance).
         """
         from sklearn.cluster import MiniBatchKMeans
 
@@ -257,10 +251,9 @@ def _km_unpickler_class():
 
 
 def read_km_bin(path: Union[str, os.PathLike]) -> KMeansState:
-    """A joblib-pickled sklearn KMeans/MiniBatchKMeans (compressed or not) as a :class:`KMeansState`.
-
-    Needs joblib (for its container format) but not sklearn; refuses any global outside a k-means model
-    and numpy arrays with :class:`~s3prl_speechprompt.errors.KMeansFileError` naming it and the file.
+    """A joblib-pickled sklearn KMeans/MiniBatchKMeans (compressed or not) as a :class:`KMeansState`: needs joblib,
+    not sklearn; a global outside a k-means model and numpy arrays is a
+    :class:`~s3prl_speechprompt.errors.KMeansFileError` naming it and the file.
     """
     path = Path(path)
     if not path.is_file():
