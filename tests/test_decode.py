@@ -97,7 +97,9 @@ def test_pinned_outputs_of_the_decoders_it_replaced(models, case, task):
     tokens, scores = PINNED[(case, task)]
     assert isinstance(got, Decoded)
     assert got.tokens == tokens
-    assert got.scores == pytest.approx(scores, abs=1e-6)
+    # the pins were bit-identical on the machine that wrote them; fp32 matmul kernels differ between CPUs
+    # (AVX2 / AVX-512 summation order), which moves a 6-step log-prob by up to ~4e-5: tokens exact, scores 1e-4
+    assert got.scores == pytest.approx(scores, abs=1e-4)
     # a source stops at </s> or at its budget (beam: its best hypothesis ended or not)
     assert got.finished == [len(t) < b for t, b in zip(tokens, budgets)]
     assert got.unfinished == sum(len(t) == b for t, b in zip(tokens, budgets))
