@@ -295,6 +295,7 @@ def apply() -> list:
     """
     global _applied
     if _applied is not None:
+        _patch_safe_globals()     # a torch.serialization.safe_globals() context may have dropped it since
         return list(_applied)
     import torchaudio
 

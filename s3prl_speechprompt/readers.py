@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Optional, Type
+from typing import Any, Callable, Optional, Sequence, Type
 
 from s3prl_speechprompt.errors import CheckpointError, MissingFileError
 
@@ -65,14 +65,18 @@ def describe(obj: Any) -> str:
 
 
 def read_torch(path, expected: str, *, flag: str = "", is_expected: Optional[Callable[[Any], bool]] = None,
-               restricted_pickle: Any = None, mmap: bool = False, error: Type[CheckpointError] = CheckpointError):
+               restricted_pickle: Any = None, mmap: bool = False, error: Type[CheckpointError] = CheckpointError,
+               allow: Sequence[type] = ()):
     """``torch.load(path, weights_only=True)`` on CPU, or one clear error (see the module docstring).
 
     ``expected`` names what the caller wants ("an s3prl runner checkpoint"); ``flag`` the option or key the path
     came from (named in the message). ``is_expected(obj)`` tells the right kind from another. ``restricted_pickle``
     (a pickle module whose Unpickler refuses code) is tried when torch's weights-only reader refuses a class:
     fairseq checkpoints hold argparse / omegaconf objects. ``mmap`` maps a zip file instead of reading it (a check
-    of a large file before s3prl reads it itself)."""
+    of a large file before s3prl reads it itself). ``allow``: classes the file may hold besides torch's weights-only
+    set (s3prl's checkpoints keep their ``Args`` as an ``argparse.Namespace``)."""
+    import contextlib
+
     import torch
 
     path = Path(path)
@@ -89,13 +93,13 @@ def read_torch(path, expected: str, *, flag: str = "", is_expected: Optional[Cal
     if looks == "zip" and not zipfile.is_zipfile(path):
         raise error(f"{where}: the file is cut short ({size:,} bytes: the end of its zip archive is missing), "
                     f"expected {expected}; a copy or download was interrupted: copy it again")
+    # torch's safe_globals() context drops its classes on exit even if they were allowed before: enter it only
+    # for the ones not allowed already
+    extra = [c for c in allow if c not in torch.serialization.get_safe_globals()]
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and looks == "zip")
-        except pickle.UnpicklingError:
-            if restricted_pickle is None:
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
+        with torch.serialization.safe_globals(extra) if extra else contextlib.nullcontext():
+            obj = _load(path, looks, mmap, restricted_pickle)
+
     except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError, OSError) as e:
         reason = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
         reason = reason.splitlines()[0] if reason else type(e).__name__
@@ -128,6 +132,16 @@ def read_json(path, expected: str, *, flag: str = "", error: Type[CheckpointErro
     except (UnicodeDecodeError, ValueError) as e:
         raise error(f"{where}: is not valid JSON ({e}; {len(text):,} bytes: damaged or cut short), expected "
                     f"{expected}; copy it again") from None
+
+
+def _load(path: Path, looks: str, mmap: bool, restricted_pickle: Any):
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and looks == "zip")
+    except pickle.UnpicklingError:
+        if restricted_pickle is None:
+            raise
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
 
 
 def is_runner_checkpoint(obj) -> bool:

@@ -15,6 +15,7 @@ evaluate``, ``predict``, the runner expert's ``-m evaluate`` / ``-m inference`` 
 """
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,7 +91,8 @@ def _collapse(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """A reparameterised prefix's state (start + embedding + MLP) -> the plain ``deep_prompt.key`` / ``.value``."""
     sub = {k[len("deep_prompt."):]: v for k, v in state.items() if k.startswith("deep_prompt.")}
     _, layers, length, dim = sub["start"].shape
-    prefix = ReparamPrefix(layers, length, dim, 0.0, sub["embedding"].size(1), sub["start"][0], sub["start"][1])
+    with torch.random.fork_rng(devices=[]):   # its throw-away init must not move a training run's RNG (bitwise -a)
+        prefix = ReparamPrefix(layers, length, dim, 0.0, sub["embedding"].size(1), sub["start"][0], sub["start"][1])
     prefix.load_state_dict(sub)
     out = {k: v for k, v in state.items() if not k.startswith("deep_prompt.")}
     out["deep_prompt.key"], out["deep_prompt.value"] = prefix.collapse()
@@ -285,4 +287,4 @@ def read_runner_checkpoint(path) -> dict:
     from s3prl_speechprompt import compat
 
     compat.apply()                                   # allows s3prl's argparse.Namespace under weights_only
-    return read_torch(path, RUNNER_CHECKPOINT, is_expected=is_runner_checkpoint)
+    return read_torch(path, RUNNER_CHECKPOINT, is_expected=is_runner_checkpoint, allow=(argparse.Namespace,))

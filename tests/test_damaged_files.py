@@ -177,3 +177,23 @@ def test_predict_refuses_a_damaged_runner_checkpoint(files, tmp_path, tiny_engin
     out = subprocess.run(SPEECHPROMPT + ["predict", "--ckpt", str(ckpt), "--units", str(tiny_engine_run[1])],
                          capture_output=True, text=True, timeout=600)
     one_line_error(out, "speechprompt predict", str(ckpt), FOUND.get(kind, "is a plain pickle"))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "other"])
+def test_extract_units_refuses_a_damaged_kmeans_file_before_reading_audio(files, tmp_path, kind):
+    km = damaged(files["lm"] if kind == "other" else files["km"], kind, tmp_path / "km.bin")
+    out = subprocess.run(SPEECHPROMPT + ["extract-units", "-u", "fbank", "--km", str(km), "--corpus-task", "ks",
+                                         "--root", str(tmp_path / "no_corpus_needed"), "--out", str(tmp_path / "units")],
+                         capture_output=True, text=True, timeout=600)
+    one_line_error(out, "speechprompt extract-units", str(km), {"truncated": "could not unpickle", "empty": "is empty",
+                                                                "other": "is a fairseq checkpoint (a unit LM)"}[kind])
+    assert not (tmp_path / "units").exists()
+
+
+def test_runner_inference_reads_its_checkpoint_through_the_checked_reader(files, tmp_path):
+    ckpt = damaged(files["runner"], "truncated", tmp_path / "exp" / "dev-best.ckpt")
+    (tmp_path / "list.txt").write_text("a.wav\n")
+    out = subprocess.run(RUNNER + ["-m", "inference", "-e", str(ckpt), "-t", str(tmp_path / "list.txt"),
+                                   "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    one_line_error(out, "speechprompt-run-downstream", f"-e {ckpt}", "cut short")
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["dev-best.ckpt"]

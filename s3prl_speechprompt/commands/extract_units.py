@@ -69,6 +69,10 @@ def run(args) -> int:
     from s3prl_speechprompt.units.manifest import UnitRecord, write_unit_manifest
     from s3prl_speechprompt.units.prepare import prepare_units, to_units
 
+    km = str(resolve_kmeans(args.km)) if args.km else None
+    if km:                    # a damaged k-means file stops here: before any audio is read or anything is written
+        from s3prl_speechprompt.units.quantizer import KMeansQuantizer
+        KMeansQuantizer.load(km)
     task = get_task(args.corpus_task)(**_datarc(args))
     splits = args.splits.split(",") if args.splits else list(task.splits)
     checked = {s: audit_split(task.read_split(s), s, args.bad_audio, report_dir=Path(args.out)) for s in splits}
@@ -76,7 +80,6 @@ def run(args) -> int:
     runner_args = {"upstream": args.upstream, "upstream_ckpt": args.upstream_ckpt, "device": args.device,
                    "upstream_feature_selection": args.feature_selection, "upstream_layer_selection": args.layer}
     featurize = runner_featurizer(runner_args)
-    km = str(resolve_kmeans(args.km)) if args.km else None
     train_split = "train" if "train" in items else splits[0]
     quantizer, train_records = prepare_units(items[train_split], featurize, read_item_audio, km=km,
                                              n_clusters=args.n_clusters, key_parts=upstream_key(runner_args),

@@ -10,6 +10,7 @@ checkpoints, one training job per expdir, DDP fixes); ``--local_rank`` from torc
 only the flag; ``--local-rank`` is renamed) and ``gloo`` with ``--device cpu``; a device that exists
 (:func:`choose_device`); user errors as one line and exit 2 (:mod:`s3prl_speechprompt.errors`).
 """
+import argparse
 import glob
 import os
 import sys
@@ -210,7 +211,8 @@ def check_paths(options: dict) -> None:
         if isinstance(value, str) and not os.path.exists(value):
             raise MissingFileError(f"{flag} {value}: no such {what}")
     for flag, path in _checkpoints_s3prl_loads(options):
-        read_torch(path, RUNNER_CHECKPOINT, flag=flag, is_expected=is_runner_checkpoint, mmap=True)
+        read_torch(path, RUNNER_CHECKPOINT, flag=flag, is_expected=is_runner_checkpoint, mmap=True,
+                   allow=(argparse.Namespace,))
 
 
 def _checkpoints_s3prl_loads(options: dict) -> List[tuple]:
