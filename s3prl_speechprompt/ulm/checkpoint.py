@@ -10,7 +10,6 @@ the checkpoint is imported or run, and fairseq need not be installed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import enum
 import pickle
 import types
@@ -118,12 +117,9 @@ def load_container(path: Path, expected: str = "a PyTorch / fairseq checkpoint")
     another kind is one clear error (:func:`~s3prl_speechprompt.readers.read_torch`)."""
     from s3prl_speechprompt.readers import read_torch
 
-    # torch's safe_globals() context removes the class on exit even when it was allowed before (s3prl's
-    # runner needs argparse.Namespace allowed for its own checkpoints): enter it only when needed. Classes
-    # outside torch's safe set (enums, DictConfig, ...) go through the restricted unpickler.
-    allowed = argparse.Namespace in torch.serialization.get_safe_globals()
-    with contextlib.nullcontext() if allowed else torch.serialization.safe_globals([argparse.Namespace]):
-        return read_torch(path, expected, restricted_pickle=_restricted_pickle)
+    # classes outside torch's safe set and argparse.Namespace (enums, DictConfig, ...) go through the restricted
+    # unpickler
+    return read_torch(path, expected, restricted_pickle=_restricted_pickle, allow=(argparse.Namespace,))
 
 
 def _plain(obj):
